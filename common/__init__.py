@@ -1,0 +1,1 @@
+"""Shared library code for stochgrad: gradient estimators and their helpers."""
