@@ -1,0 +1,347 @@
+"""Noisy top-k gating and the load-balancing losses of sparse MoE layers.
+
+Pure, jit-able functions in the manner of rlax/optax: PRNG key explicit,
+options keyword-only, shapes checked on entry. Shapes: `T` tokens, `D` model
+width, `E` experts, `K` experts kept per token.
+
+The gate (Shazeer et al. 2017, Eq. 3-5):
+
+    H(x)_i = (x W_g)_i + eps_i * softplus((x W_noise)_i),   eps_i ~ N(0, 1)
+    G(x)   = softmax(KeepTopK(H(x), k)),
+
+with KeepTopK setting all but the k largest entries to -inf, i.e. the softmax
+is taken over the k kept logits only. Noise is used only in training.
+
+References:
+  Shazeer, Mirhoseini, Maziarz, Davis, Le, Hinton & Dean 2017, "Outrageously
+    Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer",
+    ICLR 2017: Eq. 3-5 (noisy top-k gating), Eq. 6-7 (importance loss),
+    Eq. 8-10 (smooth load estimator and load loss), Appendix A.
+  Fedus, Zoph & Shazeer 2021, "Switch Transformers", Eq. 4-6 (balance loss).
+  Zoph et al. 2022, "ST-MoE: Designing Stable and Transferable Sparse Expert
+    Models", Eq. 5 (router z-loss).
+  Jang, Gu & Poole 2017 (Gumbel-softmax); Kool, van Hoof & Welling 2019,
+    "Stochastic Beams and Where to Find Them" (Gumbel-top-k sampling).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from common import estimators
+
+Array = chex.Array
+PRNGKey = chex.PRNGKey
+
+PAPER = "paper"
+STRAIGHT_THROUGH = "straight_through"
+GUMBEL = "gumbel"
+ROUTING_GRADIENTS = (PAPER, STRAIGHT_THROUGH, GUMBEL)
+
+# Below this, log(softplus(r)) == r to float32 precision (softplus(r) ~ e^r).
+_LOG_SOFTPLUS_SWITCH = -15.0
+# Floor on the noise scale inside the Phi argument: keeps (d z / d std) finite
+# when softplus underflows; Phi is saturated long before this matters.
+_MIN_NOISE_STD = 1e-9
+
+
+class GatingOutput(NamedTuple):
+  """Result of `noisy_top_k`.
+
+  Attributes:
+    gates: [T, E], zero outside the top k, rows sum to 1 (Eq. 3-5).
+    expert_index: [T, K] int32, the kept experts, largest logit first.
+    expert_weight: [T, K], gates at `expert_index` (the combine weights).
+    importance: [E], sum of gates over the batch (Eq. 6).
+    load: [E]; the smooth estimator sum_x P(x, i) (Eq. 8-10) when noise is
+      on; the exact number of tokens routed to each expert when it is off.
+    count: [E], the exact number of tokens routed to each expert.
+    clean_logits: [T, E], x W_g.
+    noisy_logits: [T, E], H(x) (equal to `clean_logits` without noise; for
+      Gumbel routing temperature * log of the relaxed sample, i.e.
+      logits + g up to a per-token constant).
+    noise_std: [T, E], softplus(x W_noise) (zeros without noise).
+  """
+  gates: Array
+  expert_index: Array
+  expert_weight: Array
+  importance: Array
+  load: Array
+  count: Array
+  clean_logits: Array
+  noisy_logits: Array
+  noise_std: Array
+
+
+def _check_k(k: int, num_experts: int) -> None:
+  if isinstance(k, bool) or not isinstance(k, int):
+    raise TypeError(f"k must be a Python int; got k={k!r}.")
+  if k < 1:
+    raise ValueError(f"k must be >= 1; got k={k}.")
+  if k > num_experts:
+    raise ValueError(
+        f"k must be <= num_experts; got k={k} with num_experts={num_experts}.")
+
+
+def log_softplus(raw: Array) -> Array:
+  """log(softplus(raw)), finite with finite gradients for every raw.
+
+  For raw below -15, softplus(raw) = log1p(e^raw) ~= e^raw to float32
+  precision, so log(softplus(raw)) ~= raw; the double `where` keeps the
+  untaken branch from producing NaN gradients.
+  """
+  small = raw < _LOG_SOFTPLUS_SWITCH
+  safe = jnp.where(small, 0.0, raw)
+  return jnp.where(small, raw, jnp.log(jax.nn.softplus(safe)))
+
+
+def kth_excluding_threshold(noisy_logits: Array, k: int) -> Array:
+  """kth_excluding(H(x), k, i) for every token and expert (Shazeer App. A).
+
+  The k-th largest component of H(x) with component i excluded. With the
+  top k+1 values of H(x): for an i among the kept top k (by the same
+  `lax.top_k` selection that picks the experts, so ties are consistent) it is
+  the (k+1)-th largest value, otherwise the k-th largest.
+
+  Args:
+    noisy_logits: H(x), float [T, E].
+    k: 1 <= k < E (with k == E no other component exists; callers treat the
+      threshold as -inf).
+
+  Returns:
+    Thresholds, float [T, E].
+  """
+  chex.assert_rank(noisy_logits, 2)
+  num_experts = noisy_logits.shape[-1]
+  if not 1 <= k < num_experts:
+    raise ValueError(
+        f"kth_excluding_threshold needs 1 <= k < num_experts; got k={k}, "
+        f"num_experts={num_experts}.")
+  top_values, top_index = jax.lax.top_k(noisy_logits, k + 1)
+  in_top_k = jnp.sum(
+      jax.nn.one_hot(top_index[:, :k], num_experts, dtype=jnp.bool_),
+      axis=1, dtype=jnp.int32) > 0
+  return jnp.where(in_top_k, top_values[:, k:k + 1], top_values[:, k - 1:k])
+
+
+def prob_in_top_k(clean_logits: Array, noisy_logits: Array, noise_std: Array,
+                  k: int) -> Array:
+  """Shazeer's P(x, i): probability that expert i stays in the top k.
+
+  Shazeer et al. 2017, Eq. 9 (Appendix A): with only expert i's noise redrawn
+  and the other components of H(x) held fixed,
+
+      P(x, i) = Phi( ((x W_g)_i - kth_excluding(H(x), k, i))
+                     / softplus((x W_noise)_i) ),
+
+  Phi the standard normal CDF. Differentiable in `clean_logits`,
+  `noise_std`, and (through the threshold) `noisy_logits`.
+
+  Args:
+    clean_logits: x W_g, float [T, E].
+    noisy_logits: H(x), float [T, E].
+    noise_std: softplus(x W_noise), float [T, E], > 0.
+    k: 1 <= k <= E.
+
+  Returns:
+    P, float [T, E] in [0, 1]; ones when k == E.
+  """
+  chex.assert_rank(clean_logits, 2)
+  chex.assert_equal_shape([clean_logits, noisy_logits, noise_std])
+  num_experts = clean_logits.shape[-1]
+  _check_k(k, num_experts)
+  if k == num_experts:
+    return jnp.ones_like(clean_logits)
+  threshold = kth_excluding_threshold(noisy_logits, k)
+  z = (clean_logits - threshold) / jnp.maximum(noise_std, _MIN_NOISE_STD)
+  return jax.scipy.stats.norm.cdf(z)
+
+
+def cv_squared(v: Array, *, eps: float = 1e-10) -> Array:
+  """Squared coefficient of variation, Var(v) / (mean(v)^2 + eps).
+
+  Population variance over the experts, as in Shazeer et al. 2017, Eq. 7 and
+  10 (CV^2 of importance and load). A single expert gives 0.
+
+  Args:
+    v: float [E].
+    eps: guards an all-zero vector.
+
+  Returns:
+    Scalar.
+  """
+  chex.assert_rank(v, 1)
+  if v.shape[0] == 1:
+    return jnp.zeros((), v.dtype)
+  return jnp.var(v) / (jnp.square(jnp.mean(v)) + eps)
+
+
+def importance_loss(importance: Array, *, weight: float) -> Array:
+  """L_importance = w_importance * CV(Importance)^2 (Shazeer Eq. 6-7).
+
+  Args:
+    importance: [E], sum over the batch of the gates.
+    weight: w_importance >= 0.
+  """
+  return weight * cv_squared(importance)
+
+
+def load_loss(load: Array, *, weight: float) -> Array:
+  """L_load = w_load * CV(Load)^2 (Shazeer Eq. 10, Appendix A).
+
+  Args:
+    load: [E], the smooth estimator sum_x P(x, i) (Eq. 8-9).
+    weight: w_load >= 0.
+  """
+  return weight * cv_squared(load)
+
+
+def switch_balance_loss(router_probs: Array, expert_index: Array, *,
+                        alpha: float = 1e-2) -> Array:
+  """Switch Transformer auxiliary loss, alpha * N * sum_i f_i P_i.
+
+  Fedus et al. 2021, Eq. 4-6: f_i is the fraction of routing slots sent to
+  expert i (for k > 1, over all T*k slots; not differentiable) and P_i the
+  mean router probability of expert i (differentiable). Equals alpha under a
+  uniform routing.
+
+  Args:
+    router_probs: softmax over all experts of the router logits, [T, E].
+    expert_index: [T, K] int.
+    alpha: coefficient (1e-2 in the paper).
+
+  Returns:
+    Scalar.
+  """
+  chex.assert_rank([router_probs, expert_index], 2)
+  num_experts = router_probs.shape[-1]
+  dispatch = jax.nn.one_hot(expert_index, num_experts, dtype=router_probs.dtype)
+  f = jnp.mean(jnp.sum(dispatch, axis=1), axis=0) / expert_index.shape[1]
+  p = jnp.mean(router_probs, axis=0)
+  return alpha * num_experts * jnp.sum(jax.lax.stop_gradient(f) * p)
+
+
+def router_z_loss(logits: Array, *, weight: float = 1e-3) -> Array:
+  """ST-MoE router z-loss, weight * mean_x logsumexp(logits(x))^2.
+
+  Zoph et al. 2022, Eq. 5 (coefficient 1e-3 in the paper).
+
+  Args:
+    logits: router logits [T, E].
+    weight: coefficient.
+  """
+  chex.assert_rank(logits, 2)
+  return weight * jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+
+
+def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
+                *, k: int, train: bool, noise: bool = True,
+                routing_gradient: str = PAPER,
+                gumbel_temperature: float = 1.0) -> GatingOutput:
+  """Noisy top-k gating of Shazeer et al. 2017, Eq. 3-5, with its load.
+
+  H = x W_g + eps * softplus(x W_noise), eps drawn by
+  `common.estimators.gaussian_reparameterize` with log_std =
+  log(softplus(x W_noise)) (the pathwise gradient into the noise scale).
+  Noise is applied only when `train and noise`.
+
+  Routing gradients (`routing_gradient`):
+    "paper": gates = softmax over the k kept logits (Eq. 3-5); the gradient
+      flows through the kept logits and, for the load loss, through the
+      smooth estimator P(x, i) (Eq. 8-9).
+    "straight_through": same forward gates, the gradient of the dense
+      softmax over all E noisy logits (`estimators.straight_through`;
+      Bengio et al. 2013), so unselected experts' logits learn too.
+    "gumbel": Gumbel-top-k routing: experts chosen as the top k of
+      logits + Gumbel noise (from `estimators.gumbel_softmax`; training only);
+      forward gates are the relaxed weights renormalised over the chosen k,
+      the gradient is that of the relaxed softmax over all E experts
+      (straight-through Gumbel, Jang et al. 2017, Sec. 2.2). W_noise is
+      unused, and `load` is the exact count (no smooth estimator: the load
+      loss then carries no gradient; use the importance loss).
+
+  Args:
+    x: float [T, D].
+    w_gate: W_g, float [D, E] (zero-initialised in the paper).
+    w_noise: W_noise, float [D, E] (zero-initialised in the paper).
+    key: PRNG key; may be None when no noise is drawn.
+    k: experts per token, 1 <= k <= E.
+    train: training mode (noise on if `noise`).
+    noise: turn the noise term off in training (an ablation).
+    routing_gradient: one of "paper", "straight_through", "gumbel".
+    gumbel_temperature: > 0, for "gumbel".
+
+  Returns:
+    GatingOutput (see its docstring).
+  """
+  chex.assert_rank([x, w_gate, w_noise], 2)
+  chex.assert_equal_shape([w_gate, w_noise])
+  if x.shape[-1] != w_gate.shape[0]:
+    raise ValueError(
+        f"x has {x.shape[-1]} features but w_gate expects {w_gate.shape[0]}.")
+  num_tokens = x.shape[0]
+  num_experts = w_gate.shape[-1]
+  _check_k(k, num_experts)
+  if routing_gradient not in ROUTING_GRADIENTS:
+    raise ValueError(
+        f"routing_gradient must be one of {ROUTING_GRADIENTS}; got "
+        f"{routing_gradient!r}.")
+  noisy = bool(train and noise)
+  if noisy and key is None:
+    raise ValueError("noisy_top_k needs a PRNG key when train=True and "
+                     "noise=True.")
+
+  clean_logits = x @ w_gate
+  load_prob = None
+  if noisy and routing_gradient == GUMBEL:
+    relaxed = estimators.gumbel_softmax(
+        key, clean_logits, temperature=gumbel_temperature)
+    # softmax is monotone, so the top k of `relaxed` are the top k of
+    # logits + g: a Gumbel-top-k sample (Kool et al. 2019).
+    noisy_logits = jax.lax.stop_gradient(
+        gumbel_temperature * jnp.log(relaxed))
+    noise_std = jnp.zeros_like(clean_logits)
+    _, expert_index = jax.lax.top_k(noisy_logits, k)
+    mask = jnp.sum(jax.nn.one_hot(expert_index, num_experts,
+                                  dtype=relaxed.dtype), axis=1)
+    kept = relaxed * mask
+    forward = kept / jnp.sum(kept, axis=-1, keepdims=True)
+    gates = estimators.straight_through(forward, relaxed)
+  else:
+    if noisy:
+      raw_noise = x @ w_noise
+      noise_std = jax.nn.softplus(raw_noise)
+      noisy_logits = estimators.gaussian_reparameterize(
+          key, clean_logits, log_softplus(raw_noise))
+      load_prob = prob_in_top_k(clean_logits, noisy_logits, noise_std, k)
+    else:
+      noise_std = jnp.zeros_like(clean_logits)
+      noisy_logits = clean_logits
+    top_logits, expert_index = jax.lax.top_k(noisy_logits, k)
+    top_gates = jax.nn.softmax(top_logits, axis=-1)
+    gates = jnp.zeros_like(clean_logits).at[
+        jnp.arange(num_tokens)[:, None], expert_index].set(top_gates)
+    if routing_gradient == STRAIGHT_THROUGH:
+      gates = estimators.straight_through(
+          gates, jax.nn.softmax(noisy_logits, axis=-1))
+
+  expert_index = expert_index.astype(jnp.int32)
+  expert_weight = jnp.take_along_axis(gates, expert_index, axis=-1)
+  count = jnp.sum(jax.nn.one_hot(expert_index, num_experts,
+                                 dtype=clean_logits.dtype), axis=(0, 1))
+  load = count if load_prob is None else jnp.sum(load_prob, axis=0)
+  return GatingOutput(
+      gates=gates,
+      expert_index=expert_index,
+      expert_weight=expert_weight,
+      importance=jnp.sum(gates, axis=0),
+      load=load,
+      count=count,
+      clean_logits=clean_logits,
+      noisy_logits=noisy_logits,
+      noise_std=noise_std,
+  )

@@ -1,0 +1,218 @@
+"""The sparsely-gated Mixture-of-Experts layer (Flax linen).
+
+    y = sum_i G(x)_i E_i(x)                       (Shazeer et al. 2017, Eq. 1)
+
+with G the noisy top-k gate of `moe.gating.noisy_top_k` (Eq. 3-5) and E_i
+ReLU FFN experts, dispatched dropless (default) or with a capacity limit by
+`moe.dispatch`. The auxiliary loss is
+
+    w_importance * CV(Importance)^2 + w_load * CV(Load)^2     (Eq. 6-10)
+    + Switch balance loss (Fedus et al. 2021, Eq. 4-6), optional
+    + router z-loss (Zoph et al. 2022, Eq. 5), optional.
+
+Usage:
+  layer = MoE(num_experts=8, k=2, expert_hidden=256)
+  variables = layer.init(jax.random.key(0), x)          # x: [T, D]
+  y, aux = layer.apply(variables, x, train=True,
+                       rngs={"gating": key})
+  loss = task_loss(y) + aux.loss
+
+References:
+  Shazeer et al. 2017, "Outrageously Large Neural Networks", Eq. 1, 3-10,
+    Appendix A. Fedus et al. 2021, "Switch Transformers", Eq. 4-6.
+  Zoph et al. 2022, "ST-MoE", Eq. 5. Lepikhin et al. 2021, "GShard".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from moe import dispatch
+from moe import gating
+
+Array = chex.Array
+
+
+class MoEAux(NamedTuple):
+  """Auxiliary outputs of one MoE call (all scalars unless noted).
+
+  Attributes:
+    loss: total auxiliary loss (add it to the task loss).
+    cv_importance: CV(Importance) = std/mean over experts (Table 6).
+    cv_load: CV of the exact per-expert slot counts (Table 6 "CV(Load)").
+    max_over_mean_load: max/mean of the exact counts (Table 6).
+    fraction_dropped: dropped slots / (T * k); 0 when dropless.
+    router_entropy: mean over tokens of the entropy (nats) of the softmax
+      over all experts of the routing logits H(x).
+    importance: [E] (Eq. 6).
+    load: [E], the smooth load estimate in training with noise, else counts.
+    count: [E], exact slots routed to each expert.
+  """
+  loss: Array
+  cv_importance: Array
+  cv_load: Array
+  max_over_mean_load: Array
+  fraction_dropped: Array
+  router_entropy: Array
+  importance: Array
+  load: Array
+  count: Array
+
+
+def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
+                      capacity_factor: Optional[float],
+                      routing_gradient: str = gating.PAPER,
+                      block_size: int = 128) -> None:
+  """Raises ValueError naming the first bad option."""
+  for name, value in (("num_experts", num_experts),
+                      ("expert_hidden", expert_hidden),
+                      ("block_size", block_size)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an int >= 1; got {name}={value!r}.")
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ValueError(f"k must be an int >= 1; got k={k!r}.")
+  if k > num_experts:
+    raise ValueError(
+        f"k must be <= num_experts; got k={k} with num_experts={num_experts}.")
+  if capacity_factor is not None and not (
+      isinstance(capacity_factor, (int, float)) and capacity_factor > 0):
+    raise ValueError(
+        "capacity_factor must be > 0, or None for dropless dispatch; got "
+        f"capacity_factor={capacity_factor!r}.")
+  if routing_gradient not in gating.ROUTING_GRADIENTS:
+    raise ValueError(
+        f"routing_gradient must be one of {gating.ROUTING_GRADIENTS}; got "
+        f"{routing_gradient!r}.")
+
+
+def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
+                   w_importance: float, w_load: float, switch_alpha: float,
+                   z_loss: float) -> MoEAux:
+  """Auxiliary loss and Table 6 statistics from a gating output.
+
+  Args:
+    g: output of `gating.noisy_top_k` for the whole batch.
+    fraction_dropped: scalar from the dispatcher.
+    w_importance, w_load: Shazeer Eq. 7 and Eq. 10 weights.
+    switch_alpha: Switch balance-loss coefficient (0 = off).
+    z_loss: router z-loss coefficient (0 = off).
+
+  Returns:
+    MoEAux.
+  """
+  loss = (gating.importance_loss(g.importance, weight=w_importance)
+          + gating.load_loss(g.load, weight=w_load))
+  router_probs = jax.nn.softmax(g.noisy_logits, axis=-1)
+  if switch_alpha:
+    loss = loss + gating.switch_balance_loss(
+        router_probs, g.expert_index, alpha=switch_alpha)
+  if z_loss:
+    loss = loss + gating.router_z_loss(g.noisy_logits, weight=z_loss)
+  sg = jax.lax.stop_gradient
+  count = sg(g.count)
+  entropy = -jnp.sum(router_probs * jax.nn.log_softmax(g.noisy_logits, -1),
+                     axis=-1)
+  return MoEAux(
+      loss=loss,
+      cv_importance=jnp.sqrt(gating.cv_squared(sg(g.importance), eps=0.0)),
+      cv_load=jnp.sqrt(gating.cv_squared(count, eps=0.0)),
+      max_over_mean_load=jnp.max(count) / jnp.mean(count),
+      fraction_dropped=fraction_dropped,
+      router_entropy=sg(jnp.mean(entropy)),
+      importance=sg(g.importance),
+      load=sg(g.load),
+      count=count,
+  )
+
+
+class MoE(nn.Module):
+  """Noisy top-k gated MoE layer of ReLU FFN experts.
+
+  Attributes:
+    num_experts: E >= 1.
+    k: experts per token, 1 <= k <= E.
+    expert_hidden: H, hidden width of each expert.
+    capacity_factor: None for dropless dispatch, else > 0: each expert takes
+      at most ceil(capacity_factor * T * k / E) slots, the rest are dropped.
+    w_importance: Shazeer Eq. 7 weight.
+    w_load: Shazeer Eq. 10 weight.
+    switch_alpha: Switch Transformer balance loss coefficient (0 = off).
+    z_loss: ST-MoE router z-loss coefficient (0 = off).
+    noise: use the gating noise in training (ablation switch).
+    routing_gradient: "paper", "straight_through" or "gumbel".
+    gumbel_temperature: for "gumbel".
+    block_size: rows per block of the dropless dispatcher.
+  """
+  num_experts: int
+  k: int
+  expert_hidden: int
+  capacity_factor: Optional[float] = None
+  w_importance: float = 0.1
+  w_load: float = 0.1
+  switch_alpha: float = 0.0
+  z_loss: float = 0.0
+  noise: bool = True
+  routing_gradient: str = gating.PAPER
+  gumbel_temperature: float = 1.0
+  block_size: int = 128
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool) -> tuple[Array, MoEAux]:
+    """Applies the layer.
+
+    Args:
+      x: float [..., D] with at least one leading (token) axis; leading axes
+        are flattened into T tokens and restored on output.
+      train: training mode (gating noise on; needs rngs={"gating": key}).
+
+    Returns:
+      (y with the shape of x, MoEAux).
+    """
+    check_moe_options(num_experts=self.num_experts, k=self.k,
+                      expert_hidden=self.expert_hidden,
+                      capacity_factor=self.capacity_factor,
+                      routing_gradient=self.routing_gradient,
+                      block_size=self.block_size)
+    if x.ndim < 2:
+      raise ValueError(
+          f"MoE expects x of rank >= 2 ([tokens, d_model] or [..., d_model]);"
+          f" got rank {x.ndim} with shape {x.shape}.")
+    lead_shape, d_model = x.shape[:-1], x.shape[-1]
+    x2 = x.reshape(math.prod(lead_shape), d_model)
+
+    e, h = self.num_experts, self.expert_hidden
+    w_gate = self.param("w_gate", nn.initializers.zeros, (d_model, e))
+    w_noise = self.param("w_noise", nn.initializers.zeros, (d_model, e))
+    params = dispatch.ExpertParams(
+        w1=self.param("w1", nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=1, out_axis=2),
+            (e, d_model, h)),
+        b1=self.param("b1", nn.initializers.zeros, (e, h)),
+        w2=self.param("w2", nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=1, out_axis=2),
+            (e, h, d_model)),
+        b2=self.param("b2", nn.initializers.zeros, (e, d_model)),
+    )
+    needs_key = train and self.noise
+    key = self.make_rng("gating") if needs_key else None
+    g = gating.noisy_top_k(
+        x2, w_gate, w_noise, key, k=self.k, train=train, noise=self.noise,
+        routing_gradient=self.routing_gradient,
+        gumbel_temperature=self.gumbel_temperature)
+    if self.capacity_factor is None:
+      y, stats = dispatch.dropless_ffn(x2, g.expert_index, g.expert_weight,
+                                       params, block_size=self.block_size)
+    else:
+      y, stats = dispatch.capacity_ffn(x2, g.expert_index, g.expert_weight,
+                                       params,
+                                       capacity_factor=self.capacity_factor)
+    aux = aux_statistics(g, stats.fraction_dropped,
+                         w_importance=self.w_importance, w_load=self.w_load,
+                         switch_alpha=self.switch_alpha, z_loss=self.z_loss)
+    return y.reshape(x.shape), aux
