@@ -1,0 +1,258 @@
+"""Tests of moe/gating.py: exact P(x, i), load estimator, losses, options.
+
+Monte-Carlo checks use fixed seeds and a 5-standard-error tolerance.
+"""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moe import gating
+
+T, D, E = 5, 6, 7
+
+
+def _weights(seed, scale=1.0):
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(k1, (T, D))
+  w_gate = scale * jax.random.normal(k2, (D, E))
+  w_noise = 0.5 * scale * jax.random.normal(k3, (D, E))
+  return x, w_gate, w_noise
+
+
+def _mc_in_top_k(key, noisy, clean, std, k, num_samples):
+  """Fraction of redraws of each expert's own noise that keep it in top k.
+
+  Membership is decided by a full `lax.top_k` of the modified logits, not by
+  a threshold, so this does not share code with `prob_in_top_k`.
+  """
+  t, e = noisy.shape
+  eps = jax.random.normal(key, (num_samples, t, e))
+
+  def one(eps_s):
+    def per_expert(i):
+      h = noisy.at[:, i].set(clean[:, i] + std[:, i] * eps_s[:, i])
+      _, idx = jax.lax.top_k(h, k)
+      return jnp.any(idx == i, axis=-1)
+    return jax.vmap(per_expert, out_axes=1)(jnp.arange(e))
+
+  return jnp.mean(jax.lax.map(one, eps, batch_size=500).astype(jnp.float32),
+                  axis=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_prob_in_top_k_matches_monte_carlo(k):
+  x, w_gate, w_noise = _weights(0)
+  clean = x @ w_gate
+  std = jax.nn.softplus(x @ w_noise)
+  noisy = clean + std * jax.random.normal(jax.random.key(1), clean.shape)
+  p = gating.prob_in_top_k(clean, noisy, std, k)
+  n = 20_000
+  mc = _mc_in_top_k(jax.random.key(2), noisy, clean, std, k, n)
+  se = np.sqrt(np.maximum(p * (1 - p), 1.0 / n) / n)
+  np.testing.assert_array_less(np.abs(mc - p), 5 * se)
+  # The test has power: the non-excluding threshold (k-th largest of H(x)
+  # including i itself, the usual port mistake) is rejected.
+  top_vals, _ = jax.lax.top_k(noisy, k)
+  naive = jax.scipy.stats.norm.cdf((clean - top_vals[:, k - 1:k]) / std)
+  assert np.any(np.abs(mc - naive) > 5 * se)
+  # Both in-top-k and out-of-top-k cases were exercised.
+  assert 0.05 < float(jnp.mean(p > 0.5)) < 0.95 or k == 1
+
+
+def test_prob_in_top_k_k_equals_num_experts_is_one():
+  x, w_gate, _ = _weights(0)
+  clean = x @ w_gate
+  p = gating.prob_in_top_k(clean, clean, jnp.ones_like(clean), E)
+  np.testing.assert_array_equal(p, 1.0)
+
+
+def test_load_sums_to_k_tokens_in_expectation():
+  x, w_gate, w_noise = _weights(3)
+  k = 2
+
+  def load_total(key):
+    return jnp.sum(gating.noisy_top_k(x, w_gate, w_noise, key, k=k,
+                                      train=True).load)
+
+  totals = jax.vmap(load_total)(jax.random.split(jax.random.key(4), 4000))
+  se = float(jnp.std(totals) / np.sqrt(totals.shape[0]))
+  assert se > 0
+  assert abs(float(jnp.mean(totals)) - k * T) < 5 * se
+
+
+def test_load_gradient_reaches_both_matrices_and_matches_finite_differences():
+  x, w_gate, w_noise = _weights(5)
+  key = jax.random.key(6)
+  c = jax.random.normal(jax.random.key(7), (E,))
+
+  def f(wg, wn):
+    return jnp.sum(c * gating.noisy_top_k(x, wg, wn, key, k=2,
+                                          train=True).load)
+
+  g_gate, g_noise = jax.grad(f, argnums=(0, 1))(w_gate, w_noise)
+  assert float(jnp.abs(g_gate).max()) > 1e-3
+  assert float(jnp.abs(g_noise).max()) > 1e-3
+  for i, (w, g) in enumerate([(w_gate, g_gate), (w_noise, g_noise)]):
+    d = jax.random.normal(jax.random.key(10 + i), w.shape)
+    h = 1e-3
+    args_p = [w_gate, w_noise]
+    args_m = [w_gate, w_noise]
+    args_p[i] = w + h * d
+    args_m[i] = w - h * d
+    fd = (f(*args_p) - f(*args_m)) / (2 * h)
+    np.testing.assert_allclose(fd, jnp.vdot(g, d), rtol=2e-2, atol=1e-4)
+
+
+def test_gates_sparse_normalised_and_softmax_over_kept_logits():
+  x, w_gate, w_noise = _weights(8)
+  k = 3
+  g = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(0), k=k,
+                         train=True)
+  np.testing.assert_allclose(jnp.sum(g.gates, -1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(jnp.sum(g.gates > 0, -1), k)
+  top, idx = jax.lax.top_k(g.noisy_logits, k)
+  np.testing.assert_array_equal(idx, g.expert_index)
+  np.testing.assert_allclose(g.expert_weight, jax.nn.softmax(top, -1),
+                             rtol=1e-6)
+  np.testing.assert_allclose(g.importance, jnp.sum(g.gates, 0), rtol=1e-6)
+  np.testing.assert_array_equal(jnp.sum(g.count), k * T)
+
+
+def test_eval_mode_is_noise_free_with_exact_load():
+  x, w_gate, w_noise = _weights(9)
+  g0 = gating.noisy_top_k(x, w_gate, w_noise, None, k=2, train=False)
+  g1 = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(1), k=2,
+                          train=False)
+  np.testing.assert_array_equal(g0.gates, g1.gates)
+  np.testing.assert_array_equal(g0.noisy_logits, x @ w_gate)
+  np.testing.assert_array_equal(g0.load, g0.count)
+  # noise=False in training is also noise-free.
+  g2 = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(1), k=2,
+                          train=True, noise=False)
+  np.testing.assert_array_equal(g0.gates, g2.gates)
+
+
+def test_zero_init_training_routing_is_balanced():
+  t, e, k = 4096, 8, 2
+  x = jax.random.normal(jax.random.key(0), (t, D))
+  z = jnp.zeros((D, e))
+  g = gating.noisy_top_k(x, z, z, jax.random.key(1), k=k, train=True)
+  # Multinomial counts: CV ~ sqrt(E / (T k)) ~ 0.03.
+  cv_count = float(jnp.sqrt(gating.cv_squared(g.count)))
+  assert cv_count < 0.1
+  np.testing.assert_allclose(g.load, t * k / e, rtol=0.1)
+  np.testing.assert_allclose(g.importance, t / e, rtol=0.1)
+
+
+def test_log_softplus_is_stable():
+  raw = jnp.array([-200.0, -30.0, -15.1, -14.9, 0.0, 20.0])
+  val, grad = jax.vmap(jax.value_and_grad(gating.log_softplus))(raw)
+  assert np.all(np.isfinite(val)) and np.all(np.isfinite(grad))
+  np.testing.assert_allclose(val[3:], jnp.log(jax.nn.softplus(raw[3:])),
+                             rtol=1e-5)
+  np.testing.assert_allclose(val[:2], raw[:2])
+  # Noisy gating with a hugely negative noise pre-activation has finite grads.
+  x, w_gate, _ = _weights(0)
+  w_noise = jnp.full((D, E), -100.0)
+  x = jnp.abs(x)
+  grads = jax.grad(lambda wn: gating.load_loss(
+      gating.noisy_top_k(x, w_gate, wn, jax.random.key(0), k=2,
+                         train=True).load, weight=1.0))(w_noise)
+  assert np.all(np.isfinite(grads))
+
+
+def test_cv_squared_and_losses_values():
+  v = jnp.array([1.0, 2.0, 3.0, 6.0])
+  np.testing.assert_allclose(gating.cv_squared(v), np.var(v) / np.mean(v)**2,
+                             rtol=1e-6)
+  np.testing.assert_allclose(gating.cv_squared(jnp.array([3.0])), 0.0)
+  np.testing.assert_allclose(gating.cv_squared(jnp.ones(5)), 0.0)
+  np.testing.assert_allclose(gating.importance_loss(v, weight=0.2),
+                             0.2 * np.var(v) / np.mean(v)**2, rtol=1e-6)
+  np.testing.assert_allclose(gating.load_loss(v, weight=0.5),
+                             0.5 * np.var(v) / np.mean(v)**2, rtol=1e-6)
+  # Switch loss is alpha under uniform routing, N * alpha when collapsed.
+  t, e = 64, 4
+  uniform = jnp.full((t, e), 1.0 / e)
+  idx = jnp.arange(t)[:, None] % e
+  np.testing.assert_allclose(
+      gating.switch_balance_loss(uniform, idx, alpha=1e-2), 1e-2, rtol=1e-6)
+  collapsed = jax.nn.one_hot(jnp.zeros(t, jnp.int32), e)
+  np.testing.assert_allclose(
+      gating.switch_balance_loss(collapsed, jnp.zeros((t, 1), jnp.int32),
+                                 alpha=1e-2), e * 1e-2, rtol=1e-6)
+  np.testing.assert_allclose(
+      gating.router_z_loss(jnp.zeros((t, e)), weight=1e-3),
+      1e-3 * np.log(e)**2, rtol=1e-6)
+
+
+def test_straight_through_same_forward_denser_gradient():
+  x, w_gate, w_noise = _weights(11)
+  key = jax.random.key(3)
+  c = jax.random.normal(jax.random.key(4), (T, E))
+
+  def f(wg, mode):
+    g = gating.noisy_top_k(x, wg, w_noise, key, k=2, train=True,
+                           routing_gradient=mode)
+    return jnp.sum(c * g.gates), g.gates
+
+  (_, gates_p), grad_p = jax.value_and_grad(
+      lambda wg: f(wg, "paper"), has_aux=True)(w_gate)
+  (_, gates_st), grad_st = jax.value_and_grad(
+      lambda wg: f(wg, "straight_through"), has_aux=True)(w_gate)
+  np.testing.assert_array_equal(gates_p, gates_st)
+  assert float(jnp.abs(grad_p - grad_st).max()) > 1e-3
+  # Straight-through gradient equals that of the dense softmax of H(x).
+  grad_dense = jax.grad(lambda wg: jnp.sum(c * jax.nn.softmax(
+      gating.noisy_top_k(x, wg, w_noise, key, k=2, train=True).noisy_logits,
+      axis=-1)))(w_gate)
+  np.testing.assert_allclose(grad_st, grad_dense, rtol=1e-5, atol=1e-6)
+
+
+def test_gumbel_top1_selection_frequencies_are_softmax():
+  x, w_gate, w_noise = _weights(12, scale=0.5)
+  x1 = x[:1]
+
+  def chosen(key):
+    g = gating.noisy_top_k(x1, w_gate, w_noise, key, k=1, train=True,
+                           routing_gradient="gumbel")
+    return jax.nn.one_hot(g.expert_index[0, 0], E)
+
+  n = 20_000
+  freq = jnp.mean(jax.vmap(chosen)(jax.random.split(jax.random.key(0), n)), 0)
+  p = jax.nn.softmax(x1 @ w_gate)[0]
+  se = np.sqrt(p * (1 - p) / n)
+  np.testing.assert_array_less(np.abs(freq - p), 5 * se)
+  g = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(1), k=3,
+                         train=True, routing_gradient="gumbel")
+  np.testing.assert_allclose(jnp.sum(g.gates, -1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(jnp.sum(g.gates > 0, -1), 3)
+  grad = jax.grad(lambda wg: jnp.sum(gating.noisy_top_k(
+      x, wg, w_noise, jax.random.key(1), k=3, train=True,
+      routing_gradient="gumbel").gates[:, 0]))(w_gate)
+  assert float(jnp.abs(grad).max()) > 1e-4
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(k=0), "k must be >= 1; got k=0"),
+    (dict(k=E + 1), f"k must be <= num_experts; got k={E + 1}"),
+    (dict(k=2, routing_gradient="reinforce"), "routing_gradient"),
+])
+def test_bad_options_raise(kwargs, match):
+  x, w_gate, w_noise = _weights(0)
+  with pytest.raises(ValueError, match=match):
+    gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(0), train=True,
+                       **kwargs)
+
+
+def test_wrong_rank_and_missing_key_raise():
+  x, w_gate, w_noise = _weights(0)
+  with pytest.raises(AssertionError):
+    gating.noisy_top_k(x[0], w_gate, w_noise, None, k=2, train=False)
+  with pytest.raises(ValueError, match="PRNG key"):
+    gating.noisy_top_k(x, w_gate, w_noise, None, k=2, train=True)
