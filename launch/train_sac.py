@@ -1,0 +1,38 @@
+r"""Trains SAC on a Gymnasium continuous-control task.
+
+  python -m launch.train_sac --config=launch/configs/sac.py --workdir=/tmp/sac
+  python -m launch.train_sac --config=launch/configs/sac.py:HalfCheetah-v5 \
+      --workdir=/tmp/sac_hc --config.seed=3 --config.num_seeds=4
+
+Re-running the same command with the same --workdir resumes from the latest
+checkpoint. Outputs: config.json, eval.csv, train.csv, tb/, learning_curve.png.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from sac import train
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and plots.", required=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file (launch/configs/sac.py[:preset]).",
+    lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = flags.FLAGS.config
+  logging.info("Config:\n%s", config)
+  result = train.train(config, _WORKDIR.value)
+  logging.info("Final deterministic eval return per seed: %s",
+               result["eval_returns"])
+  print(f"final eval return per seed: {result['eval_returns']}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
