@@ -213,7 +213,13 @@ def tanh_gaussian_log_prob(action_pre_tanh: Array, mean: Array,
 
   Returns:
     log_prob [...].
+
+  Example:
+    >>> u = jnp.array([[0.5, 30.0]])   # finite even where tanh(u) == 1.0
+    >>> tanh_gaussian_log_prob(u, jnp.zeros((1, 2)), jnp.zeros((1, 2))).shape
+    (1,)
   """
+  _check_float("action_pre_tanh", action_pre_tanh)
   chex.assert_equal_shape([action_pre_tanh, mean, log_std])
   z = (action_pre_tanh - mean) * jnp.exp(-log_std)
   gaussian_log_prob = -0.5 * jnp.square(z) - log_std - 0.5 * _LOG_2PI
@@ -333,6 +339,9 @@ def leave_one_out_baseline(f_values: Array, axis: int = 0) -> Array:
 
   Returns:
     Baselines, same shape as `f_values`.
+
+  Example:
+    >>> leave_one_out_baseline(jnp.array([1.0, 2.0, 6.0]))   # [4.0, 3.5, 1.5]
   """
   n = f_values.shape[axis]
   if n < 2:
@@ -425,7 +434,15 @@ class MovingAverageState(NamedTuple):
 
 def init_moving_average_baseline(shape: tuple[int, ...] = (),
                                  dtype: Any = jnp.float32) -> MovingAverageState:
-  """Initial state for `moving_average_baseline` (EMA 0, count 0)."""
+  """Initial state for `moving_average_baseline` (EMA 0, count 0).
+
+  Args:
+    shape: shape of the baseline (e.g. () for one scalar, [T] per time step).
+    dtype: float dtype of the EMA.
+
+  Example:
+    >>> state = init_moving_average_baseline(shape=(), dtype=jnp.float32)
+  """
   return MovingAverageState(ema=jnp.zeros(shape, dtype),
                             count=jnp.zeros((), jnp.int32))
 
@@ -449,6 +466,11 @@ def moving_average_baseline(
 
   Returns:
     (baseline with the shape of state.ema, new state).
+
+  Example:
+    >>> state = init_moving_average_baseline()
+    >>> b, state = moving_average_baseline(state, rewards, decay=0.99)
+    >>> loss = -score_function_surrogate(log_probs, rewards, b)
   """
   if not 0.0 <= float(decay) < 1.0:
     raise ValueError(f"decay must be in [0, 1); got decay={decay!r}.")

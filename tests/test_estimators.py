@@ -334,6 +334,21 @@ def test_estimators_vmap_over_params():
       quadratic(0.0), normal_fn, {"mu": m, "sigma": 0.0}, jax.random.key(0),
       num_samples=2))(mus)
   np.testing.assert_allclose(grads["mu"], 2 * mus, rtol=1e-6)
+  # score_function_grad and gumbel_softmax under vmap (over params and keys)
+  # equal the unbatched calls.
+  keys = jax.random.split(jax.random.key(1), 3)
+  sf = lambda m, key: E.score_function_grad(
+      quadratic(0.0), normal_fn, {"mu": m, "sigma": 1.0}, key, num_samples=4,
+      baseline="leave_one_out")
+  batched = jax.vmap(sf)(mus, keys)
+  for i in range(3):
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], batched),
+                                sf(mus[i], keys[i]), rtol=1e-5)
+  logits = jnp.array([[0.0, 1.0, 2.0]] * 3)
+  y = jax.vmap(lambda key, l: E.gumbel_softmax(key, l, temperature=0.5))(
+      keys, logits)
+  np.testing.assert_allclose(
+      y[1], E.gumbel_softmax(keys[1], logits[1], temperature=0.5), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------
