@@ -234,7 +234,8 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
   padded_start = (block_end - blocks_per_expert) * block_size
   num_blocks = block_end[-1]
   block_owner = jnp.minimum(
-      jnp.searchsorted(block_end, jnp.arange(nb_max), side="right"),
+      jnp.searchsorted(block_end, jnp.arange(nb_max), side="right",
+                       method="compare_all"),
       num_experts - 1).astype(jnp.int32)
 
   row_of_sorted = padded_start[s.sorted_expert] + s.rank

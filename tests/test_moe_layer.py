@@ -1,0 +1,226 @@
+"""Tests of moe/layer.py and moe/dispatch.py against simple references."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moe import dispatch
+from moe import gating
+from moe.layer import MoE
+
+T, D, H = 24, 8, 16
+
+
+_JITTED = {}
+
+
+def _apply(layer, variables, x, *, train, rngs=None):
+  """Jitted `layer.apply`, one compiled function per layer config."""
+  key = repr(layer)
+  if key not in _JITTED:
+    _JITTED[key] = jax.jit(layer.apply, static_argnames="train")
+  return _JITTED[key](variables, x, train=train, rngs=rngs)
+
+
+def _x(seed=0, t=T):
+  return jax.random.normal(jax.random.key(seed), (t, D))
+
+
+def _init(layer, x, seed=1, gate_scale=1.0):
+  """Initialises, then gives W_g / W_noise random values (they start at 0)."""
+  variables = jax.jit(layer.init, static_argnames="train")(
+      jax.random.key(seed), x, train=False)
+  params = dict(variables["params"])
+  assert not np.any(params["w_gate"]) and not np.any(params["w_noise"])
+  k1, k2, k3 = jax.random.split(jax.random.key(seed + 100), 3)
+  params["w_gate"] = gate_scale * jax.random.normal(k1, params["w_gate"].shape)
+  params["w_noise"] = 0.3 * jax.random.normal(k2, params["w_noise"].shape)
+  params["b1"] = 0.1 * jax.random.normal(k3, params["b1"].shape)
+  return {"params": params}
+
+
+def _experts(variables):
+  p = variables["params"]
+  return dispatch.ExpertParams(p["w1"], p["b1"], p["w2"], p["b2"])
+
+
+def _dense_reference(variables, x, gates):
+  """sum_i gates_i FFN_i(x), every expert evaluated on every token."""
+  experts = _experts(variables)
+  e = experts.w1.shape[0]
+  outs = jnp.stack([dispatch.expert_ffn(x, experts, i) for i in range(e)], 1)
+  return jnp.einsum("te,ted->td", gates, outs)
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 8.0])
+def test_k_equals_num_experts_without_noise_is_dense_softmax_mixture(
+    capacity_factor):
+  e = 4
+  layer = MoE(num_experts=e, k=e, expert_hidden=H,
+              capacity_factor=capacity_factor, block_size=8)
+  x = _x()
+  variables = _init(layer, x)
+  y, aux = _apply(layer, variables, x, train=False)
+  gates = jax.nn.softmax(x @ variables["params"]["w_gate"], axis=-1)
+  np.testing.assert_allclose(y, _dense_reference(variables, x, gates),
+                             rtol=1e-5, atol=1e-5)
+  assert float(aux.fraction_dropped) == 0.0
+
+
+def test_single_expert_is_plain_ffn():
+  layer = MoE(num_experts=1, k=1, expert_hidden=H, block_size=8)
+  x = _x()
+  variables = _init(layer, x)
+  y, aux = _apply(layer, variables, x, train=True,
+                       rngs={"gating": jax.random.key(0)})
+  np.testing.assert_allclose(
+      y, dispatch.expert_ffn(x, _experts(variables), 0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(aux.loss, 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 1.0])
+def test_sparse_layer_matches_reference_values_and_gradients(
+    capacity_factor):
+  """Top-2 of 6 in training, against the dense reference with the same gates.
+
+  With capacity 1.0 some slots overflow; the reference zeroes their gates.
+  """
+  layer = MoE(num_experts=6, k=2, expert_hidden=H,
+              capacity_factor=capacity_factor, block_size=4)
+  x = _x(3)
+  variables = _init(layer, x)
+  rngs = {"gating": jax.random.key(5)}
+  c = jax.random.normal(jax.random.key(6), (T, D))
+  # The gating key the layer derives from rngs (its first make_rng call).
+  keys = [layer.apply(variables, rngs=rngs,
+                      method=lambda m: m.make_rng("gating"))]
+  original = gating.noisy_top_k
+  keep = np.ones((T, 6), bool)
+  if capacity_factor is not None:
+    cap = dispatch.expert_capacity(T, 2, 6, capacity_factor)
+    # Slot-major priority: first choices, then second choices, by token.
+    keep[:] = False
+    used = np.zeros(6, int)
+    p = variables["params"]
+    idx = np.asarray(original(x, p["w_gate"], p["w_noise"], keys[0], k=2,
+                              train=True).expert_index)
+    for j in range(2):
+      for t in range(T):
+        if used[idx[t, j]] < cap:
+          keep[t, idx[t, j]] = True
+          used[idx[t, j]] += 1
+
+  def loss(variables, x):
+    y, aux = _apply(layer, variables, x, train=True, rngs=rngs)
+    return jnp.sum(c * jnp.sin(y)) + aux.loss
+
+  def ref_loss(variables, x):
+    _, aux = _apply(layer, variables, x, train=True, rngs=rngs)
+    p = variables["params"]
+    g = original(x, p["w_gate"], p["w_noise"], keys[0], k=2, train=True)
+    gates = g.gates * keep
+    y = _dense_reference(variables, x, gates)
+    return jnp.sum(c * jnp.sin(y)) + aux.loss
+
+  v1, g1 = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(variables, x)
+  v2, g2 = jax.jit(jax.value_and_grad(ref_loss, argnums=(0, 1)))(variables, x)
+  np.testing.assert_allclose(v1, v2, rtol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
+  _, aux = _apply(layer, variables, x, train=True, rngs=rngs)
+  if capacity_factor is not None:
+    assert float(aux.fraction_dropped) > 0.0
+
+
+def test_permuting_tokens_permutes_outputs():
+  layer = MoE(num_experts=5, k=2, expert_hidden=H, block_size=4)
+  x = _x(7)
+  variables = _init(layer, x)
+  perm = jax.random.permutation(jax.random.key(8), T)
+  y, _ = _apply(layer, variables, x, train=False)
+  y_perm, _ = _apply(layer, variables, x[perm], train=False)
+  np.testing.assert_allclose(y_perm, y[perm], rtol=1e-5, atol=1e-6)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_not():
+  layer = MoE(num_experts=5, k=2, expert_hidden=H, block_size=4)
+  x = _x(9)
+  variables = _init(layer, x, gate_scale=0.1)
+  y1, _ = _apply(layer, variables, x, train=False,
+                      rngs={"gating": jax.random.key(1)})
+  y2, _ = _apply(layer, variables, x, train=False,
+                      rngs={"gating": jax.random.key(2)})
+  np.testing.assert_array_equal(y1, y2)
+  t1, _ = _apply(layer, variables, x, train=True,
+                      rngs={"gating": jax.random.key(1)})
+  t2, _ = _apply(layer, variables, x, train=True,
+                      rngs={"gating": jax.random.key(2)})
+  assert float(jnp.abs(t1 - t2).max()) > 1e-4
+
+
+def test_dropless_equals_capacity_limited_without_overflow():
+  x = _x(10, t=64)
+  kw = dict(num_experts=8, k=2, expert_hidden=H)
+  dropless = MoE(**kw, block_size=8)
+  variables = _init(dropless, x)
+  rngs = {"gating": jax.random.key(3)}
+  y_a, aux_a = _apply(dropless, variables, x, train=True, rngs=rngs)
+  # Capacity large enough that nothing overflows.
+  cf = float(jnp.max(aux_a.count)) * 8 / (64 * 2)
+  y_b, aux_b = _apply(MoE(**kw, capacity_factor=cf), variables, x,
+                      train=True, rngs=rngs)
+  assert float(aux_b.fraction_dropped) == 0.0
+  np.testing.assert_allclose(y_a, y_b, rtol=1e-5, atol=1e-6)
+  # One less slot per expert: exactly the excess is dropped.
+  cap = int(jnp.max(aux_a.count)) - 1
+  y_c, aux_c = _apply(MoE(**kw, capacity_factor=cap * 8 / (64 * 2)),
+                      variables, x, train=True, rngs=rngs)
+  expected = float(jnp.sum(jnp.maximum(aux_a.count - cap, 0))) / (64 * 2)
+  np.testing.assert_allclose(aux_c.fraction_dropped, expected, rtol=1e-6)
+  assert float(jnp.abs(y_c - y_a).max()) > 1e-4
+
+
+def test_leading_batch_dims_are_flattened():
+  layer = MoE(num_experts=4, k=2, expert_hidden=H, block_size=4)
+  x = _x(11).reshape(4, 6, D)
+  variables = _init(layer, x)
+  y, _ = _apply(layer, variables, x, train=False)
+  y_flat, _ = _apply(layer, variables, x.reshape(T, D), train=False)
+  np.testing.assert_allclose(y, y_flat.reshape(4, 6, D), rtol=1e-6)
+
+
+def test_no_recompilation_across_batches():
+  layer = MoE(num_experts=4, k=2, expert_hidden=H, block_size=4)
+  x = _x(12)
+  variables = _init(layer, x)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(variables, x, key):
+    def loss(v):
+      y, aux = _apply(layer, v, x, train=True, rngs={"gating": key})
+      return jnp.mean(y**2) + aux.loss
+    return jax.grad(loss)(variables)
+
+  for i in range(3):
+    step(variables, _x(20 + i), jax.random.key(i))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(k=0), "k must be an int >= 1; got k=0"),
+    (dict(k=5), "k must be <= num_experts; got k=5 with num_experts=4"),
+    (dict(k=2, capacity_factor=0.0), "capacity_factor must be > 0"),
+    (dict(k=2, capacity_factor=-1.5), "capacity_factor=-1.5"),
+    (dict(k=2, routing_gradient="nope"), "routing_gradient"),
+])
+def test_bad_options_raise(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    MoE(num_experts=4, expert_hidden=H, **kwargs).init(
+        jax.random.key(0), _x(), train=False)  # Fails before any compute.
+
+
+def test_wrong_input_rank_raises():
+  with pytest.raises(ValueError, match="rank >= 2.*rank 1"):
+    MoE(num_experts=4, k=2, expert_hidden=H).init(
+        jax.random.key(0), jnp.ones((D,)), train=False)
