@@ -147,10 +147,14 @@ def _actor_objective(agent: Agent, actor_params, critic_params, alpha, obs, key)
   return loss, log_prob[0]
 
 
-def gradient_step(agent: Agent, state: SACState, _=None):
-  """One SAC gradient step (Haarnoja et al. 2018, Algorithm 1, inner loop)."""
-  key, sample_key, critic_key, actor_key = jax.random.split(state.key, 4)
-  batch = replay.sample(state.buffer, sample_key, agent.batch_size)
+def gradient_step(agent: Agent, state: SACState, batch: replay.Transition):
+  """One SAC gradient step on a batch (Haarnoja et al. 2018, Algorithm 1).
+
+  `state.buffer` is neither read nor written (it may be None): batches are
+  drawn before the scan (`run_updates`), so the replay buffer is not part of
+  the loop, which XLA would otherwise copy whole on every call.
+  """
+  key, critic_key, actor_key = jax.random.split(state.key, 3)
   alpha = jnp.exp(state.log_alpha)
 
   # Critic (Eq. 5-6, clipped double Q).
@@ -205,6 +209,22 @@ def gradient_step(agent: Agent, state: SACState, _=None):
   return new_state, metrics
 
 
+def run_updates(agent: Agent, state: SACState, num_updates: int):
+  """K gradient steps in one `lax.scan`; returns (state, metrics [K, len(METRIC_NAMES)]).
+
+  The K batches are sampled up front (uniformly, from the buffer as it is now)
+  and scanned over as inputs, so the loop carries only networks, optimizer
+  states and keys.
+  """
+  key, sample_key = jax.random.split(state.key)
+  batches = jax.vmap(lambda k: replay.sample(state.buffer, k, agent.batch_size))(
+      jax.random.split(sample_key, num_updates))
+  step = functools.partial(gradient_step, agent)
+  core, metrics = jax.lax.scan(step, state.replace(buffer=None, key=key),
+                               batches)
+  return core.replace(buffer=state.buffer), metrics
+
+
 def sample_action(agent: Agent, state: SACState, obs, *, random: bool):
   """Exploration action in [-1, 1]^A for obs [E, O]; returns (state, action)."""
   key, act_key = jax.random.split(state.key)
@@ -241,8 +261,7 @@ def env_step_update(agent: Agent, state: SACState, transition: replay.Transition
   """
   state = state.replace(buffer=replay.add(state.buffer, transition))
   if num_updates > 0:
-    state, metrics = jax.lax.scan(
-        functools.partial(gradient_step, agent), state, None, length=num_updates)
+    state, metrics = run_updates(agent, state, num_updates)
     metrics = jnp.mean(metrics, axis=0)
   else:
     metrics = jnp.zeros((len(METRIC_NAMES),), jnp.float32)
@@ -272,7 +291,6 @@ def make_eval_policy(agent: Agent) -> Callable:
 def make_update_only_fn(agent: Agent, *, num_updates: int) -> Callable:
   """K gradient steps, no env: the update-only ceiling used by benchmarks."""
   def run(state):
-    state, metrics = jax.lax.scan(
-        functools.partial(gradient_step, agent), state, None, length=num_updates)
+    state, metrics = run_updates(agent, state, num_updates)
     return state, metrics[-1]
   return jax.jit(jax.vmap(run), donate_argnums=0)

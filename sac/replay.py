@@ -22,17 +22,21 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class ReplayBuffer:
-  obs: jax.Array           # [C, O]
-  action: jax.Array        # [C, A]
-  reward: jax.Array        # [C]
-  next_obs: jax.Array      # [C, O]
-  terminated: jax.Array    # [C], float32 0/1
+  """Transitions packed as rows [obs, action, reward, next_obs, terminated].
+
+  One packed array (rather than one per field) means one scatter per insert
+  and one gather per batch; with separate arrays XLA:CPU copied the whole
+  next_obs store on every call (measured: 12 vs ~100 calls/s at 1M rows).
+  """
+  data: jax.Array          # [C, 2 O + A + 2] float32
   insert_index: jax.Array  # [], int32, next row to write
   size: jax.Array          # [], int32, rows filled (<= C)
+  obs_dim: int = flax.struct.field(pytree_node=False, default=0)
+  action_dim: int = flax.struct.field(pytree_node=False, default=0)
 
   @property
   def capacity(self) -> int:
-    return self.reward.shape[-1]
+    return self.data.shape[-2]
 
 
 @flax.struct.dataclass
@@ -48,12 +52,24 @@ def init(capacity: int, obs_dim: int, action_dim: int) -> ReplayBuffer:
   """An empty buffer with room for `capacity` transitions."""
   if capacity < 1:
     raise ValueError(f"buffer capacity must be >= 1; got {capacity}.")
-  zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
   return ReplayBuffer(
-      obs=zeros(capacity, obs_dim), action=zeros(capacity, action_dim),
-      reward=zeros(capacity), next_obs=zeros(capacity, obs_dim),
-      terminated=zeros(capacity), insert_index=jnp.zeros((), jnp.int32),
-      size=jnp.zeros((), jnp.int32))
+      data=jnp.zeros((capacity, 2 * obs_dim + action_dim + 2), jnp.float32),
+      insert_index=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32),
+      obs_dim=obs_dim, action_dim=action_dim)
+
+
+def _pack(batch: Transition) -> jax.Array:
+  return jnp.concatenate(
+      [batch.obs, batch.action, batch.reward[:, None], batch.next_obs,
+       batch.terminated[:, None]], axis=-1).astype(jnp.float32)
+
+
+def unpack(buffer: ReplayBuffer, rows: jax.Array) -> Transition:
+  """Splits packed rows [..., W] back into a Transition."""
+  o, a = buffer.obs_dim, buffer.action_dim
+  return Transition(obs=rows[..., :o], action=rows[..., o:o + a],
+                    reward=rows[..., o + a], next_obs=rows[..., o + a + 1:2 * o + a + 1],
+                    terminated=rows[..., 2 * o + a + 1])
 
 
 def add(buffer: ReplayBuffer, batch: Transition) -> ReplayBuffer:
@@ -61,12 +77,8 @@ def add(buffer: ReplayBuffer, batch: Transition) -> ReplayBuffer:
   num_new = batch.reward.shape[0]
   chex.assert_rank([batch.obs, batch.action, batch.reward], [2, 2, 1])
   rows = (buffer.insert_index + jnp.arange(num_new)) % buffer.capacity
-  put = lambda store, values: store.at[rows].set(values.astype(store.dtype))
   return buffer.replace(
-      obs=put(buffer.obs, batch.obs), action=put(buffer.action, batch.action),
-      reward=put(buffer.reward, batch.reward),
-      next_obs=put(buffer.next_obs, batch.next_obs),
-      terminated=put(buffer.terminated, batch.terminated),
+      data=buffer.data.at[rows].set(_pack(batch)),
       insert_index=(buffer.insert_index + num_new) % buffer.capacity,
       size=jnp.minimum(buffer.size + num_new, buffer.capacity))
 
@@ -74,7 +86,4 @@ def add(buffer: ReplayBuffer, batch: Transition) -> ReplayBuffer:
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
   """Uniform sample (with replacement) of `batch_size` stored transitions."""
   rows = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-  take = lambda store: jnp.take(store, rows, axis=0)
-  return Transition(obs=take(buffer.obs), action=take(buffer.action),
-                    reward=take(buffer.reward), next_obs=take(buffer.next_obs),
-                    terminated=take(buffer.terminated))
+  return unpack(buffer, jnp.take(buffer.data, rows, axis=0))
