@@ -68,11 +68,10 @@ class MoEAux(NamedTuple):
 def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
                       capacity_factor: Optional[float],
                       routing_gradient: str = gating.PAPER,
-                      block_size: int = 128) -> None:
+                      block_sizes=(256, 32)) -> None:
   """Raises ValueError naming the first bad option."""
   for name, value in (("num_experts", num_experts),
-                      ("expert_hidden", expert_hidden),
-                      ("block_size", block_size)):
+                      ("expert_hidden", expert_hidden)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be an int >= 1; got {name}={value!r}.")
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -89,6 +88,7 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
     raise ValueError(
         f"routing_gradient must be one of {gating.ROUTING_GRADIENTS}; got "
         f"{routing_gradient!r}.")
+  dispatch.check_block_sizes(block_sizes)
 
 
 def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
@@ -147,7 +147,8 @@ class MoE(nn.Module):
     noise: use the gating noise in training (ablation switch).
     routing_gradient: "paper", "straight_through" or "gumbel".
     gumbel_temperature: for "gumbel".
-    block_size: rows per block of the dropless dispatcher.
+    block_sizes: rows per block of the dropless dispatcher, an int or a
+      decreasing tuple (see `dispatch.dropless_ffn`).
   """
   num_experts: int
   k: int
@@ -160,7 +161,7 @@ class MoE(nn.Module):
   noise: bool = True
   routing_gradient: str = gating.PAPER
   gumbel_temperature: float = 1.0
-  block_size: int = 128
+  block_sizes: tuple[int, ...] = (256, 32)
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, MoEAux]:
@@ -178,7 +179,7 @@ class MoE(nn.Module):
                       expert_hidden=self.expert_hidden,
                       capacity_factor=self.capacity_factor,
                       routing_gradient=self.routing_gradient,
-                      block_size=self.block_size)
+                      block_sizes=self.block_sizes)
     if x.ndim < 2:
       raise ValueError(
           f"MoE expects x of rank >= 2 ([tokens, d_model] or [..., d_model]);"
@@ -207,7 +208,7 @@ class MoE(nn.Module):
         gumbel_temperature=self.gumbel_temperature)
     if self.capacity_factor is None:
       y, stats = dispatch.dropless_ffn(x2, g.expert_index, g.expert_weight,
-                                       params, block_size=self.block_size)
+                                       params, block_sizes=self.block_sizes)
     else:
       y, stats = dispatch.capacity_ffn(x2, g.expert_index, g.expert_weight,
                                        params,

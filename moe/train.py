@@ -66,7 +66,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad config value."""
   positive_ints = ("num_domains", "vocab_size", "context_length", "d_model",
                    "num_experts", "k", "expert_hidden", "batch_size",
-                   "num_steps", "eval_every", "eval_batch_size", "block_size")
+                   "num_steps", "eval_every", "eval_batch_size")
   for name in positive_ints:
     value = config[name]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -88,7 +88,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       num_experts=config.num_experts, k=config.k,
       expert_hidden=config.expert_hidden,
       capacity_factor=config.capacity_factor,
-      routing_gradient=config.routing_gradient, block_size=config.block_size)
+      routing_gradient=config.routing_gradient,
+      block_sizes=tuple(config.block_sizes))
 
 
 def make_model(config: ml_collections.ConfigDict) -> NextTokenMoE:
@@ -100,7 +101,7 @@ def make_model(config: ml_collections.ConfigDict) -> NextTokenMoE:
       w_importance=config.w_importance, w_load=config.w_load,
       switch_alpha=config.switch_alpha, z_loss=config.z_loss,
       noise=config.noise, routing_gradient=config.routing_gradient,
-      block_size=config.block_size)
+      block_sizes=tuple(config.block_sizes))
   return NextTokenMoE(vocab_size=config.vocab_size, d_model=config.d_model,
                       moe=moe)
 

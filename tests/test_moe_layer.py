@@ -59,7 +59,7 @@ def test_k_equals_num_experts_without_noise_is_dense_softmax_mixture(
     capacity_factor):
   e = 4
   layer = MoE(num_experts=e, k=e, expert_hidden=H,
-              capacity_factor=capacity_factor, block_size=8)
+              capacity_factor=capacity_factor, block_sizes=(8, 2))
   x = _x()
   variables = _init(layer, x)
   y, aux = _apply(layer, variables, x, train=False)
@@ -70,7 +70,7 @@ def test_k_equals_num_experts_without_noise_is_dense_softmax_mixture(
 
 
 def test_single_expert_is_plain_ffn():
-  layer = MoE(num_experts=1, k=1, expert_hidden=H, block_size=8)
+  layer = MoE(num_experts=1, k=1, expert_hidden=H, block_sizes=8)
   x = _x()
   variables = _init(layer, x)
   y, aux = _apply(layer, variables, x, train=True,
@@ -88,7 +88,7 @@ def test_sparse_layer_matches_reference_values_and_gradients(
   With capacity 1.0 some slots overflow; the reference zeroes their gates.
   """
   layer = MoE(num_experts=6, k=2, expert_hidden=H,
-              capacity_factor=capacity_factor, block_size=4)
+              capacity_factor=capacity_factor, block_sizes=(8, 3))
   x = _x(3)
   variables = _init(layer, x)
   rngs = {"gating": jax.random.key(5)}
@@ -134,7 +134,7 @@ def test_sparse_layer_matches_reference_values_and_gradients(
 
 
 def test_permuting_tokens_permutes_outputs():
-  layer = MoE(num_experts=5, k=2, expert_hidden=H, block_size=4)
+  layer = MoE(num_experts=5, k=2, expert_hidden=H, block_sizes=(4, 2))
   x = _x(7)
   variables = _init(layer, x)
   perm = jax.random.permutation(jax.random.key(8), T)
@@ -144,7 +144,7 @@ def test_permuting_tokens_permutes_outputs():
 
 
 def test_eval_mode_is_deterministic_and_train_mode_is_not():
-  layer = MoE(num_experts=5, k=2, expert_hidden=H, block_size=4)
+  layer = MoE(num_experts=5, k=2, expert_hidden=H, block_sizes=(4, 2))
   x = _x(9)
   variables = _init(layer, x, gate_scale=0.1)
   y1, _ = _apply(layer, variables, x, train=False,
@@ -162,7 +162,7 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
 def test_dropless_equals_capacity_limited_without_overflow():
   x = _x(10, t=64)
   kw = dict(num_experts=8, k=2, expert_hidden=H)
-  dropless = MoE(**kw, block_size=8)
+  dropless = MoE(**kw, block_sizes=(16, 4, 1))
   variables = _init(dropless, x)
   rngs = {"gating": jax.random.key(3)}
   y_a, aux_a = _apply(dropless, variables, x, train=True, rngs=rngs)
@@ -182,7 +182,7 @@ def test_dropless_equals_capacity_limited_without_overflow():
 
 
 def test_leading_batch_dims_are_flattened():
-  layer = MoE(num_experts=4, k=2, expert_hidden=H, block_size=4)
+  layer = MoE(num_experts=4, k=2, expert_hidden=H, block_sizes=(4, 2))
   x = _x(11).reshape(4, 6, D)
   variables = _init(layer, x)
   y, _ = _apply(layer, variables, x, train=False)
@@ -191,7 +191,7 @@ def test_leading_batch_dims_are_flattened():
 
 
 def test_no_recompilation_across_batches():
-  layer = MoE(num_experts=4, k=2, expert_hidden=H, block_size=4)
+  layer = MoE(num_experts=4, k=2, expert_hidden=H, block_sizes=(4, 2))
   x = _x(12)
   variables = _init(layer, x)
 
@@ -213,6 +213,8 @@ def test_no_recompilation_across_batches():
     (dict(k=2, capacity_factor=0.0), "capacity_factor must be > 0"),
     (dict(k=2, capacity_factor=-1.5), "capacity_factor=-1.5"),
     (dict(k=2, routing_gradient="nope"), "routing_gradient"),
+    (dict(k=2, block_sizes=(2, 4)), r"block_sizes=\(2, 4\)"),
+    (dict(k=2, block_sizes=0), "block_sizes=\\(0,\\)"),
 ])
 def test_bad_options_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):

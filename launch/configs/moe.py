@@ -35,7 +35,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.expert_hidden = 64  # Hidden width of each expert FFN.
   # None = dropless dispatch; a float > 0 = capacity-limited dispatch.
   config.capacity_factor = config_dict.placeholder(float)
-  config.block_size = 32  # Rows per block of the dropless dispatcher.
+  # Rows per block of the dropless dispatcher (decreasing sizes).
+  config.block_sizes = (64, 16)
   config.noise = True  # Gating noise in training (Shazeer Eq. 4).
   config.routing_gradient = "paper"  # "paper", "straight_through", "gumbel".
 
@@ -63,7 +64,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.d_model = 16
     config.num_experts = 4
     config.expert_hidden = 16
-    config.block_size = 8
+    config.block_sizes = (16, 4)
     config.batch_size = 64
     config.num_steps = 40
     config.eval_every = 20
