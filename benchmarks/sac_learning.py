@@ -1,0 +1,118 @@
+r"""SAC learning benchmarks: final deterministic eval return per seed.
+
+  # Pendulum-v1, 5 seeds vmapped in one process, 20k steps (issue bar: >= -200).
+  /work/venv/bin/python benchmarks/sac_learning.py --suite=pendulum --num_seeds=5
+
+  # Actor-gradient ablation: same, with the score-function estimator.
+  /work/venv/bin/python benchmarks/sac_learning.py --suite=pendulum \
+      --num_seeds=5 --actor_grad=score_function
+
+  # HalfCheetah-v5, 100k steps, ours vs sbx with the same seeds (needs sbx).
+  /work/venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
+      --num_seeds=1 --with_sbx
+
+Evaluation protocol for both libraries: deterministic policy (tanh of the
+mean; sbx `predict(deterministic=True)`), `--eval_episodes` episodes on eval
+envs reset with the seeds of `sac.envs.env_seeds(seeds, n, stream=1)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from launch.configs import sac as sac_config
+from sac import envs
+from sac import train as sac_train
+
+_SUITE = flags.DEFINE_enum("suite", "pendulum", ["pendulum", "halfcheetah"],
+                           "Which benchmark.")
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 5, "Seeds 0..num_seeds-1.")
+_ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
+_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Override the budget.")
+_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
+_WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/sac_learning", "Run directories.")
+_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+
+
+def _config():
+  if _SUITE.value == "pendulum":
+    config = sac_config.get_config()
+    config.total_steps = _TOTAL_STEPS.value or 20_000
+    config.eval_every = 5_000
+  else:
+    config = sac_config.get_config("HalfCheetah-v5")
+    config.total_steps = _TOTAL_STEPS.value or 100_000
+    config.eval_every = 20_000
+  config.eval_episodes = _EVAL_EPISODES.value
+  config.num_seeds = _NUM_SEEDS.value
+  config.seed = 0
+  config.actor_grad = _ACTOR_GRAD.value
+  config.progress_bar = False
+  return config
+
+
+def run_sbx(config) -> list[float]:
+  """sbx SAC with the same hyperparameters, evaluated with our protocol."""
+  import gymnasium as gym
+  import sbx
+
+  finals = []
+  for seed in range(config.num_seeds):
+    model = sbx.SAC(
+        "MlpPolicy", gym.make(config.env_id), learning_rate=config.actor_lr,
+        buffer_size=config.buffer_size, learning_starts=config.learning_starts,
+        batch_size=config.batch_size, tau=config.tau, gamma=config.gamma,
+        train_freq=1, gradient_steps=config.updates_per_step,
+        policy_kwargs=dict(net_arch=list(config.hidden_sizes)), seed=seed,
+        verbose=0)
+    model.learn(total_timesteps=config.total_steps)
+    eval_env = gym.make(config.env_id)
+    returns = []
+    # Our evaluation for seed s at the final round uses these reset seeds.
+    num_rounds = config.total_steps // config.eval_every
+    for episode_seed in envs.env_seeds([seed], config.eval_episodes, stream=1,
+                                       round_index=num_rounds - 1):
+      obs, _ = eval_env.reset(seed=episode_seed)
+      done, total = False, 0.0
+      while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, _ = eval_env.step(action)
+        total += reward
+        done = terminated or truncated
+      returns.append(total)
+    finals.append(float(np.mean(returns)))
+  return finals
+
+
+def main(_):
+  config = _config()
+  workdir = os.path.join(_WORKDIR.value, f"{config.env_id}_{config.actor_grad}"
+                         f"_{config.num_seeds}seeds_{config.total_steps}")
+  start = time.time()
+  result = sac_train.train(config, workdir)
+  ours = [float(x) for x in result["eval_returns"]]
+  out = {"env_id": config.env_id, "total_steps": config.total_steps,
+         "actor_grad": config.actor_grad, "seeds": list(range(config.num_seeds)),
+         "ours_final_eval": ours, "ours_mean": float(np.mean(ours)),
+         "ours_std": float(np.std(ours)), "ours_wall_s": time.time() - start,
+         "workdir": workdir}
+  if _WITH_SBX.value:
+    start = time.time()
+    theirs = run_sbx(config)
+    out.update(sbx_final_eval=theirs, sbx_mean=float(np.mean(theirs)),
+               sbx_std=float(np.std(theirs)), sbx_wall_s=time.time() - start)
+  print(json.dumps(out, indent=2))
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

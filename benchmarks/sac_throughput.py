@@ -1,0 +1,169 @@
+r"""SAC training throughput: stochgrad vs sbx vs the update-only ceiling.
+
+  /work/venv-bench/bin/python benchmarks/sac_throughput.py [--env_id=HalfCheetah-v5]
+
+Everything is measured in this one process, so the ratios are what counts (the
+CPU may be shared). Setting for all runs: one gradient step per env step,
+256x256 MLPs, batch 256, 1M buffer, learning_starts 1000, Adam 3e-4, two
+critics, learned temperature, one env. Env steps/s are measured over
+[--warmup, --warmup + --measure] steps, i.e. after compilation.
+
+  ours        the real `sac.train.train` loop (one compiled call per env step:
+              buffer insert + update + action), read from train.csv's
+              steps_per_sec rows (wall time between log rows).
+  ours x4     num_seeds=4 in one process (aggregate = 4 x per-seed steps/s).
+  ceiling     the same compiled update with no environment: `lax.scan` over
+              200 gradient steps on a filled buffer (updates/s).
+  sbx         sbx.SAC with the same hyperparameters (optional: `pip install
+              torch==2.13.0 && pip install sbx-rl`), timed by a callback.
+  compile     time to lower and compile the per-step update call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from launch.configs import sac as sac_config
+from sac import learner
+from sac import replay
+from sac import run_logs
+from sac import train as sac_train
+
+_ENV_ID = flags.DEFINE_string("env_id", "HalfCheetah-v5", "Gymnasium env id.")
+_WARMUP = flags.DEFINE_integer("warmup", 1500, "Steps before timing starts.")
+_MEASURE = flags.DEFINE_integer("measure", 3000, "Timed steps.")
+_SKIP_SBX = flags.DEFINE_bool("skip_sbx", False, "Do not run sbx.")
+_SEEDS4 = flags.DEFINE_bool("seeds4", True, "Also time num_seeds=4.")
+_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+
+LEARNING_STARTS = 1000
+LOG_EVERY = 500
+
+
+def _config(num_seeds: int = 1):
+  config = sac_config.get_config(_ENV_ID.value)
+  config.total_steps = _WARMUP.value + _MEASURE.value
+  config.learning_starts = LEARNING_STARTS
+  config.hidden_sizes = (256, 256)
+  config.batch_size = 256
+  config.buffer_size = 1_000_000
+  config.updates_per_step = 1
+  config.eval_every = 10 ** 9      # Only the final evaluation, after timing.
+  config.eval_episodes = 1
+  config.log_every = LOG_EVERY
+  config.checkpoint_every = 10 ** 9  # Only the final checkpoint, after timing.
+  config.num_seeds = num_seeds
+  config.progress_bar = False
+  return config
+
+
+def time_ours(num_seeds: int = 1) -> float:
+  """Per-seed env steps/s of the full training loop after warm-up."""
+  with tempfile.TemporaryDirectory() as workdir:
+    sac_train.train(_config(num_seeds), workdir)
+    rows = run_logs.read_csv(os.path.join(workdir, "train.csv"))
+  rows = [r for r in rows if int(r["seed"]) == 0
+          and int(r["step"]) > _WARMUP.value]
+  seconds = sum(LOG_EVERY / float(r["steps_per_sec"]) for r in rows)
+  return LOG_EVERY * len(rows) / seconds
+
+
+def time_ceiling_and_compile() -> tuple[float, float]:
+  """Update-only updates/s (no env), and compile time of the per-step call."""
+  config = _config()
+  agent = sac_train.build_agent(config, *_dims())
+  state = sac_train.init_states(agent, config, [0])
+  obs_dim, action_dim = _dims()
+  rng = np.random.default_rng(0)
+  fill = replay.Transition(
+      obs=rng.normal(size=(1, 10_000, obs_dim)).astype(np.float32),
+      action=rng.uniform(-1, 1, (1, 10_000, action_dim)).astype(np.float32),
+      reward=rng.normal(size=(1, 10_000)).astype(np.float32),
+      next_obs=rng.normal(size=(1, 10_000, obs_dim)).astype(np.float32),
+      terminated=np.zeros((1, 10_000), np.float32))
+  state = state.replace(buffer=jax.vmap(replay.add)(state.buffer, fill))
+  one = jax.tree.map(lambda x: x[:, :1], fill)
+  start = time.perf_counter()
+  learner.make_step_fn(agent, num_updates=1, random_action=False).lower(
+      state, one, one.obs).compile()
+  compile_seconds = time.perf_counter() - start
+  num_updates = 200
+  update = learner.make_update_only_fn(agent, num_updates=num_updates)
+  state, _ = update(state)
+  jax.block_until_ready(state)
+  best = []
+  for _ in range(5):
+    start = time.perf_counter()
+    state, _ = update(state)
+    jax.block_until_ready(state)
+    best.append(num_updates / (time.perf_counter() - start))
+  return float(np.median(best)), compile_seconds
+
+
+def _dims():
+  import gymnasium as gym
+  env = gym.make(_ENV_ID.value)
+  return env.observation_space.shape[0], env.action_space.shape[0]
+
+
+def time_sbx() -> float | None:
+  try:
+    import sbx
+    from stable_baselines3.common.callbacks import BaseCallback
+  except ImportError:
+    print("sbx not installed: skipped (pip install torch==2.13.0 sbx-rl).")
+    return None
+  import gymnasium as gym
+
+  class StepTimes(BaseCallback):
+    def __init__(self):
+      super().__init__()
+      self.times = {}
+
+    def _on_step(self) -> bool:
+      if self.num_timesteps in (_WARMUP.value,
+                                _WARMUP.value + _MEASURE.value):
+        self.times[self.num_timesteps] = time.perf_counter()
+      return True
+
+  model = sbx.SAC(
+      "MlpPolicy", gym.make(_ENV_ID.value), learning_rate=3e-4,
+      buffer_size=1_000_000, learning_starts=LEARNING_STARTS, batch_size=256,
+      tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1,
+      policy_kwargs=dict(net_arch=[256, 256]), seed=0, verbose=0)
+  callback = StepTimes()
+  model.learn(total_timesteps=_WARMUP.value + _MEASURE.value, callback=callback)
+  t = callback.times
+  return _MEASURE.value / (t[_WARMUP.value + _MEASURE.value] - t[_WARMUP.value])
+
+
+def main(_):
+  results = {"env_id": _ENV_ID.value, "jax": jax.__version__,
+             "devices": str(jax.devices())}
+  results["ceiling_updates_per_s"], results["compile_s"] = (
+      time_ceiling_and_compile())
+  results["ours_steps_per_s"] = time_ours(1)
+  if not _SKIP_SBX.value:
+    results["sbx_steps_per_s"] = time_sbx()
+  if _SEEDS4.value:
+    results["ours_4seeds_aggregate_steps_per_s"] = 4 * time_ours(4)
+  ours = results["ours_steps_per_s"]
+  results["ours_over_ceiling"] = ours / results["ceiling_updates_per_s"]
+  if results.get("sbx_steps_per_s"):
+    results["ours_over_sbx"] = ours / results["sbx_steps_per_s"]
+  print(json.dumps(results, indent=2))
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
