@@ -180,14 +180,14 @@ def grouped_ffn(x_rows: Array, block_owner: Array, num_blocks: Array,
 # --------------------------------------------------------------------------
 
 
-class _SortedSlots(NamedTuple):
+class SortedSlots(NamedTuple):
   order: Array  # [S] slot ids (slot-major: s = j * T + t) sorted by expert.
   sorted_expert: Array  # [S]
   count: Array  # [E]
   rank: Array  # [S] position of each sorted slot within its expert group.
 
 
-def _sort_slots(expert_index: Array, num_experts: int) -> _SortedSlots:
+def sort_slots(expert_index: Array, num_experts: int) -> SortedSlots:
   """Stable sort of the slots by expert, first choices first (priority)."""
   flat_expert = expert_index.T.reshape(-1)  # slot-major order.
   order = jnp.argsort(flat_expert, stable=True).astype(jnp.int32)
@@ -196,25 +196,34 @@ def _sort_slots(expert_index: Array, num_experts: int) -> _SortedSlots:
   group_start = jnp.cumsum(count) - count
   rank = jnp.arange(flat_expert.shape[0], dtype=jnp.int32) - group_start[
       sorted_expert]
-  return _SortedSlots(order, sorted_expert, count, rank)
+  return SortedSlots(order, sorted_expert, count, rank)
 
 
-class _Layout(NamedTuple):
+class SlotLayout(NamedTuple):
   """Where every slot goes in a row buffer of R rows, and back."""
   source_token: Array  # [R] token of each row; T for padding rows.
   source_k: Array  # [R] which of the token's K slots; 0 for padding.
   row_of_slot: Array  # [T, K] row of each slot; R if dropped.
 
 
-def _layout(s: _SortedSlots, row_of_sorted: Array, *, num_tokens: int, k: int,
-            rows: int) -> _Layout:
+def slot_layout(s: SortedSlots, row_of_sorted: Array, *, num_tokens: int,
+                k: int, rows: int) -> SlotLayout:
+  """Inverse maps between slots and the R rows of a buffer.
+
+  Args:
+    s: from `sort_slots`.
+    row_of_sorted: int [S], the row of each sorted slot (R = dropped).
+    num_tokens: T.
+    k: K.
+    rows: R.
+  """
   num_slots = num_tokens * k
   source_slot = jnp.full((rows + 1,), num_slots, jnp.int32).at[
       row_of_sorted].set(s.order)[:rows]
   valid = source_slot < num_slots
   row_of_slot = jnp.zeros((num_slots,), jnp.int32).at[s.order].set(
       row_of_sorted)
-  return _Layout(
+  return SlotLayout(
       source_token=jnp.where(valid, source_slot % num_tokens, num_tokens),
       source_k=jnp.where(valid, source_slot // num_tokens, 0),
       row_of_slot=row_of_slot.reshape(k, num_tokens).T)
@@ -226,12 +235,13 @@ def _layout(s: _SortedSlots, row_of_sorted: Array, *, num_tokens: int, k: int,
 
 
 @jax.custom_vjp
-def _dispatch_rows(x, source_token, row_of_slot):
+def dispatch_rows(x, source_token, row_of_slot):
+  """rows[r] = x[source_token[r]] (0 for padding); the VJP is a gather too."""
   return jnp.take(x, source_token, axis=0, mode="fill", fill_value=0)
 
 
 def _dispatch_rows_fwd(x, source_token, row_of_slot):
-  return _dispatch_rows(x, source_token, row_of_slot), row_of_slot
+  return dispatch_rows(x, source_token, row_of_slot), row_of_slot
 
 
 def _dispatch_rows_bwd(row_of_slot, d_rows):
@@ -239,11 +249,12 @@ def _dispatch_rows_bwd(row_of_slot, d_rows):
   return jnp.sum(dx, axis=1), None, None
 
 
-_dispatch_rows.defvjp(_dispatch_rows_fwd, _dispatch_rows_bwd)
+dispatch_rows.defvjp(_dispatch_rows_fwd, _dispatch_rows_bwd)
 
 
 @jax.custom_vjp
-def _combine_rows(y_rows, weight, row_of_slot, source_token, source_k):
+def combine_rows(y_rows, weight, row_of_slot, source_token, source_k):
+  """y[t] = sum_j weight[t, j] y_rows[row_of_slot[t, j]] (gather-only VJP)."""
   y_slot = jnp.take(y_rows, row_of_slot, axis=0, mode="fill", fill_value=0)
   return jnp.einsum("tk,tkd->td", weight, y_slot)
 
@@ -265,7 +276,7 @@ def _combine_rows_bwd(res, dy):
   return d_rows * w_row[:, None], d_weight, None, None, None
 
 
-_combine_rows.defvjp(_combine_rows_fwd, _combine_rows_bwd)
+combine_rows.defvjp(_combine_rows_fwd, _combine_rows_bwd)
 
 
 def check_block_sizes(block_sizes) -> tuple[int, ...]:
@@ -329,7 +340,7 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
   num_slots = num_tokens * k
   bounds = max_blocks(num_slots, num_experts, block_sizes)
 
-  s = _sort_slots(expert_index, num_experts)
+  s = sort_slots(expert_index, num_experts)
   remaining = s.count
   covered = jnp.zeros_like(s.count)  # Ranks covered by earlier levels.
   region_start = 0
@@ -353,15 +364,15 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
     remaining = remaining - n * b
     region_start += nb_max * b
 
-  layout = _layout(s, row_of_sorted, num_tokens=num_tokens, k=k,
+  layout = slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k,
                    rows=region_start)
-  x_rows = _dispatch_rows(x, layout.source_token, layout.row_of_slot)
+  x_rows = dispatch_rows(x, layout.source_token, layout.row_of_slot)
   y_parts = []
   for start, b, nb_max, owner, num_blocks in levels:
     y_parts.append(grouped_ffn(x_rows[start:start + nb_max * b], owner,
                                num_blocks, params, block_size=b))
   y_rows = jnp.concatenate(y_parts, axis=0) if len(y_parts) > 1 else y_parts[0]
-  y = _combine_rows(y_rows, expert_weight, layout.row_of_slot,
+  y = combine_rows(y_rows, expert_weight, layout.row_of_slot,
                     layout.source_token, layout.source_k)
   return y, DispatchStats(count=s.count,
                           fraction_dropped=jnp.zeros((), x.dtype))
@@ -399,16 +410,16 @@ def capacity_ffn(x: Array, expert_index: Array, expert_weight: Array,
   capacity = expert_capacity(num_tokens, k, num_experts, capacity_factor)
   rows = num_experts * capacity
 
-  s = _sort_slots(expert_index, num_experts)
+  s = sort_slots(expert_index, num_experts)
   kept = s.rank < capacity
   row_of_sorted = jnp.where(kept, s.sorted_expert * capacity + s.rank, rows)
-  layout = _layout(s, row_of_sorted, num_tokens=num_tokens, k=k, rows=rows)
-  x_buf = _dispatch_rows(x, layout.source_token, layout.row_of_slot)
+  layout = slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k, rows=rows)
+  x_buf = dispatch_rows(x, layout.source_token, layout.row_of_slot)
   x_buf = x_buf.reshape(num_experts, capacity, -1)
   h = jax.nn.relu(jnp.einsum("ecd,edh->ech", x_buf, params.w1)
                   + params.b1[:, None, :])
   y_buf = jnp.einsum("ech,ehd->ecd", h, params.w2) + params.b2[:, None, :]
-  y = _combine_rows(y_buf.reshape(rows, -1), expert_weight,
+  y = combine_rows(y_buf.reshape(rows, -1), expert_weight,
                     layout.row_of_slot, layout.source_token, layout.source_k)
   dropped = num_slots - jnp.sum(kept)
   return y, DispatchStats(count=s.count,

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from moe import dispatch
 from moe import gating
+from moe import parallel
 
 Array = chex.Array
 
@@ -149,6 +150,10 @@ class MoE(nn.Module):
     gumbel_temperature: for "gumbel".
     block_sizes: rows per block of the dropless dispatcher, an int or a
       decreasing tuple (see `dispatch.dropless_ffn`).
+    expert_mesh: if set, experts are sharded over `expert_axis` of this mesh
+      and tokens exchanged by all-to-all (`moe.parallel`); needs a
+      capacity_factor. Parameters keep their global shapes.
+    expert_axis: the mesh axis name.
   """
   num_experts: int
   k: int
@@ -162,6 +167,8 @@ class MoE(nn.Module):
   routing_gradient: str = gating.PAPER
   gumbel_temperature: float = 1.0
   block_sizes: tuple[int, ...] = (256, 32)
+  expert_mesh: Optional[jax.sharding.Mesh] = None
+  expert_axis: str = "expert"
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, MoEAux]:
@@ -206,7 +213,15 @@ class MoE(nn.Module):
         x2, w_gate, w_noise, key, k=self.k, train=train, noise=self.noise,
         routing_gradient=self.routing_gradient,
         gumbel_temperature=self.gumbel_temperature)
-    if self.capacity_factor is None:
+    if self.expert_mesh is not None:
+      if self.capacity_factor is None:
+        raise ValueError(
+            "expert parallelism (expert_mesh set) needs a capacity_factor; "
+            "got capacity_factor=None.")
+      y, stats = parallel.expert_parallel_ffn(
+          x2, g.expert_index, g.expert_weight, params, mesh=self.expert_mesh,
+          capacity_factor=self.capacity_factor, axis_name=self.expert_axis)
+    elif self.capacity_factor is None:
       y, stats = dispatch.dropless_ffn(x2, g.expert_index, g.expert_weight,
                                        params, block_sizes=self.block_sizes)
     else:
