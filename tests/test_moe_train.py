@@ -1,0 +1,97 @@
+"""Tests of the MoE task (Bayes loss) and the training entry point."""
+
+import csv
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from launch.configs import moe as moe_config
+from moe import task as moe_task
+from moe import train as moe_train
+
+
+def _task():
+  return moe_task.make_task(jax.random.key(0), num_domains=3, vocab_size=5,
+                            concentration=0.3)
+
+
+def test_bayes_predictive_matches_brute_force_enumeration():
+  """p(y | context) by summing the joint over domains, computed naively."""
+  task = _task()
+  batch = moe_task.sample_batch(jax.random.key(1), task, batch_size=6,
+                                context_length=4)
+  log_pred = moe_task.bayes_log_predictive(task, batch.context)
+  trans = np.exp(np.asarray(task.log_transition, np.float64))
+  prior = np.exp(np.asarray(task.log_prior, np.float64))
+  for b, ctx in enumerate(np.asarray(batch.context)):
+    joint = np.zeros(5)
+    for d in range(3):
+      p = prior[d] / 5.0
+      for t in range(len(ctx) - 1):
+        p *= trans[d, ctx[t], ctx[t + 1]]
+      joint += p * trans[d, ctx[-1]]
+    np.testing.assert_allclose(np.exp(log_pred[b]), joint / joint.sum(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_samples_follow_the_domain_chain():
+  """Empirical next-token frequencies of one domain match its transitions."""
+  task = moe_task.DomainMixture(
+      log_prior=jnp.log(jnp.array([1.0, 1e-30])),
+      log_transition=_task().log_transition[:2])
+  batch = moe_task.sample_batch(jax.random.key(2), task, batch_size=20_000,
+                                context_length=1)
+  assert np.all(np.asarray(batch.domain) == 0)
+  first = np.asarray(batch.context[:, 0])
+  target = np.asarray(batch.target)
+  expected = np.exp(np.asarray(task.log_transition[0]))
+  for s in range(5):
+    n = int(np.sum(first == s))
+    freq = np.bincount(target[first == s], minlength=5) / n
+    se = np.sqrt(np.maximum(expected[s] * (1 - expected[s]), 1.0 / n) / n)
+    np.testing.assert_array_less(np.abs(freq - expected[s]), 5 * se)
+
+
+def _run(tmp_path, name, **overrides):
+  config = moe_config.get_config("test")
+  config.num_steps = 200
+  config.eval_every = 100
+  config.learning_rate = 1e-2
+  for key, value in overrides.items():
+    config[key] = value
+  workdir = os.path.join(tmp_path, name)
+  final = moe_train.train(config, workdir)
+  with open(os.path.join(workdir, "eval.csv")) as f:
+    rows = list(csv.DictReader(f))
+  return final, rows
+
+
+def test_training_learns_and_balancing_losses_keep_load_balanced(tmp_path):
+  on, rows_on = _run(tmp_path, "on", w_importance=1.0, w_load=1.0)
+  off, rows_off = _run(tmp_path, "off", w_importance=0.0, w_load=0.0)
+  assert len(rows_on) == 2 and set(moe_train.EVAL_COLUMNS) <= set(rows_on[0])
+  # Learns: well below the uniform predictor's log(16) = 2.77 nats, and the
+  # Bayes loss is a lower bound.
+  for final in (on, off):
+    assert final["eval_loss"] < 2.2
+    assert final["excess_loss"] > 0
+  # Table 6 in miniature: without balancing the load drifts.
+  assert on["cv_load"] < 0.4 and on["train_cv_load"] < 0.3
+  assert off["cv_load"] > 0.5 and off["cv_load"] > 2 * on["cv_load"]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("k", 0, "k must be an int >= 1"),
+    ("k", 9, "k must be <= num_experts"),
+    ("w_load", -1.0, "config.w_load must be >= 0; got -1.0"),
+    ("num_steps", 30, r"num_steps \(30\) must be a multiple"),
+    ("learning_rate", 0.0, "config.learning_rate must be > 0"),
+])
+def test_bad_config_values_raise(tmp_path, field, value, match):
+  config = moe_config.get_config("test")
+  config[field] = value
+  with pytest.raises(ValueError, match=match):
+    moe_train.train(config, str(tmp_path))
