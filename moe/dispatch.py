@@ -12,10 +12,11 @@ as many blocks of the largest size B_0 as fit, then blocks of the next sizes
 for the remainder (the last size rounding up), so most rows run in large
 matmuls while the padding stays below the smallest block size per expert.
 Each block size has its own region of a row buffer with a static upper bound
-on its blocks (memory only); `grouped_ffn` runs a `lax.while_loop` over just
-the blocks in use (a dynamic count), one [B, D] x [D, H] matmul per block
-with that expert's weights, with a hand-written VJP that accumulates each
-block's weight gradient into its expert's slice in place. No weights are
+on its blocks (memory only). `expert_blocks_ffn` loops over experts (weights
+sliced once per expert) and, inside, over just that expert's blocks (a
+dynamic count, `lax.fori_loop`), one [B, D] x [D, H] matmul per block, with a
+hand-written VJP that accumulates each expert's weight gradient locally and
+writes it once. No weights are
 gathered per block, no one-hot dispatch tensor is formed, and the token <->
 row permutations are gathers in both directions (custom VJPs), so the work is
 the FLOP-matched dense FFN's plus the padding.
@@ -32,6 +33,7 @@ per token, S = T * K slots, B block size, R padded rows.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -74,105 +76,116 @@ def expert_ffn(x: Array, params: ExpertParams, expert: int) -> Array:
 
 
 # --------------------------------------------------------------------------
-# Grouped FFN over expert-owned row blocks (custom VJP, dynamic block count).
+# Expert-major loop over row blocks of several sizes (custom VJP).
 # --------------------------------------------------------------------------
 
 
-def _block_forward(x_rows, owner, num_blocks, params, block_size):
-  rows, d_model = x_rows.shape
-  hidden = params.w1.shape[-1]
-
-  def body(b, carry):
-    y, h_all = carry
-    e = owner[b]
-    start = b * block_size
-    xb = jax.lax.dynamic_slice_in_dim(x_rows, start, block_size)
-    hb = jax.nn.relu(xb @ params.w1[e] + params.b1[e])
-    yb = hb @ params.w2[e] + params.b2[e]
-    y = jax.lax.dynamic_update_slice_in_dim(y, yb, start, 0)
-    h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
-    return y, h_all
-
-  init = (jnp.zeros((rows, d_model), x_rows.dtype),
-          jnp.zeros((rows, hidden), x_rows.dtype))
-  return jax.lax.fori_loop(0, num_blocks, body, init)
+def _expert_weights(params, e):
+  take = lambda a: jax.lax.dynamic_index_in_dim(a, e, keepdims=False)
+  return take(params.w1), take(params.b1), take(params.w2), take(params.b2)
 
 
-@jax.custom_vjp
-def _grouped_ffn(x_rows, owner, num_blocks, params, block_size_arr):
-  block_size = block_size_arr.shape[0]
-  y, _ = _block_forward(x_rows, owner, num_blocks, params, block_size)
+def _expert_blocks_forward(levels, x_rows, first_block, block_count, params):
+  num_experts = params.w1.shape[0]
+  rows = x_rows.shape[0]
+
+  def expert_body(e, carry):
+    w1, b1, w2, b2 = _expert_weights(params, e)  # Sliced once per expert.
+    for level, (offset, size) in enumerate(levels):
+      def block_body(j, carry, level=level, offset=offset, size=size):
+        y, h_all = carry
+        start = offset + (first_block[level, e] + j) * size
+        xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
+        hb = jax.nn.relu(xb @ w1 + b1)
+        y = jax.lax.dynamic_update_slice_in_dim(y, hb @ w2 + b2, start, 0)
+        h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
+        return y, h_all
+      carry = jax.lax.fori_loop(0, block_count[level, e], block_body, carry)
+    return carry
+
+  init = (jnp.zeros((rows, params.w2.shape[-1]), x_rows.dtype),
+          jnp.zeros((rows, params.w1.shape[-1]), x_rows.dtype))
+  return jax.lax.fori_loop(0, num_experts, expert_body, init)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _expert_blocks_ffn(levels, x_rows, first_block, block_count, params):
+  y, _ = _expert_blocks_forward(levels, x_rows, first_block, block_count,
+                                params)
   return y
 
 
-def _grouped_ffn_fwd(x_rows, owner, num_blocks, params, block_size_arr):
-  block_size = block_size_arr.shape[0]
-  y, h_all = _block_forward(x_rows, owner, num_blocks, params, block_size)
-  return y, (x_rows, owner, num_blocks, params, h_all, block_size_arr)
+def _expert_blocks_ffn_fwd(levels, x_rows, first_block, block_count, params):
+  y, h_all = _expert_blocks_forward(levels, x_rows, first_block, block_count,
+                                    params)
+  return y, (x_rows, first_block, block_count, params, h_all)
 
 
-def _grouped_ffn_bwd(res, dy):
-  x_rows, owner, num_blocks, params, h_all, block_size_arr = res
-  block_size = block_size_arr.shape[0]
+def _expert_blocks_ffn_bwd(levels, res, dy):
+  x_rows, first_block, block_count, params, h_all = res
+  num_experts = params.w1.shape[0]
 
-  def accumulate(total, e, value):
-    # In-place add into expert e's slice (a scatter would be much slower).
-    current = jax.lax.dynamic_index_in_dim(total, e, keepdims=False)
-    return jax.lax.dynamic_update_index_in_dim(total, current + value, e, 0)
+  def expert_body(e, carry):
+    dx, grads = carry
+    w1, _, w2, _ = _expert_weights(params, e)
+    # This expert's weight gradients accumulate locally, then are written
+    # once: no per-block read-modify-write of the [E, ...] arrays.
+    local = tuple(jnp.zeros(a.shape[1:], a.dtype) for a in params)
+    for level, (offset, size) in enumerate(levels):
+      def block_body(j, carry, level=level, offset=offset, size=size):
+        dx, (dw1, db1, dw2, db2) = carry
+        start = offset + (first_block[level, e] + j) * size
+        xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
+        hb = jax.lax.dynamic_slice_in_dim(h_all, start, size)
+        dyb = jax.lax.dynamic_slice_in_dim(dy, start, size)
+        dw2 = dw2 + jnp.einsum("bh,bd->hd", hb, dyb)
+        db2 = db2 + jnp.sum(dyb, axis=0)
+        dpre = jnp.einsum("bd,hd->bh", dyb, w2) * (hb > 0).astype(dyb.dtype)
+        dw1 = dw1 + jnp.einsum("bd,bh->dh", xb, dpre)
+        db1 = db1 + jnp.sum(dpre, axis=0)
+        dx = jax.lax.dynamic_update_slice_in_dim(
+            dx, jnp.einsum("bh,dh->bd", dpre, w1), start, 0)
+        return dx, (dw1, db1, dw2, db2)
+      dx, local = jax.lax.fori_loop(0, block_count[level, e], block_body,
+                                    (dx, local))
+    grads = tuple(jax.lax.dynamic_update_index_in_dim(g, l, e, 0)
+                  for g, l in zip(grads, local))
+    return dx, grads
 
-  def body(b, carry):
-    dx, dw1, db1, dw2, db2 = carry
-    e = owner[b]
-    start = b * block_size
-    xb = jax.lax.dynamic_slice_in_dim(x_rows, start, block_size)
-    hb = jax.lax.dynamic_slice_in_dim(h_all, start, block_size)
-    dyb = jax.lax.dynamic_slice_in_dim(dy, start, block_size)
-    w1 = jax.lax.dynamic_index_in_dim(params.w1, e, keepdims=False)
-    w2 = jax.lax.dynamic_index_in_dim(params.w2, e, keepdims=False)
-    dw2 = accumulate(dw2, e, jnp.einsum("bh,bd->hd", hb, dyb))
-    db2 = accumulate(db2, e, jnp.sum(dyb, axis=0))
-    dpre = jnp.einsum("bd,hd->bh", dyb, w2) * (hb > 0).astype(dyb.dtype)
-    dw1 = accumulate(dw1, e, jnp.einsum("bd,bh->dh", xb, dpre))
-    db1 = accumulate(db1, e, jnp.sum(dpre, axis=0))
-    dx = jax.lax.dynamic_update_slice_in_dim(
-        dx, jnp.einsum("bh,dh->bd", dpre, w1), start, 0)
-    return dx, dw1, db1, dw2, db2
-
-  init = (jnp.zeros_like(x_rows),) + tuple(
-      jnp.zeros_like(p) for p in (params.w1, params.b1, params.w2, params.b2))
-  dx, dw1, db1, dw2, db2 = jax.lax.fori_loop(0, num_blocks, body, init)
-  return (dx, None, None, ExpertParams(dw1, db1, dw2, db2),
-          None)
+  init = (jnp.zeros_like(x_rows), tuple(jnp.zeros_like(p) for p in params))
+  dx, grads = jax.lax.fori_loop(0, num_experts, expert_body, init)
+  return dx, None, None, ExpertParams(*grads)
 
 
-_grouped_ffn.defvjp(_grouped_ffn_fwd, _grouped_ffn_bwd)
+_expert_blocks_ffn.defvjp(_expert_blocks_ffn_fwd, _expert_blocks_ffn_bwd)
 
 
-def grouped_ffn(x_rows: Array, block_owner: Array, num_blocks: Array,
-                params: ExpertParams, *, block_size: int) -> Array:
-  """Runs expert `block_owner[b]` on rows [b*B, (b+1)*B) for b < num_blocks.
+def expert_blocks_ffn(x_rows: Array, first_block: Array, block_count: Array,
+                      params: ExpertParams, *,
+                      levels: tuple[tuple[int, int], ...]) -> Array:
+  """Runs each expert on its row blocks, expert by expert, block by block.
+
+  Level l is a region of the row buffer starting at row `levels[l][0]` made
+  of blocks of `levels[l][1]` rows; expert e owns blocks
+  [first_block[l, e], first_block[l, e] + block_count[l, e]) of it. The outer
+  loop is over experts (weights sliced once per expert), the inner loops over
+  that expert's blocks (dynamic trip counts), one [B, D] x [D, H] matmul
+  each. Rows not in any block are zero in the output and get no gradient.
 
   Args:
-    x_rows: float [R, D], R a multiple of `block_size`.
-    block_owner: int32 [R // B], the expert of each block.
-    num_blocks: int32 scalar (may be traced), blocks in use; rows past
-      num_blocks * B are left zero in the output and get zero gradient.
+    x_rows: float [R, D].
+    first_block: int [L, E].
+    block_count: int [L, E] (may be traced).
     params: ExpertParams.
-    block_size: B (static).
+    levels: static ((row offset, block size), ...) per level.
 
   Returns:
     y_rows, float [R, D].
   """
-  chex.assert_rank([x_rows, block_owner], [2, 1])
-  if x_rows.shape[0] != block_owner.shape[0] * block_size:
-    raise ValueError(
-        f"x_rows has {x_rows.shape[0]} rows; expected "
-        f"{block_owner.shape[0]} blocks of {block_size}.")
-  # The block size rides along as the shape of a dummy array so that the
-  # custom VJP sees it as static.
-  return _grouped_ffn(x_rows, block_owner.astype(jnp.int32),
-                      jnp.asarray(num_blocks, jnp.int32), params,
-                      jnp.zeros((block_size,), jnp.int8))
+  chex.assert_rank([x_rows, first_block, block_count], [2, 2, 2])
+  return _expert_blocks_ffn(tuple(levels), x_rows,
+                            first_block.astype(jnp.int32),
+                            block_count.astype(jnp.int32), params)
 
 
 # --------------------------------------------------------------------------
@@ -350,28 +363,23 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
     last = level == len(block_sizes) - 1
     n = (remaining + b - 1) // b if last else remaining // b
     block_end = jnp.cumsum(n)
-    owner = jnp.minimum(
-        jnp.searchsorted(block_end, jnp.arange(nb_max), side="right",
-                         method="compare_all"),
-        num_experts - 1).astype(jnp.int32)
     first_row = region_start + (block_end - n) * b  # [E]
     r_in = s.rank - covered[s.sorted_expert]
     here = (r_in >= 0) & (r_in < (n * b)[s.sorted_expert])
     row_of_sorted = jnp.where(here, first_row[s.sorted_expert] + r_in,
                               row_of_sorted)
-    levels.append((region_start, b, nb_max, owner, block_end[-1]))
+    levels.append((block_end - n, n, region_start, b))
     covered = covered + n * b
     remaining = remaining - n * b
     region_start += nb_max * b
 
   layout = slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k,
-                   rows=region_start)
+                       rows=region_start)
   x_rows = dispatch_rows(x, layout.source_token, layout.row_of_slot)
-  y_parts = []
-  for start, b, nb_max, owner, num_blocks in levels:
-    y_parts.append(grouped_ffn(x_rows[start:start + nb_max * b], owner,
-                               num_blocks, params, block_size=b))
-  y_rows = jnp.concatenate(y_parts, axis=0) if len(y_parts) > 1 else y_parts[0]
+  y_rows = expert_blocks_ffn(
+      x_rows, jnp.stack([lv[0] for lv in levels]),
+      jnp.stack([lv[1] for lv in levels]), params,
+      levels=tuple((lv[2], lv[3]) for lv in levels))
   y = combine_rows(y_rows, expert_weight, layout.row_of_slot,
                     layout.source_token, layout.source_k)
   return y, DispatchStats(count=s.count,

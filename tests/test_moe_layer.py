@@ -226,3 +226,41 @@ def test_wrong_input_rank_raises():
   with pytest.raises(ValueError, match="rank >= 2.*rank 1"):
     MoE(num_experts=4, k=2, expert_hidden=H).init(
         jax.random.key(0), jnp.ones((D,)), train=False)
+
+
+@pytest.mark.parametrize("block_sizes", [(8, 3, 1), (5,)])
+def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
+  """Most slots on one expert, some experts empty: the static block bounds
+  and multi-size layout still cover every slot exactly once."""
+  t, e, k = 40, 6, 2
+  ks = jax.random.split(jax.random.key(0), 6)
+  x = jax.random.normal(ks[0], (t, D))
+  params = dispatch.ExpertParams(
+      0.3 * jax.random.normal(ks[1], (e, D, H)),
+      0.1 * jax.random.normal(ks[2], (e, H)),
+      0.3 * jax.random.normal(ks[3], (e, H, D)),
+      0.1 * jax.random.normal(ks[4], (e, D)))
+  first = jnp.where(jnp.arange(t) < 33, 2, 4)
+  second = jnp.where(jnp.arange(t) % 2 == 0, 5, 2)
+  second = jnp.where(second == first, 0, second)
+  idx = jnp.stack([first, second], axis=1).astype(jnp.int32)
+  w = jax.nn.softmax(jax.random.normal(ks[5], (t, k)), axis=-1)
+  c = jax.random.normal(jax.random.key(9), (t, D))
+
+  def loss(x, w, p):
+    y, stats = dispatch.dropless_ffn(x, idx, w, p, block_sizes=block_sizes)
+    return jnp.sum(c * jnp.sin(y)), stats.count
+
+  def ref_loss(x, w, p):
+    outs = jnp.stack([dispatch.expert_ffn(x, p, i) for i in range(e)], 1)
+    y = jnp.einsum("tk,tkd->td", w, jnp.take_along_axis(
+        outs, idx[:, :, None], axis=1))
+    return jnp.sum(c * jnp.sin(y))
+
+  (v, count), g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2),
+                                             has_aux=True))(x, w, params)
+  v_ref, g_ref = jax.jit(jax.value_and_grad(ref_loss, argnums=(0, 1, 2)))(
+      x, w, params)
+  assert int(count[1]) == 0 and int(count[3]) == 0 and int(count[2]) > 33
+  np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+  chex.assert_trees_all_close(g, g_ref, rtol=1e-4, atol=1e-5)
