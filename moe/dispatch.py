@@ -329,7 +329,7 @@ def max_blocks(num_slots: int, num_experts: int,
 
 
 def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
-                 params: ExpertParams, *, block_sizes=(256, 32)
+                 params: ExpertParams, *, block_sizes=(256, 64, 16)
                  ) -> tuple[Array, DispatchStats]:
   """Dropless MoE FFN: every slot is computed (block-grouped dispatch).
 

@@ -99,6 +99,20 @@ def log_softplus(raw: Array) -> Array:
   return jnp.where(small, raw, jnp.log(jax.nn.softplus(safe)))
 
 
+def _one_hot(index: Array, num_experts: int, dtype) -> Array:
+  """[T, m] int -> [T, m, E] one-hot (no gradient)."""
+  return jax.nn.one_hot(index, num_experts, dtype=dtype)
+
+
+def _select(values: Array, one_hot: Array) -> Array:
+  """values[t, index[t, j]] as a dense contraction ([T, E], [T, m, E]).
+
+  Its gradient is a dense product too: XLA's CPU scatter (the transpose of
+  a gather or of `lax.top_k`) is much slower at these sizes.
+  """
+  return jnp.einsum("te,tme->tm", values, one_hot)
+
+
 def kth_excluding_threshold(noisy_logits: Array, k: int) -> Array:
   """kth_excluding(H(x), k, i) for every token and expert (Shazeer App. A).
 
@@ -121,10 +135,10 @@ def kth_excluding_threshold(noisy_logits: Array, k: int) -> Array:
     raise ValueError(
         f"kth_excluding_threshold needs 1 <= k < num_experts; got k={k}, "
         f"num_experts={num_experts}.")
-  top_values, top_index = jax.lax.top_k(noisy_logits, k + 1)
-  in_top_k = jnp.sum(
-      jax.nn.one_hot(top_index[:, :k], num_experts, dtype=jnp.bool_),
-      axis=1, dtype=jnp.int32) > 0
+  _, top_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits), k + 1)
+  one_hot = _one_hot(top_index, num_experts, noisy_logits.dtype)
+  top_values = _select(noisy_logits, one_hot)
+  in_top_k = jnp.sum(one_hot[:, :k], axis=1) > 0
   return jnp.where(in_top_k, top_values[:, k:k + 1], top_values[:, k - 1:k])
 
 
@@ -283,7 +297,6 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
   if x.shape[-1] != w_gate.shape[0]:
     raise ValueError(
         f"x has {x.shape[-1]} features but w_gate expects {w_gate.shape[0]}.")
-  num_tokens = x.shape[0]
   num_experts = w_gate.shape[-1]
   _check_k(k, num_experts)
   if routing_gradient not in ROUTING_GRADIENTS:
@@ -321,18 +334,21 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
     else:
       noise_std = jnp.zeros_like(clean_logits)
       noisy_logits = clean_logits
-    top_logits, expert_index = jax.lax.top_k(noisy_logits, k)
-    top_gates = jax.nn.softmax(top_logits, axis=-1)
-    gates = jnp.zeros_like(clean_logits).at[
-        jnp.arange(num_tokens)[:, None], expert_index].set(top_gates)
+    _, expert_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits), k)
+    one_hot = _one_hot(expert_index, num_experts, clean_logits.dtype)
+    top_gates = jax.nn.softmax(_select(noisy_logits, one_hot), axis=-1)
+    gates = jnp.einsum("tk,tke->te", top_gates, one_hot)
     if routing_gradient == STRAIGHT_THROUGH:
       gates = estimators.straight_through(
           gates, jax.nn.softmax(noisy_logits, axis=-1))
 
   expert_index = expert_index.astype(jnp.int32)
-  expert_weight = jnp.take_along_axis(gates, expert_index, axis=-1)
-  count = jnp.sum(jax.nn.one_hot(expert_index, num_experts,
-                                 dtype=clean_logits.dtype), axis=(0, 1))
+  one_hot = _one_hot(expert_index, num_experts, clean_logits.dtype)
+  if routing_gradient == PAPER:
+    expert_weight = top_gates  # Same value and gradient, no extra product.
+  else:
+    expert_weight = _select(gates, one_hot)
+  count = jnp.sum(one_hot, axis=(0, 1))
   load = count if load_prob is None else jnp.sum(load_prob, axis=0)
   return GatingOutput(
       gates=gates,
