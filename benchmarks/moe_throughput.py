@@ -12,7 +12,9 @@ gradient of sum(y^2) + aux loss with respect to the input and every parameter
             capacity factor 1.25, with the same noisy top-k gating;
   ragged:   `jax.lax.ragged_dot` grouped matmul, dropless (--ragged; slow);
   moe:      `moe.layer.MoE`, dropless (block-grouped dispatch);
-  moe_cap:  `moe.layer.MoE`, capacity factor 1.25.
+  moe_cap:  `moe.layer.MoE`, capacity factor 1.25;
+and, to split the layer's cost, its dropless dispatch + experts with the
+routing fixed, and its gating + auxiliary losses alone.
 
 Throughput is tokens / (minimum wall time over the repeats); the CPU is
 shared, so the ratios (same process, interleaved) are what to compare. Peak
@@ -95,15 +97,37 @@ def ragged_dot_layer(params, x, key):
   return y, aux.loss
 
 
+def _fixed_routing_fn(params, x, key, ffn):
+  """Routing computed once outside the timed step: dispatch + experts only."""
+  g = jax.jit(_gate)(params, x, key)
+  index, weight = g.expert_index, g.expert_weight
+
+  def fn(params, x, key):
+    del key
+    y, _ = ffn(x, index, weight, _experts(params))
+    return y, jnp.zeros(())
+
+  return fn
+
+
+def gating_only(params, x, key):
+  """Noisy top-k gating and the auxiliary losses, no experts."""
+  g = _gate(params, x, key)
+  aux = moe_layer.aux_statistics(g, jnp.zeros(()), w_importance=0.1,
+                                 w_load=0.1, switch_alpha=0.0, z_loss=0.0)
+  return g.expert_weight, aux.loss
+
+
 def dense_ffn(params, x, key):
   del key
   h = jax.nn.relu(x @ params["w1"] + params["b1"])
   return h @ params["w2"] + params["b2"], jnp.zeros(())
 
 
-def _moe_fn(capacity_factor, num_experts):
+def _moe_fn(capacity_factor, num_experts, block_sizes=None):
+  extra = {} if block_sizes is None else {"block_sizes": tuple(block_sizes)}
   layer = moe_layer.MoE(num_experts=num_experts, k=K, expert_hidden=HIDDEN,
-                        capacity_factor=capacity_factor)
+                        capacity_factor=capacity_factor, **extra)
 
   def fn(params, x, key):
     y, aux = layer.apply({"params": params}, x, train=True,
@@ -128,11 +152,12 @@ def _peak_bytes(compiled) -> float:
                + m.temp_size_in_bytes)
 
 
-def run(num_experts: int, repeats: int, ragged: bool) -> list[dict]:
+def run(num_experts: int, repeats: int, ragged: bool,
+        block_sizes=None) -> list[dict]:
   key = jax.random.key(0)
   k_x, k_init, k_gate, k_dense, k_w = jax.random.split(key, 5)
   x = jax.random.normal(k_x, (TOKENS, D_MODEL))
-  moe_fn, layer = _moe_fn(None, num_experts)
+  moe_fn, layer = _moe_fn(None, num_experts, block_sizes)
   moe_params = jax.jit(layer.init, static_argnames="train")(
       k_init, x, train=False)["params"]
   # Non-zero gates so the routing is not the trivial all-ties one.
@@ -154,6 +179,11 @@ def run(num_experts: int, repeats: int, ragged: bool) -> list[dict]:
       "moe capacity 1.25": (_moe_fn(CAPACITY_FACTOR, num_experts)[0],
                             moe_params),
   }
+  dropless = dispatch.dropless_ffn if block_sizes is None else (
+      lambda *a: dispatch.dropless_ffn(*a, block_sizes=tuple(block_sizes)))
+  cases["  dropless dispatch+experts only"] = (_fixed_routing_fn(
+      moe_params, x, k_gate, dropless), moe_params)
+  cases["  gating + aux losses only"] = (gating_only, moe_params)
   if ragged:
     cases["ragged_dot (dropless)"] = (ragged_dot_layer, moe_params)
   steps, memory = {}, {}
@@ -188,16 +218,19 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--experts", type=int, nargs="+", default=[32, 64])
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--block_sizes", type=int, nargs="+", default=None,
+                      help="dropless block sizes (default: the layer's)")
   parser.add_argument("--ragged", action="store_true",
                       help="also time lax.ragged_dot (slow on CPU)")
   args = parser.parse_args()
   print(f"jax {jax.__version__}, devices {jax.devices()}, T={TOKENS}, "
-        f"d_model={D_MODEL}, hidden={HIDDEN}, k={K}, repeats={args.repeats}")
+        f"d_model={D_MODEL}, hidden={HIDDEN}, k={K}, repeats={args.repeats}, "
+        f"block_sizes={args.block_sizes or moe_layer.MoE.block_sizes}")
   print("| E | case | best ms | median ms | tokens/s | vs dense | vs einsum |"
         " peak MB |")
   print("|---|---|---|---|---|---|---|---|")
   for e in args.experts:
-    for r in run(e, args.repeats, args.ragged):
+    for r in run(e, args.repeats, args.ragged, args.block_sizes):
       print(f"| {r['experts']} | {r['case']} | {r['ms']:.0f} | "
             f"{r['median_ms']:.0f} | {r['tokens_per_s']:.0f} | "
             f"{r['vs_dense']:.2f}x | {r['vs_einsum']:.2f}x | "
