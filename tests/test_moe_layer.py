@@ -8,6 +8,7 @@ import pytest
 
 from moe import dispatch
 from moe import gating
+from moe import layer as layer_module
 from moe.layer import MoE
 
 T, D, H = 24, 8, 16
@@ -117,9 +118,10 @@ def test_sparse_layer_matches_reference_values_and_gradients(
     return jnp.sum(c * jnp.sin(y)) + aux.loss
 
   def ref_loss(variables, x):
-    _, aux = _apply(layer, variables, x, train=True, rngs=rngs)
     p = variables["params"]
     g = original(x, p["w_gate"], p["w_noise"], keys[0], k=2, train=True)
+    aux = layer_module.aux_statistics(g, jnp.zeros(()), w_importance=0.1,
+                                      w_load=0.1, switch_alpha=0.0, z_loss=0.0)
     gates = g.gates * keep
     y = _dense_reference(variables, x, gates)
     return jnp.sum(c * jnp.sin(y)) + aux.loss
@@ -228,7 +230,7 @@ def test_wrong_input_rank_raises():
         jax.random.key(0), jnp.ones((D,)), train=False)
 
 
-@pytest.mark.parametrize("block_sizes", [(8, 3, 1), (5,)])
+@pytest.mark.parametrize("block_sizes", [(8, 3, 1)])
 def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   """Most slots on one expert, some experts empty: the static block bounds
   and multi-size layout still cover every slot exactly once."""
