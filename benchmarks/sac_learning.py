@@ -76,7 +76,7 @@ def run_sbx(config) -> list[float]:
     eval_env = gym.make(config.env_id)
     returns = []
     # Our evaluation for seed s at the final round uses these reset seeds.
-    num_rounds = config.total_steps // config.eval_every
+    num_rounds = -(-config.total_steps // config.eval_every)  # ceil: + final eval
     for episode_seed in envs.env_seeds([seed], config.eval_episodes, stream=1,
                                        round_index=num_rounds - 1):
       obs, _ = eval_env.reset(seed=episode_seed)
