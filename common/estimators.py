@@ -158,6 +158,16 @@ def _log1m_tanh_sq(u: Array) -> Array:
   return 2.0 * (_LOG_2 - u - jax.nn.softplus(-2.0 * u))
 
 
+def _squashed_gaussian_log_prob(z: Array, u: Array, log_std: Array) -> Array:
+  """sum_i [log N(z_i; 0, 1) - log_std_i - log(1 - tanh(u_i)^2)], Eq. 21.
+
+  z = (u - mean) / std is the standardised pre-tanh value (the drawn noise
+  when sampling); sums over the last (action) axis.
+  """
+  gaussian_log_prob = -0.5 * jnp.square(z) - log_std - 0.5 * _LOG_2PI
+  return jnp.sum(gaussian_log_prob - _log1m_tanh_sq(u), axis=-1)
+
+
 def tanh_gaussian_sample_and_log_prob(
     key: PRNGKey, mean: Array, log_std: Array) -> tuple[Array, Array]:
   """Samples a = tanh(u), u ~ N(mean, diag(exp(log_std)^2)), with log p(a).
@@ -193,9 +203,7 @@ def tanh_gaussian_sample_and_log_prob(
   chex.assert_rank(mean, {*range(1, 32)})
   eps = jax.random.normal(key, jnp.shape(mean), jnp.asarray(mean).dtype)
   u = mean + jnp.exp(log_std) * eps
-  gaussian_log_prob = -0.5 * jnp.square(eps) - log_std - 0.5 * _LOG_2PI
-  log_prob = jnp.sum(gaussian_log_prob - _log1m_tanh_sq(u), axis=-1)
-  return jnp.tanh(u), log_prob
+  return jnp.tanh(u), _squashed_gaussian_log_prob(eps, u, log_std)
 
 
 def tanh_gaussian_log_prob(action_pre_tanh: Array, mean: Array,
@@ -222,8 +230,7 @@ def tanh_gaussian_log_prob(action_pre_tanh: Array, mean: Array,
   _check_float("action_pre_tanh", action_pre_tanh)
   chex.assert_equal_shape([action_pre_tanh, mean, log_std])
   z = (action_pre_tanh - mean) * jnp.exp(-log_std)
-  gaussian_log_prob = -0.5 * jnp.square(z) - log_std - 0.5 * _LOG_2PI
-  return jnp.sum(gaussian_log_prob - _log1m_tanh_sq(action_pre_tanh), axis=-1)
+  return _squashed_gaussian_log_prob(z, action_pre_tanh, log_std)
 
 
 # --------------------------------------------------------------------------
