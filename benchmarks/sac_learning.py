@@ -1,14 +1,14 @@
 r"""SAC learning benchmarks: final deterministic eval return per seed.
 
   # Pendulum-v1, 5 seeds vmapped in one process, 20k steps (issue bar: >= -200).
-  /work/venv/bin/python benchmarks/sac_learning.py --suite=pendulum --num_seeds=5
+  python benchmarks/sac_learning.py --suite=pendulum --num_seeds=5
 
   # Actor-gradient ablation: same, with the score-function estimator.
-  /work/venv/bin/python benchmarks/sac_learning.py --suite=pendulum \
+  python benchmarks/sac_learning.py --suite=pendulum \
       --num_seeds=5 --actor_grad=score_function
 
   # HalfCheetah-v5, 100k steps, ours vs sbx with the same seeds (needs sbx).
-  /work/venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
+  .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
       --num_seeds=1 --with_sbx
 
 Evaluation protocol for both libraries: deterministic policy (tanh of the

@@ -1,6 +1,6 @@
 r"""SAC training throughput: stochgrad vs sbx vs the update-only ceiling.
 
-  /work/venv-bench/bin/python benchmarks/sac_throughput.py [--env_id=HalfCheetah-v5]
+  .venv-bench/bin/python benchmarks/sac_throughput.py [--env_id=HalfCheetah-v5]
 
 Everything is measured in this one process, so the ratios are what counts (the
 CPU may be shared). Setting for all runs: one gradient step per env step,
