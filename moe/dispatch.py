@@ -396,6 +396,48 @@ def expert_capacity(num_tokens: int, k: int, num_experts: int,
   return max(1, math.ceil(capacity_factor * num_tokens * k / num_experts))
 
 
+class CapacityPacking(NamedTuple):
+  """Slots packed into a per-expert capacity buffer (GShard priority)."""
+  x_buf: Array  # [E, C, D], zero rows where an expert has fewer than C slots.
+  layout: SlotLayout
+  num_kept: Array  # scalar int, slots that fit (the rest are dropped).
+  count: Array  # [E] slots routed to each expert, before dropping.
+
+
+def pack_capacity(x: Array, expert_index: Array, num_experts: int,
+                  capacity_factor: float) -> CapacityPacking:
+  """Packs the T*K slots into [E, C, D], C = ceil(capacity_factor*T*K/E).
+
+  Slots are taken in `sort_slots` order (first choices first, Lepikhin et al.
+  2021, Sec. 2.2); an expert's slots beyond C are dropped. Used by
+  `capacity_ffn` and, per device, by `moe.parallel`.
+  """
+  num_tokens, k = expert_index.shape
+  capacity = expert_capacity(num_tokens, k, num_experts, capacity_factor)
+  rows = num_experts * capacity
+  s = sort_slots(expert_index, num_experts)
+  kept = s.rank < capacity
+  row_of_sorted = jnp.where(kept, s.sorted_expert * capacity + s.rank, rows)
+  layout = slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k, rows=rows)
+  x_buf = dispatch_rows(x, layout.source_token, layout.row_of_slot)
+  return CapacityPacking(x_buf=x_buf.reshape(num_experts, capacity, -1),
+                         layout=layout, num_kept=jnp.sum(kept), count=s.count)
+
+
+def batched_expert_ffn(x_buf: Array, params: ExpertParams) -> Array:
+  """relu(x W1_e + b1_e) W2_e + b2_e for every expert e at once: [E, C, D]."""
+  h = jax.nn.relu(jnp.einsum("ecd,edh->ech", x_buf, params.w1)
+                  + params.b1[:, None, :])
+  return jnp.einsum("ech,ehd->ecd", h, params.w2) + params.b2[:, None, :]
+
+
+def combine_capacity(y_buf: Array, expert_weight: Array,
+                     layout: SlotLayout) -> Array:
+  """y[t] = sum_j w[t, j] * y_buf row of slot (t, j) (0 if dropped); [T, D]."""
+  return combine_rows(y_buf.reshape(-1, y_buf.shape[-1]), expert_weight,
+                      layout.row_of_slot, layout.source_token, layout.source_k)
+
+
 def capacity_ffn(x: Array, expert_index: Array, expert_weight: Array,
                  params: ExpertParams, *, capacity_factor: float
                  ) -> tuple[Array, DispatchStats]:
@@ -412,23 +454,10 @@ def capacity_ffn(x: Array, expert_index: Array, expert_weight: Array,
     (y [T, D], DispatchStats); dropped slots contribute zero to y.
   """
   _check_routing(x, expert_index, expert_weight, params)
-  num_tokens, k = expert_index.shape
-  num_experts = params.w1.shape[0]
-  num_slots = num_tokens * k
-  capacity = expert_capacity(num_tokens, k, num_experts, capacity_factor)
-  rows = num_experts * capacity
-
-  s = sort_slots(expert_index, num_experts)
-  kept = s.rank < capacity
-  row_of_sorted = jnp.where(kept, s.sorted_expert * capacity + s.rank, rows)
-  layout = slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k, rows=rows)
-  x_buf = dispatch_rows(x, layout.source_token, layout.row_of_slot)
-  x_buf = x_buf.reshape(num_experts, capacity, -1)
-  h = jax.nn.relu(jnp.einsum("ecd,edh->ech", x_buf, params.w1)
-                  + params.b1[:, None, :])
-  y_buf = jnp.einsum("ech,ehd->ecd", h, params.w2) + params.b2[:, None, :]
-  y = combine_rows(y_buf.reshape(rows, -1), expert_weight,
-                    layout.row_of_slot, layout.source_token, layout.source_k)
-  dropped = num_slots - jnp.sum(kept)
-  return y, DispatchStats(count=s.count,
+  num_slots = expert_index.size
+  packed = pack_capacity(x, expert_index, params.w1.shape[0], capacity_factor)
+  y_buf = batched_expert_ffn(packed.x_buf, params)
+  y = combine_capacity(y_buf, expert_weight, packed.layout)
+  dropped = num_slots - packed.num_kept
+  return y, DispatchStats(count=packed.count,
                           fraction_dropped=dropped.astype(x.dtype) / num_slots)

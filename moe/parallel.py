@@ -55,30 +55,20 @@ def _local_expert_parallel_ffn(x, expert_index, expert_weight, params, *,
   num_devices = jax.lax.axis_size(axis_name)
   local_experts = params.w1.shape[0]
   num_tokens, k = expert_index.shape
-  capacity = dispatch.expert_capacity(num_tokens, k, num_experts,
-                                      capacity_factor)
-  rows = num_experts * capacity
-  s = dispatch.sort_slots(expert_index, num_experts)
-  kept = s.rank < capacity
-  row_of_sorted = jnp.where(kept, s.sorted_expert * capacity + s.rank, rows)
-  layout = dispatch.slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k,
-                            rows=rows)
-  x_buf = dispatch.dispatch_rows(x, layout.source_token, layout.row_of_slot)
-  x_buf = x_buf.reshape(num_devices, local_experts, capacity, -1)
+  packed = dispatch.pack_capacity(x, expert_index, num_experts,
+                                  capacity_factor)
+  capacity = packed.x_buf.shape[1]
+  x_buf = packed.x_buf.reshape(num_devices, local_experts, capacity, -1)
   # Send expert group n to device n; receive every device's slots for ours.
   x_recv = jax.lax.all_to_all(x_buf, axis_name, 0, 0)  # [N, E_l, C, D]
   x_local = jnp.swapaxes(x_recv, 0, 1).reshape(
       local_experts, num_devices * capacity, -1)
-  h = jax.nn.relu(jnp.einsum("ecd,edh->ech", x_local, params.w1)
-                  + params.b1[:, None, :])
-  y_local = jnp.einsum("ech,ehd->ecd", h, params.w2) + params.b2[:, None, :]
+  y_local = dispatch.batched_expert_ffn(x_local, params)
   y_send = jnp.swapaxes(
       y_local.reshape(local_experts, num_devices, capacity, -1), 0, 1)
   y_buf = jax.lax.all_to_all(y_send, axis_name, 0, 0)  # [N, E_l, C, D]
-  y = dispatch.combine_rows(y_buf.reshape(rows, -1), expert_weight,
-                             layout.row_of_slot, layout.source_token,
-                             layout.source_k)
-  dropped = jax.lax.psum(num_tokens * k - jnp.sum(kept), axis_name)
+  y = dispatch.combine_capacity(y_buf, expert_weight, packed.layout)
+  dropped = jax.lax.psum(num_tokens * k - packed.num_kept, axis_name)
   fraction = dropped.astype(x.dtype) / (num_devices * num_tokens * k)
   return y, fraction
 
