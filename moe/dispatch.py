@@ -6,20 +6,20 @@ parameters, and return y[t] = sum_j w[t, j] * FFN_{e[t, j]}(x[t]), with
 FFN_e(x) = relu(x W1_e + b1_e) W2_e + b2_e (Shazeer et al. 2017, Eq. 1 with
 ReLU experts).
 
-Dropless (`dropless_ffn`): the T*K token-slots are sorted by expert; each
-expert's group is cut into fixed-size row blocks, each owned by one expert:
-as many blocks of the largest size B_0 as fit, then blocks of the next sizes
-for the remainder (the last size rounding up), so most rows run in large
-matmuls while the padding stays below the smallest block size per expert.
-Each block size has its own region of a row buffer with a static upper bound
-on its blocks (memory only). `expert_blocks_ffn` loops over experts (weights
-sliced once per expert) and, inside, over just that expert's blocks (a
-dynamic count, `lax.fori_loop`), one [B, D] x [D, H] matmul per block, with a
-hand-written VJP that accumulates each expert's weight gradient locally and
-writes it once. No weights are
-gathered per block, no one-hot dispatch tensor is formed, and the token <->
-row permutations are gathers in both directions (custom VJPs), so the work is
-the FLOP-matched dense FFN's plus the padding.
+Dropless (`dropless_ffn`): the T*K token-slots are sorted by expert
+(stably, first choices first) into one contiguous row buffer, so each
+expert's slots form one group of rows with no padding between groups.
+`expert_blocks_ffn` loops over experts (weights sliced once per expert) and
+covers each group with full blocks of the largest block size plus one tail
+block of the smallest listed size that holds the remainder, aligned to the
+group's end (it recomputes a few rows it does not own; their results are
+overwritten, see `expert_blocks_ffn`). Every block is one [B, D] x [D, H]
+matmul of a few static shapes, inside `lax.fori_loop`s with dynamic trip
+counts, with a hand-written VJP that accumulates each expert's weight
+gradient locally and writes it once. No weights are gathered per block, no
+one-hot dispatch tensor is formed, and the token <-> row permutations are
+gathers in both directions (custom VJPs), so the work is the FLOP-matched
+dense FFN's plus under one block-size step of rows per expert.
 
 Capacity-limited (`capacity_ffn`): each expert takes at most
 C = ceil(capacity_factor * T * K / E) slots, first choices before second
@@ -76,7 +76,7 @@ def expert_ffn(x: Array, params: ExpertParams, expert: int) -> Array:
 
 
 # --------------------------------------------------------------------------
-# Expert-major loop over row blocks of several sizes (custom VJP).
+# Expert-major loop over row blocks with end-aligned tail blocks (custom VJP).
 # --------------------------------------------------------------------------
 
 
@@ -85,23 +85,60 @@ def _expert_weights(params, e):
   return take(params.w1), take(params.b1), take(params.w2), take(params.b2)
 
 
-def _expert_blocks_forward(levels, x_rows, first_block, block_count, params):
+class BlockPlan(NamedTuple):
+  """How each expert's contiguous group of rows is covered by blocks."""
+  num_full: Array  # [E] blocks of block_sizes[0] from the group start.
+  remainder: Array  # [E] rows left after them, 0 <= r < block_sizes[0].
+  tail_level: Array  # [E] 0 = no tail, l + 1 = a tail of block_sizes[l].
+
+
+def block_plan(count: Array, block_sizes: tuple[int, ...]) -> BlockPlan:
+  """Full blocks of the largest size, then one tail of the smallest size >= r.
+
+  The tail block ends at the group's end, so it overlaps rows that are not
+  its own (earlier rows of the same expert, of lower experts, or the front
+  padding) by fewer than (its size - r) rows; see `expert_blocks_ffn`.
+  """
+  b0 = block_sizes[0]
+  num_full = count // b0
+  remainder = count - num_full * b0
+  level = jnp.zeros_like(count)
+  for l, b in enumerate(block_sizes):  # Decreasing, so the smallest fit wins.
+    level = jnp.where((remainder > 0) & (remainder <= b), l + 1, level)
+  return BlockPlan(num_full, remainder, level)
+
+
+def _expert_blocks_forward(block_sizes, x_rows, group_start, count, params):
   num_experts = params.w1.shape[0]
   rows = x_rows.shape[0]
+  b0 = block_sizes[0]
+  plan = block_plan(count, block_sizes)
+  group_end = group_start + count
 
-  def expert_body(e, carry):
-    w1, b1, w2, b2 = _expert_weights(params, e)  # Sliced once per expert.
-    for level, (offset, size) in enumerate(levels):
-      def block_body(j, carry, level=level, offset=offset, size=size):
-        y, h_all = carry
-        start = offset + (first_block[level, e] + j) * size
-        xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
-        hb = jax.nn.relu(xb @ w1 + b1)
-        y = jax.lax.dynamic_update_slice_in_dim(y, hb @ w2 + b2, start, 0)
-        h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
-        return y, h_all
-      carry = jax.lax.fori_loop(0, block_count[level, e], block_body, carry)
-    return carry
+  def run_block(start, size, weights, carry):
+    w1, b1, w2, b2 = weights
+    y, h_all = carry
+    hb = jax.nn.relu(jax.lax.dynamic_slice_in_dim(x_rows, start, size) @ w1
+                     + b1)
+    y = jax.lax.dynamic_update_slice_in_dim(y, hb @ w2 + b2, start, 0)
+    h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
+    return y, h_all
+
+  def expert_body(i, carry):
+    e = num_experts - 1 - i  # Descending: see `expert_blocks_ffn`.
+    weights = _expert_weights(params, e)  # Sliced once per expert.
+    for level, size in enumerate(block_sizes):
+      # A 0- or 1-trip loop. The start depends on the loop index j (always
+      # 0) so that XLA cannot hoist the block out of the loop as invariant
+      # and run it even when the trip count is 0.
+      carry = jax.lax.fori_loop(
+          0, (plan.tail_level[e] == level + 1).astype(jnp.int32),
+          lambda j, c, size=size: run_block(
+              group_end[e] - (j + 1) * size, size, weights, c), carry)
+    return jax.lax.fori_loop(
+        0, plan.num_full[e],
+        lambda j, c: run_block(group_start[e] + j * b0, b0, weights, c),
+        carry)
 
   init = (jnp.zeros((rows, params.w2.shape[-1]), x_rows.dtype),
           jnp.zeros((rows, params.w1.shape[-1]), x_rows.dtype))
@@ -109,45 +146,61 @@ def _expert_blocks_forward(levels, x_rows, first_block, block_count, params):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _expert_blocks_ffn(levels, x_rows, first_block, block_count, params):
-  y, _ = _expert_blocks_forward(levels, x_rows, first_block, block_count,
+def _expert_blocks_ffn(block_sizes, x_rows, group_start, count, params):
+  y, _ = _expert_blocks_forward(block_sizes, x_rows, group_start, count,
                                 params)
   return y
 
 
-def _expert_blocks_ffn_fwd(levels, x_rows, first_block, block_count, params):
-  y, h_all = _expert_blocks_forward(levels, x_rows, first_block, block_count,
+def _expert_blocks_ffn_fwd(block_sizes, x_rows, group_start, count, params):
+  y, h_all = _expert_blocks_forward(block_sizes, x_rows, group_start, count,
                                     params)
-  return y, (x_rows, first_block, block_count, params, h_all)
+  return y, (x_rows, group_start, count, params, h_all)
 
 
-def _expert_blocks_ffn_bwd(levels, res, dy):
-  x_rows, first_block, block_count, params, h_all = res
+def _expert_blocks_ffn_bwd(block_sizes, res, dy):
+  x_rows, group_start, count, params, h_all = res
   num_experts = params.w1.shape[0]
+  b0 = block_sizes[0]
+  plan = block_plan(count, block_sizes)
+  group_end = group_start + count
 
-  def expert_body(e, carry):
+  def run_block(start, size, own_from, w1, w2, carry):
+    """Backward of one block; rows before `own_from` get no gradient."""
+    dx, (dw1, db1, dw2, db2) = carry
+    xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
+    hb = jax.lax.dynamic_slice_in_dim(h_all, start, size)
+    dyb = jax.lax.dynamic_slice_in_dim(dy, start, size)
+    if own_from is not None:
+      dyb = jnp.where((jnp.arange(size) >= own_from)[:, None], dyb, 0.0)
+    dw2 = dw2 + jnp.einsum("bh,bd->hd", hb, dyb)
+    db2 = db2 + jnp.sum(dyb, axis=0)
+    dpre = jnp.einsum("bd,hd->bh", dyb, w2) * (hb > 0).astype(dyb.dtype)
+    dw1 = dw1 + jnp.einsum("bd,bh->dh", xb, dpre)
+    db1 = db1 + jnp.sum(dpre, axis=0)
+    dx = jax.lax.dynamic_update_slice_in_dim(
+        dx, jnp.einsum("bh,dh->bd", dpre, w1), start, 0)
+    return dx, (dw1, db1, dw2, db2)
+
+  def expert_body(i, carry):
+    e = num_experts - 1 - i
     dx, grads = carry
     w1, _, w2, _ = _expert_weights(params, e)
     # This expert's weight gradients accumulate locally, then are written
     # once: no per-block read-modify-write of the [E, ...] arrays.
     local = tuple(jnp.zeros(a.shape[1:], a.dtype) for a in params)
-    for level, (offset, size) in enumerate(levels):
-      def block_body(j, carry, level=level, offset=offset, size=size):
-        dx, (dw1, db1, dw2, db2) = carry
-        start = offset + (first_block[level, e] + j) * size
-        xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
-        hb = jax.lax.dynamic_slice_in_dim(h_all, start, size)
-        dyb = jax.lax.dynamic_slice_in_dim(dy, start, size)
-        dw2 = dw2 + jnp.einsum("bh,bd->hd", hb, dyb)
-        db2 = db2 + jnp.sum(dyb, axis=0)
-        dpre = jnp.einsum("bd,hd->bh", dyb, w2) * (hb > 0).astype(dyb.dtype)
-        dw1 = dw1 + jnp.einsum("bd,bh->dh", xb, dpre)
-        db1 = db1 + jnp.sum(dpre, axis=0)
-        dx = jax.lax.dynamic_update_slice_in_dim(
-            dx, jnp.einsum("bh,dh->bd", dpre, w1), start, 0)
-        return dx, (dw1, db1, dw2, db2)
-      dx, local = jax.lax.fori_loop(0, block_count[level, e], block_body,
-                                    (dx, local))
+    # The tail first: it writes dx = 0 over the rows it does not own, and
+    # the full blocks (this expert's) and lower experts (later) rewrite them.
+    for level, size in enumerate(block_sizes):
+      dx, local = jax.lax.fori_loop(
+          0, (plan.tail_level[e] == level + 1).astype(jnp.int32),
+          lambda j, c, size=size: run_block(
+              group_end[e] - (j + 1) * size, size,
+              size - plan.remainder[e], w1, w2, c), (dx, local))
+    dx, local = jax.lax.fori_loop(
+        0, plan.num_full[e],
+        lambda j, c: run_block(group_start[e] + j * b0, b0, None, w1, w2, c),
+        (dx, local))
     grads = tuple(jax.lax.dynamic_update_index_in_dim(g, l, e, 0)
                   for g, l in zip(grads, local))
     return dx, grads
@@ -160,32 +213,48 @@ def _expert_blocks_ffn_bwd(levels, res, dy):
 _expert_blocks_ffn.defvjp(_expert_blocks_ffn_fwd, _expert_blocks_ffn_bwd)
 
 
-def expert_blocks_ffn(x_rows: Array, first_block: Array, block_count: Array,
+def expert_blocks_ffn(x_rows: Array, group_start: Array, count: Array,
                       params: ExpertParams, *,
-                      levels: tuple[tuple[int, int], ...]) -> Array:
-  """Runs each expert on its row blocks, expert by expert, block by block.
+                      block_sizes: tuple[int, ...]) -> Array:
+  """Runs each expert on its contiguous group of rows, block by block.
 
-  Level l is a region of the row buffer starting at row `levels[l][0]` made
-  of blocks of `levels[l][1]` rows; expert e owns blocks
-  [first_block[l, e], first_block[l, e] + block_count[l, e]) of it. The outer
-  loop is over experts (weights sliced once per expert), the inner loops over
-  that expert's blocks (dynamic trip counts), one [B, D] x [D, H] matmul
-  each. Rows not in any block are zero in the output and get no gradient.
+  Expert e owns rows [group_start[e], group_start[e] + count[e]) of
+  `x_rows`; groups are disjoint and in expert order. A group is covered by
+  `count // B_0` full blocks of B_0 = block_sizes[0] rows from its start and,
+  for the remainder r > 0, one tail block of the smallest size b >= r in
+  `block_sizes`, aligned to the group's end. The tail's first b - r rows are
+  not its own: it recomputes rows of its expert's last full block, or, when
+  the group is shorter than b, runs over rows of lower experts (or the
+  front padding). No row buffer is padded per expert and every matmul has
+  one of a few static shapes, so the wasted work is < b - r rows per expert.
+
+  Correctness of the overlap without masking the forward: experts run in
+  descending order and each expert's tail before its full blocks, so every
+  row is written last by its own expert's block (rows of lower experts that
+  a tail overwrote are rewritten when those experts run). In the backward
+  pass the tail's cotangent is masked to its own rows, so weight gradients
+  count every row once; its dx writes over non-own rows are zero and are
+  overwritten in the same order.
+
+  Requires group_start[0] >= block_sizes[0] - 1 rows of front padding when
+  the first group may be shorter than its tail (dropless_ffn pads by
+  block_sizes[0]). Rows outside every group are garbage in the output and
+  get garbage gradients: callers must not read them.
 
   Args:
     x_rows: float [R, D].
-    first_block: int [L, E].
-    block_count: int [L, E] (may be traced).
+    group_start: int [E], first row of each expert's group.
+    count: int [E], rows in each group.
     params: ExpertParams.
-    levels: static ((row offset, block size), ...) per level.
+    block_sizes: static decreasing tuple of block row counts.
 
   Returns:
     y_rows, float [R, D].
   """
-  chex.assert_rank([x_rows, first_block, block_count], [2, 2, 2])
-  return _expert_blocks_ffn(tuple(levels), x_rows,
-                            first_block.astype(jnp.int32),
-                            block_count.astype(jnp.int32), params)
+  chex.assert_rank([x_rows, group_start, count], [2, 1, 1])
+  return _expert_blocks_ffn(check_block_sizes(block_sizes), x_rows,
+                            group_start.astype(jnp.int32),
+                            count.astype(jnp.int32), params)
 
 
 # --------------------------------------------------------------------------
@@ -306,30 +375,14 @@ def check_block_sizes(block_sizes) -> tuple[int, ...]:
   return block_sizes
 
 
-def max_blocks(num_slots: int, num_experts: int,
-               block_sizes: tuple[int, ...]) -> tuple[int, ...]:
-  """Static bound on the blocks of each size a dropless dispatch can use.
-
-  Each expert's group of c slots is cut greedily into c // B_0 blocks of the
-  largest size, then blocks of the next size for the remainder, the last
-  size rounding up. So level 0 has at most S // B_0 blocks, a middle level l
-  at most (B_{l-1} - 1) // B_l per expert, and the last level at most
-  ceil(S / B) + E blocks in all.
-  """
-  bounds = []
-  for level, b in enumerate(block_sizes):
-    last = level == len(block_sizes) - 1
-    total = math.ceil(num_slots / b) + num_experts if last else num_slots // b
-    if level > 0:
-      prev = block_sizes[level - 1]
-      per_expert = math.ceil((prev - 1) / b) if last else (prev - 1) // b
-      total = min(total, num_experts * per_expert)
-    bounds.append(max(total, 1))
-  return tuple(bounds)
+# Full blocks of 256 rows and tails in steps of 16 rows: at most 15 wasted
+# rows per expert, and 256-row matmuls run at the dense matmul's speed on
+# the CPUs we measured (benchmarks/moe_throughput.py).
+DEFAULT_BLOCK_SIZES = tuple(range(256, 0, -16))
 
 
 def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
-                 params: ExpertParams, *, block_sizes=(256, 64, 16)
+                 params: ExpertParams, *, block_sizes=DEFAULT_BLOCK_SIZES
                  ) -> tuple[Array, DispatchStats]:
   """Dropless MoE FFN: every slot is computed (block-grouped dispatch).
 
@@ -338,10 +391,10 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
     expert_index: int [T, K].
     expert_weight: float [T, K], combine weights.
     params: ExpertParams with E experts.
-    block_sizes: rows per block (static), an int or a decreasing tuple;
-      each expert's group is covered by blocks of the largest size, then the
-      next sizes, so the padding is < block_sizes[-1] rows per expert while
-      most rows run in large blocks.
+    block_sizes: rows per block (static), an int or a decreasing tuple:
+      each expert's group is covered by blocks of block_sizes[0] and one
+      tail block of the smallest size that holds the rest, so the extra
+      work is less than the gap between consecutive sizes per expert.
 
   Returns:
     (y [T, D], DispatchStats with fraction_dropped == 0).
@@ -351,37 +404,18 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
   num_tokens, k = expert_index.shape
   num_experts = params.w1.shape[0]
   num_slots = num_tokens * k
-  bounds = max_blocks(num_slots, num_experts, block_sizes)
-
+  # Row r = pad + i holds sorted slot i; the front padding keeps every tail
+  # block (which may reach back up to block_sizes[0] - 1 rows) in bounds.
+  pad = block_sizes[0]
   s = sort_slots(expert_index, num_experts)
-  remaining = s.count
-  covered = jnp.zeros_like(s.count)  # Ranks covered by earlier levels.
-  region_start = 0
-  row_of_sorted = jnp.zeros_like(s.rank)
-  levels = []
-  for level, (b, nb_max) in enumerate(zip(block_sizes, bounds)):
-    last = level == len(block_sizes) - 1
-    n = (remaining + b - 1) // b if last else remaining // b
-    block_end = jnp.cumsum(n)
-    first_row = region_start + (block_end - n) * b  # [E]
-    r_in = s.rank - covered[s.sorted_expert]
-    here = (r_in >= 0) & (r_in < (n * b)[s.sorted_expert])
-    row_of_sorted = jnp.where(here, first_row[s.sorted_expert] + r_in,
-                              row_of_sorted)
-    levels.append((block_end - n, n, region_start, b))
-    covered = covered + n * b
-    remaining = remaining - n * b
-    region_start += nb_max * b
-
-  layout = slot_layout(s, row_of_sorted, num_tokens=num_tokens, k=k,
-                       rows=region_start)
+  layout = slot_layout(s, pad + jnp.arange(num_slots, dtype=jnp.int32),
+                       num_tokens=num_tokens, k=k, rows=pad + num_slots)
   x_rows = dispatch_rows(x, layout.source_token, layout.row_of_slot)
-  y_rows = expert_blocks_ffn(
-      x_rows, jnp.stack([lv[0] for lv in levels]),
-      jnp.stack([lv[1] for lv in levels]), params,
-      levels=tuple((lv[2], lv[3]) for lv in levels))
+  group_start = pad + jnp.cumsum(s.count) - s.count
+  y_rows = expert_blocks_ffn(x_rows, group_start, s.count, params,
+                             block_sizes=block_sizes)
   y = combine_rows(y_rows, expert_weight, layout.row_of_slot,
-                    layout.source_token, layout.source_k)
+                   layout.source_token, layout.source_k)
   return y, DispatchStats(count=s.count,
                           fraction_dropped=jnp.zeros((), x.dtype))
 

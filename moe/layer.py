@@ -69,7 +69,7 @@ class MoEAux(NamedTuple):
 def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
                       capacity_factor: Optional[float],
                       routing_gradient: str = gating.PAPER,
-                      block_sizes=(256, 64, 16)) -> None:
+                      block_sizes=dispatch.DEFAULT_BLOCK_SIZES) -> None:
   """Raises ValueError naming the first bad option."""
   for name, value in (("num_experts", num_experts),
                       ("expert_hidden", expert_hidden)):
@@ -166,7 +166,7 @@ class MoE(nn.Module):
   noise: bool = True
   routing_gradient: str = gating.PAPER
   gumbel_temperature: float = 1.0
-  block_sizes: tuple[int, ...] = (256, 64, 16)
+  block_sizes: tuple[int, ...] = dispatch.DEFAULT_BLOCK_SIZES
   expert_mesh: Optional[jax.sharding.Mesh] = None
   expert_axis: str = "expert"
 

@@ -230,10 +230,14 @@ def test_wrong_input_rank_raises():
         jax.random.key(0), jnp.ones((D,)), train=False)
 
 
-@pytest.mark.parametrize("block_sizes", [(8, 3, 1)])
+@pytest.mark.parametrize("block_sizes", [(8, 3, 1), (16, 8), (32,),
+                                         (64, 48, 16)])
 def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
-  """Most slots on one expert, some experts empty: the static block bounds
-  and multi-size layout still cover every slot exactly once."""
+  """Most slots on one expert, some experts empty: full blocks plus one
+  end-aligned tail cover every slot exactly once. With (16, 8), (32,) and
+  (64, 48, 16) tails reach back over rows of lower experts and the front
+  padding, so outputs and gradients check the overwrite order and the
+  backward mask."""
   t, e, k = 40, 6, 2
   ks = jax.random.split(jax.random.key(0), 6)
   x = jax.random.normal(ks[0], (t, D))
@@ -264,5 +268,17 @@ def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   v_ref, g_ref = jax.jit(jax.value_and_grad(ref_loss, argnums=(0, 1, 2)))(
       x, w, params)
   assert int(count[1]) == 0 and int(count[3]) == 0 and int(count[2]) > 33
+  plan = dispatch.block_plan(count, dispatch.check_block_sizes(block_sizes))
+  np.testing.assert_array_equal(
+      plan.num_full * block_sizes[0] + plan.remainder, count)
   np.testing.assert_allclose(v, v_ref, rtol=1e-5)
   chex.assert_trees_all_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_block_plan_picks_full_blocks_and_the_smallest_fitting_tail():
+  count = jnp.array([0, 5, 16, 17, 40, 33])
+  plan = dispatch.block_plan(count, (16, 8, 2))
+  np.testing.assert_array_equal(plan.num_full, [0, 0, 1, 1, 2, 2])
+  np.testing.assert_array_equal(plan.remainder, [0, 5, 0, 1, 8, 1])
+  # 0 = no tail; l + 1 = a tail of block_sizes[l].
+  np.testing.assert_array_equal(plan.tail_level, [0, 2, 0, 3, 2, 3])
