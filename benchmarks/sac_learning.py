@@ -9,7 +9,12 @@ r"""SAC learning benchmarks: final deterministic eval return per seed.
 
   # HalfCheetah-v5, 100k steps, ours vs sbx with the same seeds (needs sbx).
   .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
-      --num_seeds=1 --with_sbx
+      --num_seeds=5 --with_sbx
+  # ... or the two libraries in two processes (2 cores: about 95 min wall):
+  python benchmarks/sac_learning.py --suite=halfcheetah --num_seeds=5 \
+      --out=ours.json
+  .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
+      --num_seeds=5 --norun_ours --with_sbx --out=sbx.json
 
 Evaluation protocol for both libraries: deterministic policy (tanh of the
 mean; sbx `predict(deterministic=True)`), `--eval_episodes` episodes on eval
@@ -37,6 +42,9 @@ _ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
 _TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Override the budget.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
 _WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.")
+_RUN_OURS = flags.DEFINE_bool(
+    "run_ours", True, "Train our agent (--norun_ours --with_sbx runs only sbx, "
+    "e.g. in a second process).")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/sac_learning", "Run directories.")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 
@@ -58,8 +66,12 @@ def _config():
   return config
 
 
-def run_sbx(config) -> list[float]:
-  """sbx SAC with the same hyperparameters, evaluated with our protocol."""
+def run_sbx(config, progress_file: str | None = None) -> list[float]:
+  """sbx SAC with the same hyperparameters, evaluated with our protocol.
+
+  Seeds run one after another; each final return is appended to
+  `progress_file` (JSON lines) as soon as it is known.
+  """
   import gymnasium as gym
   import sbx
 
@@ -88,6 +100,10 @@ def run_sbx(config) -> list[float]:
         done = terminated or truncated
       returns.append(total)
     finals.append(float(np.mean(returns)))
+    if progress_file:
+      with open(progress_file, "a") as f:
+        f.write(json.dumps({"library": "sbx", "seed": seed,
+                            "final_eval": finals[-1]}) + "\n")
   return finals
 
 
@@ -95,17 +111,19 @@ def main(_):
   config = _config()
   workdir = os.path.join(_WORKDIR.value, f"{config.env_id}_{config.actor_grad}"
                          f"_{config.num_seeds}seeds_{config.total_steps}")
-  start = time.time()
-  result = sac_train.train(config, workdir)
-  ours = [float(x) for x in result["eval_returns"]]
   out = {"env_id": config.env_id, "total_steps": config.total_steps,
-         "actor_grad": config.actor_grad, "seeds": list(range(config.num_seeds)),
-         "ours_final_eval": ours, "ours_mean": float(np.mean(ours)),
-         "ours_std": float(np.std(ours)), "ours_wall_s": time.time() - start,
-         "workdir": workdir}
+         "actor_grad": config.actor_grad, "seeds": list(range(config.num_seeds))}
+  if _RUN_OURS.value:
+    start = time.time()
+    result = sac_train.train(config, workdir)
+    ours = [float(x) for x in result["eval_returns"]]
+    out.update(ours_final_eval=ours, ours_mean=float(np.mean(ours)),
+               ours_std=float(np.std(ours)), ours_wall_s=time.time() - start,
+               workdir=workdir)
   if _WITH_SBX.value:
     start = time.time()
-    theirs = run_sbx(config)
+    progress = _OUT.value + ".sbx.jsonl" if _OUT.value else None
+    theirs = run_sbx(config, progress)
     out.update(sbx_final_eval=theirs, sbx_mean=float(np.mean(theirs)),
                sbx_std=float(np.std(theirs)), sbx_wall_s=time.time() - start)
   print(json.dumps(out, indent=2))
