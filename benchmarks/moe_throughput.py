@@ -21,12 +21,23 @@ follows an untimed call of the same case, so no case pays for the memory
 left behind by the previous one. The ratios (same process, interleaved) are
 what to compare. Peak
 memory is XLA's compiled estimate (arguments + outputs + temporaries).
+
+Page faults: XLA:CPU allocates each call's large buffers afresh, and glibc
+serves allocations above 32 MB with mmap, so every call first-touches (page
+faults on) most of its memory. On our VMs that costs tens of ms per call and
+varies from run to run; it hits the MoE (2x the dense FFN's memory) harder.
+The "page faults/call" column shows it (median minor faults per timed call).
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.moe_throughput
+makes glibc back those buffers with transparent huge pages (glibc >= 2.35,
+THP "madvise" or "always"), ~30x fewer faults; the README reports both.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import resource
 import time
 
 import jax
@@ -196,15 +207,19 @@ def run(num_experts: int, repeats: int, ragged: bool,
     jax.block_until_ready(compiled(params, x, k_gate))  # Warm up.
     steps[name] = (compiled, params)
   times = {name: [] for name in cases}
+  faults = {name: [] for name in cases}
   for _ in range(repeats):  # Interleaved, so load changes hit all cases.
     for name, (compiled, params) in steps.items():
       # One untimed call first: the call right after another case (above all
       # after the 1 GB einsum case) pays ~50 ms of memory re-allocation that
       # belongs to the switch, not to the case.
       jax.block_until_ready(compiled(params, x, k_gate))
+      minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       start = time.perf_counter()
       jax.block_until_ready(compiled(params, x, k_gate))
       times[name].append(time.perf_counter() - start)
+      faults[name].append(
+          resource.getrusage(resource.RUSAGE_SELF).ru_minflt - minflt)
   best = {name: min(t) for name, t in times.items()}
   rows = []
   for name in cases:
@@ -216,6 +231,7 @@ def run(num_experts: int, repeats: int, ragged: bool,
         "vs_dense": best["dense (hidden k*1024)"] / best[name],
         "vs_einsum": best["einsum (GShard, cf 1.25)"] / best[name],
         "peak_mb": memory[name] / 2**20,
+        "faults": int(np.median(faults[name])),
     })
   return rows
 
@@ -231,16 +247,17 @@ def main():
   args = parser.parse_args()
   print(f"jax {jax.__version__}, devices {jax.devices()}, T={TOKENS}, "
         f"d_model={D_MODEL}, hidden={HIDDEN}, k={K}, repeats={args.repeats}, "
-        f"block_sizes={args.block_sizes or moe_layer.MoE.block_sizes}")
+        f"block_sizes={args.block_sizes or moe_layer.MoE.block_sizes}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
   print("| E | case | best ms | median ms | tokens/s | vs dense | vs einsum |"
-        " peak MB |")
-  print("|---|---|---|---|---|---|---|---|")
+        " peak MB | page faults/call |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for e in args.experts:
     for r in run(e, args.repeats, args.ragged, args.block_sizes):
       print(f"| {r['experts']} | {r['case']} | {r['ms']:.0f} | "
             f"{r['median_ms']:.0f} | {r['tokens_per_s']:.0f} | "
             f"{r['vs_dense']:.2f}x | {r['vs_einsum']:.2f}x | "
-            f"{r['peak_mb']:.0f} |", flush=True)
+            f"{r['peak_mb']:.0f} | {r['faults']} |", flush=True)
 
 
 if __name__ == "__main__":
