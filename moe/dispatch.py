@@ -89,31 +89,52 @@ class BlockPlan(NamedTuple):
   """How each expert's contiguous group of rows is covered by blocks."""
   num_full: Array  # [E] blocks of block_sizes[0] from the group start.
   remainder: Array  # [E] rows left after them, 0 <= r < block_sizes[0].
-  tail_level: Array  # [E] 0 = no tail, l + 1 = a tail of block_sizes[l].
+  tail_count: Array  # [L, E] tail blocks of block_sizes[l].
+  tail_start: Array  # [L, E] first row of the level-l tail blocks.
 
 
-def block_plan(count: Array, block_sizes: tuple[int, ...]) -> BlockPlan:
-  """Full blocks of the largest size, then one tail of the smallest size >= r.
+def block_plan(group_start: Array, count: Array,
+               block_sizes: tuple[int, ...]) -> BlockPlan:
+  """Full blocks of the largest size, then a short tail for the remainder.
 
-  The tail block ends at the group's end, so it overlaps rows that are not
-  its own (earlier rows of the same expert, of lower experts, or the front
-  padding) by fewer than (its size - r) rows; see `expert_blocks_ffn`.
+  The remainder r = count mod B_0 is covered greedily from the largest size
+  b down: one block ends the tail if it holds what is left with fewer than
+  b_min (the smallest size) rows to spare; otherwise (what is left) // b
+  blocks of b are taken, and the smallest size rounds up. So the tail
+  recomputes fewer than b_min rows. With sizes (256, 240, ..., 16) the tail
+  is one block; with (256, 128, 64, 32, 16) it is the binary decomposition of
+  r rounded up to 16. The tail blocks are laid end to end so that the last
+  one ends at the group's end. The tail covers r' >= r rows, so its first
+  block starts r' - r < b_min rows before the remainder, over rows that are
+  not its own: earlier rows of the same expert, rows of lower experts, or
+  the front padding; see `expert_blocks_ffn`.
   """
-  b0 = block_sizes[0]
+  b0, b_min = block_sizes[0], block_sizes[-1]
   num_full = count // b0
   remainder = count - num_full * b0
-  level = jnp.zeros_like(count)
-  for l, b in enumerate(block_sizes):  # Decreasing, so the smallest fit wins.
-    level = jnp.where((remainder > 0) & (remainder <= b), l + 1, level)
-  return BlockPlan(num_full, remainder, level)
+  rem = remainder
+  counts = []
+  for level, b in enumerate(block_sizes):
+    if level == len(block_sizes) - 1:
+      n = (rem + b - 1) // b
+    else:
+      ends_here = (rem <= b) & (b - rem < b_min)
+      n = jnp.where(ends_here, 1, rem // b)
+    n = jnp.where(rem > 0, n, 0)
+    counts.append(n)
+    rem = rem - n * b
+  tail_count = jnp.stack(counts)
+  rows = jnp.asarray(block_sizes, count.dtype)[:, None] * tail_count
+  tail_start = (group_start + count - jnp.sum(rows, axis=0)
+                + jnp.cumsum(rows, axis=0) - rows)
+  return BlockPlan(num_full, remainder, tail_count, tail_start)
 
 
 def _expert_blocks_forward(block_sizes, x_rows, group_start, count, params):
   num_experts = params.w1.shape[0]
   rows = x_rows.shape[0]
   b0 = block_sizes[0]
-  plan = block_plan(count, block_sizes)
-  group_end = group_start + count
+  plan = block_plan(group_start, count, block_sizes)
 
   def run_block(start, size, weights, carry):
     w1, b1, w2, b2 = weights
@@ -128,13 +149,13 @@ def _expert_blocks_forward(block_sizes, x_rows, group_start, count, params):
     e = num_experts - 1 - i  # Descending: see `expert_blocks_ffn`.
     weights = _expert_weights(params, e)  # Sliced once per expert.
     for level, size in enumerate(block_sizes):
-      # A 0- or 1-trip loop. The start depends on the loop index j (always
-      # 0) so that XLA cannot hoist the block out of the loop as invariant
-      # and run it even when the trip count is 0.
+      # The start depends on the loop index j: were the body loop-invariant
+      # (as it would be for a 0-or-1-trip loop written without j), XLA would
+      # hoist it out of the loop and run it even when the trip count is 0.
       carry = jax.lax.fori_loop(
-          0, (plan.tail_level[e] == level + 1).astype(jnp.int32),
-          lambda j, c, size=size: run_block(
-              group_end[e] - (j + 1) * size, size, weights, c), carry)
+          0, plan.tail_count[level, e],
+          lambda j, c, level=level, size=size: run_block(
+              plan.tail_start[level, e] + j * size, size, weights, c), carry)
     return jax.lax.fori_loop(
         0, plan.num_full[e],
         lambda j, c: run_block(group_start[e] + j * b0, b0, weights, c),
@@ -162,8 +183,8 @@ def _expert_blocks_ffn_bwd(block_sizes, res, dy):
   x_rows, group_start, count, params, h_all = res
   num_experts = params.w1.shape[0]
   b0 = block_sizes[0]
-  plan = block_plan(count, block_sizes)
-  group_end = group_start + count
+  plan = block_plan(group_start, count, block_sizes)
+  own_start = group_start + count - plan.remainder  # Tail rows it owns.
 
   def run_block(start, size, own_from, w1, w2, carry):
     """Backward of one block; rows before `own_from` get no gradient."""
@@ -172,7 +193,8 @@ def _expert_blocks_ffn_bwd(block_sizes, res, dy):
     hb = jax.lax.dynamic_slice_in_dim(h_all, start, size)
     dyb = jax.lax.dynamic_slice_in_dim(dy, start, size)
     if own_from is not None:
-      dyb = jnp.where((jnp.arange(size) >= own_from)[:, None], dyb, 0.0)
+      dyb = jnp.where((start + jnp.arange(size) >= own_from)[:, None], dyb,
+                      0.0)
     dw2 = dw2 + jnp.einsum("bh,bd->hd", hb, dyb)
     db2 = db2 + jnp.sum(dyb, axis=0)
     dpre = jnp.einsum("bd,hd->bh", dyb, w2) * (hb > 0).astype(dyb.dtype)
@@ -193,10 +215,10 @@ def _expert_blocks_ffn_bwd(block_sizes, res, dy):
     # the full blocks (this expert's) and lower experts (later) rewrite them.
     for level, size in enumerate(block_sizes):
       dx, local = jax.lax.fori_loop(
-          0, (plan.tail_level[e] == level + 1).astype(jnp.int32),
-          lambda j, c, size=size: run_block(
-              group_end[e] - (j + 1) * size, size,
-              size - plan.remainder[e], w1, w2, c), (dx, local))
+          0, plan.tail_count[level, e],
+          lambda j, c, level=level, size=size: run_block(
+              plan.tail_start[level, e] + j * size, size, own_start[e], w1,
+              w2, c), (dx, local))
     dx, local = jax.lax.fori_loop(
         0, plan.num_full[e],
         lambda j, c: run_block(group_start[e] + j * b0, b0, None, w1, w2, c),
@@ -221,12 +243,13 @@ def expert_blocks_ffn(x_rows: Array, group_start: Array, count: Array,
   Expert e owns rows [group_start[e], group_start[e] + count[e]) of
   `x_rows`; groups are disjoint and in expert order. A group is covered by
   `count // B_0` full blocks of B_0 = block_sizes[0] rows from its start and,
-  for the remainder r > 0, one tail block of the smallest size b >= r in
-  `block_sizes`, aligned to the group's end. The tail's first b - r rows are
-  not its own: it recomputes rows of its expert's last full block, or, when
-  the group is shorter than b, runs over rows of lower experts (or the
-  front padding). No row buffer is padded per expert and every matmul has
-  one of a few static shapes, so the wasted work is < b - r rows per expert.
+  for the remainder r > 0, a short tail of blocks (`block_plan`: one block
+  of the smallest size that holds r with the default sizes) that ends at the
+  group's end. The tail's first r' - r rows are not its own: it recomputes
+  rows of its expert's last full block, or, when the group is shorter than
+  the tail, runs over rows of lower experts (or the front padding). No row
+  buffer is padded per expert and every matmul has one of a few static
+  shapes, so the wasted work is r' - r rows per expert.
 
   Correctness of the overlap without masking the forward: experts run in
   descending order and each expert's tail before its full blocks, so every
@@ -236,8 +259,8 @@ def expert_blocks_ffn(x_rows: Array, group_start: Array, count: Array,
   count every row once; its dx writes over non-own rows are zero and are
   overwritten in the same order.
 
-  Requires group_start[0] >= block_sizes[0] - 1 rows of front padding when
-  the first group may be shorter than its tail (dropless_ffn pads by
+  Requires group_start[0] >= block_sizes[0] rows of front padding (the
+  tail of the first group may start that early; dropless_ffn pads by
   block_sizes[0]). Rows outside every group are garbage in the output and
   get garbage gradients: callers must not read them.
 

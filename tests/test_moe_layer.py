@@ -231,7 +231,7 @@ def test_wrong_input_rank_raises():
 
 
 @pytest.mark.parametrize("block_sizes", [(8, 3, 1), (16, 8), (32,),
-                                         (64, 48, 16)])
+                                         (64, 48, 16), (16, 8, 4, 2)])
 def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   """Most slots on one expert, some experts empty: full blocks plus one
   end-aligned tail cover every slot exactly once. With (16, 8), (32,) and
@@ -268,17 +268,38 @@ def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   v_ref, g_ref = jax.jit(jax.value_and_grad(ref_loss, argnums=(0, 1, 2)))(
       x, w, params)
   assert int(count[1]) == 0 and int(count[3]) == 0 and int(count[2]) > 33
-  plan = dispatch.block_plan(count, dispatch.check_block_sizes(block_sizes))
+  group_start = block_sizes[0] + jnp.cumsum(count) - count
+  plan = dispatch.block_plan(group_start, count,
+                             dispatch.check_block_sizes(block_sizes))
   np.testing.assert_array_equal(
       plan.num_full * block_sizes[0] + plan.remainder, count)
   np.testing.assert_allclose(v, v_ref, rtol=1e-5)
   chex.assert_trees_all_close(g, g_ref, rtol=1e-4, atol=1e-5)
 
 
-def test_block_plan_picks_full_blocks_and_the_smallest_fitting_tail():
-  count = jnp.array([0, 5, 16, 17, 40, 33])
-  plan = dispatch.block_plan(count, (16, 8, 2))
-  np.testing.assert_array_equal(plan.num_full, [0, 0, 1, 1, 2, 2])
-  np.testing.assert_array_equal(plan.remainder, [0, 5, 0, 1, 8, 1])
-  # 0 = no tail; l + 1 = a tail of block_sizes[l].
-  np.testing.assert_array_equal(plan.tail_level, [0, 2, 0, 3, 2, 3])
+def test_block_plan_full_blocks_then_a_greedy_tail_ending_at_the_group_end():
+  count = jnp.array([0, 5, 16, 17, 40, 33, 13])
+  group_start = 16 + jnp.cumsum(count) - count
+  plan = dispatch.block_plan(group_start, count, (16, 8, 2))
+  np.testing.assert_array_equal(plan.num_full, [0, 0, 1, 1, 2, 2, 0])
+  np.testing.assert_array_equal(plan.remainder, [0, 5, 0, 1, 8, 1, 13])
+  # Blocks of block_sizes[l] in the tail: a block that holds what is left
+  # with < 2 (the smallest size) rows to spare ends it (8 -> 8), else greedy
+  # with the smallest size rounding up (5 -> 2+2+2, 13 -> 8+2+2+2, 1 -> 2).
+  np.testing.assert_array_equal(plan.tail_count, [[0, 0, 0, 0, 0, 0, 0],
+                                                  [0, 0, 0, 0, 1, 0, 1],
+                                                  [0, 3, 0, 1, 0, 1, 3]])
+  sizes = jnp.array([16, 8, 2])[:, None]
+  tail_rows = jnp.sum(sizes * plan.tail_count, axis=0)
+  assert bool(jnp.all(tail_rows >= plan.remainder))
+  assert bool(jnp.all(tail_rows - plan.remainder < 2))
+  # The tail ends exactly at the group's end, its levels end to end.
+  last = jnp.max(jnp.where(plan.tail_count > 0,
+                           plan.tail_start + sizes * plan.tail_count, 0), 0)
+  np.testing.assert_array_equal(jnp.where(tail_rows > 0, last, 0),
+                                jnp.where(tail_rows > 0, group_start + count,
+                                          0))
+  # Binary sizes give the binary decomposition of r rounded up to 16.
+  binary = dispatch.block_plan(jnp.array([256]), jnp.array([200]),
+                               (256, 128, 64, 32, 16))
+  np.testing.assert_array_equal(binary.tail_count[:, 0], [0, 1, 1, 0, 1])
