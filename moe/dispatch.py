@@ -415,9 +415,9 @@ def dropless_ffn(x: Array, expert_index: Array, expert_weight: Array,
     expert_weight: float [T, K], combine weights.
     params: ExpertParams with E experts.
     block_sizes: rows per block (static), an int or a decreasing tuple:
-      each expert's group is covered by blocks of block_sizes[0] and one
-      tail block of the smallest size that holds the rest, so the extra
-      work is less than the gap between consecutive sizes per expert.
+      each expert's group is covered by blocks of block_sizes[0] and a short
+      tail (`block_plan`), so the extra work is fewer than block_sizes[-1]
+      rows per expert.
 
   Returns:
     (y [T, D], DispatchStats with fraction_dropped == 0).
