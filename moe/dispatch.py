@@ -10,16 +10,16 @@ Dropless (`dropless_ffn`): the T*K token-slots are sorted by expert
 (stably, first choices first) into one contiguous row buffer, so each
 expert's slots form one group of rows with no padding between groups.
 `expert_blocks_ffn` loops over experts (weights sliced once per expert) and
-covers each group with full blocks of the largest block size plus one tail
-block of the smallest listed size that holds the remainder, aligned to the
-group's end (it recomputes a few rows it does not own; their results are
-overwritten, see `expert_blocks_ffn`). Every block is one [B, D] x [D, H]
+covers each group with full blocks of the largest block size plus a short
+tail for the remainder that ends at the group's end (`block_plan`; one block
+with the default sizes). The tail recomputes fewer than block_sizes[-1] rows
+it does not own, whose results are overwritten (see `expert_blocks_ffn`). Every block is one [B, D] x [D, H]
 matmul of a few static shapes, inside `lax.fori_loop`s with dynamic trip
 counts, with a hand-written VJP that accumulates each expert's weight
 gradient locally and writes it once. No weights are gathered per block, no
 one-hot dispatch tensor is formed, and the token <-> row permutations are
 gathers in both directions (custom VJPs), so the work is the FLOP-matched
-dense FFN's plus under one block-size step of rows per expert.
+dense FFN's plus fewer than block_sizes[-1] rows per expert.
 
 Capacity-limited (`capacity_ffn`): each expert takes at most
 C = ceil(capacity_factor * T * K / E) slots, first choices before second
@@ -28,7 +28,7 @@ dropped (their contribution is zero) and counted. Tokens are gathered into
 an [E, C, D] buffer and the experts run as one batched matmul.
 
 Shapes: T tokens, D model width, H expert hidden width, E experts, K slots
-per token, S = T * K slots, B block size, R padded rows.
+per token, S = T * K slots, B block size, R rows of the row buffer.
 """
 
 from __future__ import annotations
