@@ -1,0 +1,118 @@
+r"""Where the dropless MoE layer's time goes, against the FLOP-matched dense FFN.
+
+  python -m benchmarks.moe_breakdown --experts 32 64
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.moe_breakdown
+
+Same sizes as `benchmarks/moe_throughput.py` (T = 4096, d_model 256, expert
+hidden 1024, k = 2). The routing is computed once with the noisy top-k gate
+and then held fixed, so the MoE rows time `dispatch.dropless_ffn` (sort,
+gathers, expert blocks, combine) alone; the gating row times the gate and its
+auxiliary losses alone. Each loss is sum(y^2); "fwd + bwd" is the gradient
+with respect to the input and every weight. Times are the minimum over
+interleaved repeats in one process, each after an untimed call of the same
+case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+
+from moe import dispatch
+from moe import gating
+from moe import layer as moe_layer
+
+TOKENS, D_MODEL, HIDDEN, K = 4096, 256, 1024, 2
+
+
+def _sum_sq(y):
+  return jnp.sum(jnp.square(y))
+
+
+def cases(num_experts: int, block_sizes):
+  keys = jax.random.split(jax.random.key(num_experts), 6)
+  x = jax.random.normal(keys[0], (TOKENS, D_MODEL))
+  experts = dispatch.ExpertParams(
+      jax.random.normal(keys[1], (num_experts, D_MODEL, HIDDEN))
+      / math.sqrt(D_MODEL),
+      jnp.zeros((num_experts, HIDDEN)),
+      jax.random.normal(keys[2], (num_experts, HIDDEN, D_MODEL))
+      / math.sqrt(HIDDEN),
+      jnp.zeros((num_experts, D_MODEL)))
+  dense = (jax.random.normal(keys[1], (D_MODEL, K * HIDDEN))
+           / math.sqrt(D_MODEL), jnp.zeros((K * HIDDEN,)),
+           jax.random.normal(keys[2], (K * HIDDEN, D_MODEL))
+           / math.sqrt(K * HIDDEN), jnp.zeros((D_MODEL,)))
+  w_gate = 0.05 * jax.random.normal(keys[3], (D_MODEL, num_experts))
+  w_noise = jnp.zeros((D_MODEL, num_experts))
+  g = gating.noisy_top_k(x, w_gate, w_noise, keys[4], k=K, train=True)
+  index, weight = g.expert_index, g.expert_weight
+
+  def dense_ffn(x, p):
+    return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
+
+  def moe_ffn(x, p):
+    return dispatch.dropless_ffn(x, index, weight, p,
+                                 block_sizes=block_sizes)[0]
+
+  def gate_loss(x, w_gate, w_noise):
+    out = gating.noisy_top_k(x, w_gate, w_noise, keys[4], k=K, train=True)
+    aux = moe_layer.aux_statistics(out, jnp.zeros(()), w_importance=0.1,
+                                   w_load=0.1, switch_alpha=0.0, z_loss=0.0)
+    return _sum_sq(out.expert_weight) + aux.loss
+
+  grad = lambda f: jax.grad(lambda x, p: _sum_sq(f(x, p)), argnums=(0, 1))
+  grad_x = lambda f: jax.grad(lambda x, p: _sum_sq(f(x, p)))
+  return {
+      "dense forward": (dense_ffn, (x, dense)),
+      "moe forward": (moe_ffn, (x, experts)),
+      "dense fwd + bwd": (grad(dense_ffn), (x, dense)),
+      "moe fwd + bwd": (grad(moe_ffn), (x, experts)),
+      "dense fwd + bwd, input gradient only": (grad_x(dense_ffn), (x, dense)),
+      "gating + aux losses fwd + bwd": (
+          jax.grad(gate_loss, argnums=(0, 1, 2)), (x, w_gate, w_noise)),
+  }
+
+
+def run(num_experts: int, repeats: int, block_sizes) -> dict[str, float]:
+  compiled = {}
+  for name, (fn, args) in cases(num_experts, block_sizes).items():
+    step = jax.jit(fn)
+    jax.block_until_ready(step(*args))
+    compiled[name] = (step, args)
+  times = {name: [] for name in compiled}
+  for _ in range(repeats):
+    for name, (step, args) in compiled.items():
+      jax.block_until_ready(step(*args))  # Untimed: memory of the last case.
+      start = time.perf_counter()
+      jax.block_until_ready(step(*args))
+      times[name].append(time.perf_counter() - start)
+  return {name: 1e3 * min(t) for name, t in times.items()}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--experts", type=int, nargs="+", default=[32, 64])
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--block_sizes", type=int, nargs="+",
+                      default=list(dispatch.DEFAULT_BLOCK_SIZES))
+  args = parser.parse_args()
+  block_sizes = tuple(args.block_sizes)
+  print(f"jax {jax.__version__}, T={TOKENS}, d_model={D_MODEL}, "
+        f"hidden={HIDDEN}, k={K}, repeats={args.repeats}, "
+        f"block_sizes={block_sizes}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+  print("| E | case | best ms |")
+  print("|---|---|---|")
+  for e in args.experts:
+    for name, ms in run(e, args.repeats, block_sizes).items():
+      print(f"| {e} | {name} | {ms:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
