@@ -23,11 +23,10 @@ import time
 import jax
 import jax.numpy as jnp
 
+from benchmarks.moe_throughput import D_MODEL, HIDDEN, K, TOKENS
 from moe import dispatch
 from moe import gating
 from moe import layer as moe_layer
-
-TOKENS, D_MODEL, HIDDEN, K = 4096, 256, 1024, 2
 
 
 def _sum_sq(y):
