@@ -15,6 +15,7 @@ r"""SAC learning benchmarks: final deterministic eval return per seed.
       --out=ours.json
   .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
       --num_seeds=5 --norun_ours --with_sbx --out=sbx.json
+  # More seeds: add --first_seed=5 (seeds 5..9) to both.
 
 Evaluation protocol for both libraries: deterministic policy (tanh of the
 mean; sbx `predict(deterministic=True)`), `--eval_episodes` episodes on eval
@@ -37,7 +38,9 @@ from sac import train as sac_train
 
 _SUITE = flags.DEFINE_enum("suite", "pendulum", ["pendulum", "halfcheetah"],
                            "Which benchmark.")
-_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 5, "Seeds 0..num_seeds-1.")
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 5, "How many seeds.")
+_FIRST_SEED = flags.DEFINE_integer(
+    "first_seed", 0, "Seeds first_seed .. first_seed + num_seeds - 1.")
 _ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
 _TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Override the budget.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
@@ -60,7 +63,7 @@ def _config():
     config.eval_every = 20_000
   config.eval_episodes = _EVAL_EPISODES.value
   config.num_seeds = _NUM_SEEDS.value
-  config.seed = 0
+  config.seed = _FIRST_SEED.value
   config.actor_grad = _ACTOR_GRAD.value
   config.progress_bar = False
   return config
@@ -76,7 +79,7 @@ def run_sbx(config, progress_file: str | None = None) -> list[float]:
   import sbx
 
   finals = []
-  for seed in range(config.num_seeds):
+  for seed in range(config.seed, config.seed + config.num_seeds):
     model = sbx.SAC(
         "MlpPolicy", gym.make(config.env_id), learning_rate=config.actor_lr,
         buffer_size=config.buffer_size, learning_starts=config.learning_starts,
@@ -109,10 +112,12 @@ def run_sbx(config, progress_file: str | None = None) -> list[float]:
 
 def main(_):
   config = _config()
-  workdir = os.path.join(_WORKDIR.value, f"{config.env_id}_{config.actor_grad}"
-                         f"_{config.num_seeds}seeds_{config.total_steps}")
+  workdir = os.path.join(
+      _WORKDIR.value, f"{config.env_id}_{config.actor_grad}_seeds{config.seed}"
+      f"-{config.seed + config.num_seeds - 1}_{config.total_steps}")
+  seeds = list(range(config.seed, config.seed + config.num_seeds))
   out = {"env_id": config.env_id, "total_steps": config.total_steps,
-         "actor_grad": config.actor_grad, "seeds": list(range(config.num_seeds))}
+         "actor_grad": config.actor_grad, "seeds": seeds}
   if _RUN_OURS.value:
     start = time.time()
     result = sac_train.train(config, workdir)
