@@ -40,7 +40,7 @@ def cases(num_experts: int, block_sizes):
       jax.random.normal(keys[1], (num_experts, D_MODEL, HIDDEN))
       / math.sqrt(D_MODEL),
       jnp.zeros((num_experts, HIDDEN)),
-      jax.random.normal(keys[2], (num_experts, HIDDEN, D_MODEL))
+      jax.random.normal(keys[2], (num_experts, D_MODEL, HIDDEN))
       / math.sqrt(HIDDEN),
       jnp.zeros((num_experts, D_MODEL)))
   dense = {"w1": jax.random.normal(keys[1], (D_MODEL, K * HIDDEN))

@@ -59,7 +59,7 @@ def _gate(params, x, key):
 
 
 def _experts(params):
-  return dispatch.ExpertParams(params["w1"], params["b1"], params["w2"],
+  return dispatch.ExpertParams(params["w1"], params["b1"], params["w2t"],
                                params["b2"])
 
 
@@ -83,7 +83,7 @@ def gshard_einsum_layer(params, x, key):
   x_e = jnp.einsum("tec,td->ecd", mask, x)
   h = jax.nn.relu(jnp.einsum("ecd,edh->ech", x_e, params["w1"])
                   + params["b1"][:, None])
-  y_e = jnp.einsum("ech,ehd->ecd", h, params["w2"]) + params["b2"][:, None]
+  y_e = jnp.einsum("ech,edh->ecd", h, params["w2t"]) + params["b2"][:, None]
   y = jnp.einsum("tec,ecd->td", combine, y_e)
   aux = moe_layer.aux_statistics(g, jnp.zeros(()), w_importance=0.1,
                                  w_load=0.1, switch_alpha=0.0, z_loss=0.0)
@@ -101,7 +101,8 @@ def ragged_dot_layer(params, x, key):
   b1 = params["b1"][flat_expert[order]]
   b2 = params["b2"][flat_expert[order]]
   h = jax.nn.relu(jax.lax.ragged_dot(rows, params["w1"], group_sizes) + b1)
-  y_rows = jax.lax.ragged_dot(h, params["w2"], group_sizes) + b2
+  w2 = jnp.swapaxes(params["w2t"], 1, 2)  # ragged_dot wants [E, H, D].
+  y_rows = jax.lax.ragged_dot(h, w2, group_sizes) + b2
   y_slot = jnp.zeros_like(y_rows).at[order].set(y_rows).reshape(
       x.shape[0], K, -1)
   y = jnp.einsum("tk,tkd->td", g.expert_weight, y_slot)

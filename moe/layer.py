@@ -66,6 +66,17 @@ class MoEAux(NamedTuple):
   count: Array
 
 
+def expert_kernel_init(*, in_axis: int, out_axis: int):
+  """LeCun-style truncated normal per expert: variance 1 / fan_in.
+
+  Axis 0 (the experts) is a batch axis: without it `variance_scaling` would
+  count it as a receptive field and divide the variance by E as well.
+  """
+  return nn.initializers.variance_scaling(
+      1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis,
+      batch_axis=0)
+
+
 def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
                       capacity_factor: Optional[float],
                       routing_gradient: str = gating.PAPER,
@@ -198,13 +209,12 @@ class MoE(nn.Module):
     w_gate = self.param("w_gate", nn.initializers.zeros, (d_model, e))
     w_noise = self.param("w_noise", nn.initializers.zeros, (d_model, e))
     params = dispatch.ExpertParams(
-        w1=self.param("w1", nn.initializers.variance_scaling(
-            1.0, "fan_in", "truncated_normal", in_axis=1, out_axis=2),
-            (e, d_model, h)),
+        w1=self.param("w1", expert_kernel_init(in_axis=1, out_axis=2),
+                      (e, d_model, h)),
         b1=self.param("b1", nn.initializers.zeros, (e, h)),
-        w2=self.param("w2", nn.initializers.variance_scaling(
-            1.0, "fan_in", "truncated_normal", in_axis=1, out_axis=2),
-            (e, h, d_model)),
+        # W2 stored transposed, [E, D, H] (see moe/dispatch.py): fan-in H.
+        w2t=self.param("w2t", expert_kernel_init(in_axis=2, out_axis=1),
+                       (e, d_model, h)),
         b2=self.param("b2", nn.initializers.zeros, (e, d_model)),
     )
     needs_key = train and self.noise

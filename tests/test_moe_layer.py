@@ -44,7 +44,7 @@ def _init(layer, x, seed=1, gate_scale=1.0):
 
 def _experts(variables):
   p = variables["params"]
-  return dispatch.ExpertParams(p["w1"], p["b1"], p["w2"], p["b2"])
+  return dispatch.ExpertParams(p["w1"], p["b1"], p["w2t"], p["b2"])
 
 
 def _dense_reference(variables, x, gates):
@@ -133,6 +133,27 @@ def test_sparse_layer_matches_reference_values_and_gradients(
   _, aux = _apply(layer, variables, x, train=True, rngs=rngs)
   if capacity_factor is not None:
     assert float(aux.fraction_dropped) > 0.0
+
+
+def test_expert_kernels_start_with_variance_one_over_their_fan_in():
+  """Each expert is a LeCun-initialised FFN: Var(W1) = 1/D, Var(W2) = 1/H.
+
+  The expert axis is a batch axis, not a receptive field (which would divide
+  the variance by E too). The sample variance of n draws has standard error
+  at most Var * sqrt(2 / n) (a truncated normal has kurtosis below 3).
+  """
+  e, d, h = 8, 32, 64
+  layer = MoE(num_experts=e, k=2, expert_hidden=h)
+  params = layer.init(jax.random.key(0), jnp.zeros((4, d)),
+                      train=False)["params"]
+  assert params["w1"].shape == params["w2t"].shape == (e, d, h)
+  for name, fan_in in (("w1", d), ("w2t", h)):
+    w = np.asarray(params[name], np.float64)
+    tolerance = 5 * np.sqrt(2 / w.size)
+    np.testing.assert_allclose(w.var() * fan_in, 1.0, atol=tolerance)
+    per_expert = w.reshape(e, -1).var(axis=1) * fan_in
+    np.testing.assert_allclose(per_expert, 1.0,
+                               atol=5 * np.sqrt(2 / (w.size // e)))
 
 
 def test_permuting_tokens_permutes_outputs():
@@ -244,7 +265,7 @@ def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   params = dispatch.ExpertParams(
       0.3 * jax.random.normal(ks[1], (e, D, H)),
       0.1 * jax.random.normal(ks[2], (e, H)),
-      0.3 * jax.random.normal(ks[3], (e, H, D)),
+      0.3 * jax.random.normal(ks[3], (e, D, H)),
       0.1 * jax.random.normal(ks[4], (e, D)))
   first = jnp.where(jnp.arange(t) < 33, 2, 4)
   second = jnp.where(jnp.arange(t) % 2 == 0, 5, 2)

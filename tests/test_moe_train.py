@@ -57,8 +57,8 @@ def test_samples_follow_the_domain_chain():
 
 def _run(tmp_path, name, **overrides):
   config = moe_config.get_config("test")
-  config.num_steps = 200
-  config.eval_every = 100
+  config.num_steps = 400
+  config.eval_every = 200
   config.learning_rate = 1e-2
   for key, value in overrides.items():
     config[key] = value
