@@ -1,6 +1,6 @@
 """Noisy top-k MoE on the synthetic mixture-of-domains task.
 
-Run (about 70-100 s on a shared 2-core CPU):
+Run (about 35-110 s on a shared 2-core CPU):
   python -m launch.train_moe --config=launch/configs/moe.py --workdir=/tmp/moe
 Tiny CI variant:
   python -m launch.train_moe --config=launch/configs/moe.py:test --workdir=/tmp/t
@@ -8,10 +8,10 @@ Ablations (Shazeer et al. 2017, Table 6):
   --config.w_importance=0 --config.w_load=0   (no balancing)
   --config.noise=False  --config.k=1  --config.num_experts=16
 
-Expected result (seed 0, measured): eval_loss 2.27 nats against a Bayes loss
-of 1.72 (excess ~0.55 nats: short training, not converged), CV(Load) ~0.04
-and max/mean load ~1.06 on the eval set; with w_importance = w_load = 0 the
-load collapses (CV(Load) ~1.7, max/mean ~3.9). See the README ablation table.
+Expected result (seed 0, measured): eval_loss 2.23 nats against a Bayes loss
+of 1.72 (excess ~0.50 nats: short training, not converged), CV(Load) ~0.05
+and max/mean load ~1.08 on the eval set; with w_importance = w_load = 0 the
+load collapses (CV(Load) ~1.4, max/mean ~3.9). See the README ablation table.
 """
 
 import ml_collections
