@@ -16,6 +16,9 @@ r"""SAC learning benchmarks: final deterministic eval return per seed.
   .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
       --num_seeds=5 --norun_ours --with_sbx --out=sbx.json
   # More seeds: add --first_seed=5 (seeds 5..9) to both.
+  # Temperature-loss ablation (sbx uses the log-alpha form):
+  python benchmarks/sac_learning.py --suite=halfcheetah --num_seeds=5 \
+      --temperature_loss=log_alpha
 
 Evaluation protocol for both libraries: deterministic policy (tanh of the
 mean; sbx `predict(deterministic=True)`), `--eval_episodes` episodes on eval
@@ -42,6 +45,8 @@ _NUM_SEEDS = flags.DEFINE_integer("num_seeds", 5, "How many seeds.")
 _FIRST_SEED = flags.DEFINE_integer(
     "first_seed", 0, "Seeds first_seed .. first_seed + num_seeds - 1.")
 _ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
+_TEMPERATURE_LOSS = flags.DEFINE_string(
+    "temperature_loss", "alpha", "Temperature loss: alpha (Eq. 18) or log_alpha.")
 _TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Override the budget.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
 _WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.")
@@ -65,6 +70,7 @@ def _config():
   config.num_seeds = _NUM_SEEDS.value
   config.seed = _FIRST_SEED.value
   config.actor_grad = _ACTOR_GRAD.value
+  config.temperature_loss = _TEMPERATURE_LOSS.value
   config.progress_bar = False
   return config
 
@@ -114,10 +120,13 @@ def main(_):
   config = _config()
   workdir = os.path.join(
       _WORKDIR.value, f"{config.env_id}_{config.actor_grad}_seeds{config.seed}"
-      f"-{config.seed + config.num_seeds - 1}_{config.total_steps}")
+      f"-{config.seed + config.num_seeds - 1}_{config.total_steps}"
+      + ("" if config.temperature_loss == "alpha"
+         else f"_{config.temperature_loss}"))
   seeds = list(range(config.seed, config.seed + config.num_seeds))
   out = {"env_id": config.env_id, "total_steps": config.total_steps,
-         "actor_grad": config.actor_grad, "seeds": seeds}
+         "actor_grad": config.actor_grad,
+         "temperature_loss": config.temperature_loss, "seeds": seeds}
   if _RUN_OURS.value:
     start = time.time()
     result = sac_train.train(config, workdir)

@@ -35,6 +35,10 @@ PATHWISE = "pathwise"
 SCORE_FUNCTION = "score_function"
 ACTOR_GRADS = (PATHWISE, SCORE_FUNCTION)
 
+# Temperature losses: Eq. 18 as written, or with log alpha (authors' code, sbx).
+TEMPERATURE_LOSSES = {"alpha": losses.temperature_loss,
+                      "log_alpha": losses.temperature_loss_log_alpha}
+
 # Order of the scalars returned by `env_step_update` (one small transfer).
 METRIC_NAMES = ("critic_loss", "actor_loss", "temperature_loss", "alpha",
                 "entropy", "q_mean", "target_mean")
@@ -57,6 +61,7 @@ class Agent:
   learn_alpha: bool
   actor_grad: str
   score_function_samples: int
+  temperature_loss: str = "alpha"
 
 
 @flax.struct.dataclass
@@ -76,10 +81,15 @@ class SACState:
 def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
                actor_lr: float, critic_lr: float, alpha_lr: float, gamma: float,
                tau: float, batch_size: int, alpha, target_entropy,
-               actor_grad: str, score_function_samples: int) -> Agent:
+               actor_grad: str, score_function_samples: int,
+               temperature_loss: str = "alpha") -> Agent:
   """Builds the static agent; `alpha=None` learns it, `target_entropy=None` is -|A|."""
   if actor_grad not in ACTOR_GRADS:
     raise ValueError(f"actor_grad must be one of {ACTOR_GRADS}; got {actor_grad!r}.")
+  if temperature_loss not in TEMPERATURE_LOSSES:
+    raise ValueError(
+        f"temperature_loss must be one of {tuple(TEMPERATURE_LOSSES)}; got "
+        f"{temperature_loss!r}.")
   hidden_sizes = tuple(int(h) for h in hidden_sizes)
   return Agent(
       actor=networks.Actor(hidden_sizes, action_dim),
@@ -92,7 +102,8 @@ def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
       target_entropy=(-float(action_dim) if target_entropy is None
                       else float(target_entropy)),
       learn_alpha=alpha is None, actor_grad=actor_grad,
-      score_function_samples=score_function_samples)
+      score_function_samples=score_function_samples,
+      temperature_loss=temperature_loss)
 
 
 def init_state(agent: Agent, seed: int, buffer_size: int,
@@ -184,9 +195,10 @@ def gradient_step(agent: Agent, state: SACState, batch: replay.Transition):
       actor_grads, state.actor_opt_state, state.actor_params)
   actor_params = optax.apply_updates(state.actor_params, actor_updates)
 
-  # Temperature (Eq. 18).
-  alpha_loss, alpha_grad = jax.value_and_grad(losses.temperature_loss)(
-      state.log_alpha, log_prob, agent.target_entropy)
+  # Temperature (Eq. 18, or its log-alpha form).
+  alpha_loss, alpha_grad = jax.value_and_grad(
+      TEMPERATURE_LOSSES[agent.temperature_loss])(
+          state.log_alpha, log_prob, agent.target_entropy)
   if agent.learn_alpha:
     alpha_updates, alpha_opt_state = agent.alpha_optimizer.update(
         alpha_grad, state.alpha_opt_state, state.log_alpha)

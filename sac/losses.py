@@ -143,3 +143,26 @@ def temperature_loss(log_alpha: Array, log_prob: Array,
   chex.assert_rank([log_alpha, log_prob], [0, 1])
   log_prob = jax.lax.stop_gradient(log_prob)
   return jnp.mean(-jnp.exp(log_alpha) * (log_prob + target_entropy))
+
+
+def temperature_loss_log_alpha(log_alpha: Array, log_prob: Array,
+                               target_entropy: float) -> Array:
+  """E[-log(alpha) (log pi(a|s) + Hbar)]: Eq. 18 with log alpha for alpha.
+
+  The form of the authors' released code (softlearning,
+  `alpha_loss = -mean(log_alpha * stop_gradient(log_pis + target_entropy))`)
+  and of SB3/sbx. Its gradient in log alpha is -(E[log pi] + Hbar) =
+  H(pi) - Hbar, while `temperature_loss` (Eq. 18 as written) gives
+  alpha * (H(pi) - Hbar): the same sign and the same fixed point
+  (entropy = Hbar), but step sizes that do not shrink with alpha. Under Adam
+  that matters when alpha falls by orders of magnitude, because Adam's
+  second-moment estimate remembers the larger gradients of larger alphas.
+
+  Args:
+    log_alpha: scalar, the trained parameter.
+    log_prob: [B], log pi(a|s) of fresh policy actions (no gradient).
+    target_entropy: Hbar.
+  """
+  chex.assert_rank([log_alpha, log_prob], [0, 1])
+  log_prob = jax.lax.stop_gradient(log_prob)
+  return jnp.mean(-log_alpha * (log_prob + target_entropy))

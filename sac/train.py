@@ -47,7 +47,8 @@ def build_agent(config, obs_dim: int, action_dim: int) -> learner.Agent:
       critic_lr=config.critic_lr, alpha_lr=config.alpha_lr, gamma=config.gamma,
       tau=config.tau, batch_size=config.batch_size, alpha=config.alpha,
       target_entropy=config.target_entropy, actor_grad=config.actor_grad,
-      score_function_samples=config.score_function_samples)
+      score_function_samples=config.score_function_samples,
+      temperature_loss=config.temperature_loss)
 
 
 def init_states(agent: learner.Agent, config, seeds) -> learner.SACState:

@@ -44,6 +44,10 @@ def check_config(config) -> None:
     raise ValueError(
         f"config.actor_grad must be one of {learner.ACTOR_GRADS}; got "
         f"{config.actor_grad!r}.")
+  if config.temperature_loss not in learner.TEMPERATURE_LOSSES:
+    raise ValueError(
+        f"config.temperature_loss must be one of "
+        f"{tuple(learner.TEMPERATURE_LOSSES)}; got {config.temperature_loss!r}.")
   if config.actor_grad == learner.SCORE_FUNCTION and config.score_function_samples < 2:
     raise ValueError(
         "config.score_function_samples must be >= 2 for the leave-one-out "

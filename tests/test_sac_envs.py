@@ -146,6 +146,7 @@ def test_action_scaler_maps_unit_box_to_bounds():
     ("critic_lr", 0.0, "config.critic_lr"),
     ("batch_size", 2000, "batch_size=2000 is larger than config.buffer_size=1000"),
     ("actor_grad", "finite_difference", "actor_grad"),
+    ("temperature_loss", "beta", "config.temperature_loss must be one of"),
     ("gamma", 1.5, "config.gamma"),
     ("num_seeds", 0, "config.num_seeds"),
 ])

@@ -64,6 +64,22 @@ def test_temperature_loss_value_and_gradient_sign():
   assert grad_low_entropy < 0   # entropy below target: alpha goes up.
 
 
+def test_log_alpha_temperature_loss_gradient_does_not_scale_with_alpha():
+  log_prob = jnp.array([-1.0, -3.0])   # entropy 2, target -1: excess 3
+  for alpha in (0.5, 0.01):
+    loss, grad = jax.value_and_grad(losses.temperature_loss_log_alpha)(
+        jnp.log(alpha), log_prob, -1.0)
+    # -log(alpha) * mean(-1 - 1, -3 - 1) = 3 log(alpha); d/dlog_alpha = 3.
+    np.testing.assert_allclose(loss, 3.0 * np.log(alpha), rtol=1e-6)
+    np.testing.assert_allclose(grad, 3.0, rtol=1e-6)
+    _, eq18_grad = jax.value_and_grad(losses.temperature_loss)(
+        jnp.log(alpha), log_prob, -1.0)
+    np.testing.assert_allclose(eq18_grad, alpha * grad, rtol=1e-6)
+  _, grad_low_entropy = jax.value_and_grad(losses.temperature_loss_log_alpha)(
+      jnp.log(0.5), jnp.array([3.0]), -1.0)
+  assert grad_low_entropy < 0   # entropy below target: alpha goes up.
+
+
 def test_actor_loss_score_function_value_and_gradient_hand_computed():
   # log p_mb = theta * c_mb (linear in a scalar parameter), so the gradient
   # is mean_mb c_mb (f_mb - b_mb) with f = alpha * log p - min Q.
