@@ -1,1 +1,1 @@
-"""Shared library code for stochgrad: gradient estimators and their helpers."""
+"""Shared library code for stochgrad: gradient estimators, checkpoints, logs."""

@@ -11,11 +11,19 @@ cross-entropy on a fixed evaluation set, the Bayes-optimal loss and the
 excess, and the Table 6 columns of Shazeer et al. 2017 (CV(Importance),
 CV(Load), max/mean load), measured on the evaluation set in eval mode (no
 noise) and on the last training batch (with noise).
+
+Nothing is lost: after every evaluation the training state is checkpointed
+atomically (`common.checkpointing`, orbax) and `workdir/config.json` is
+written; rerunning the same command resumes from the latest checkpoint and
+continues the same run (data and gating keys depend only on the seed and the
+step), so eval.csv ends up the same as an uninterrupted run's. A non-finite
+training loss stops the run with an error naming the loss and step; the last
+good checkpoint stays.
 """
 
 from __future__ import annotations
 
-import csv
+import math
 import os
 import time
 from typing import Any, NamedTuple
@@ -25,8 +33,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
+from common import checkpointing
+from common import csv_logs
 from moe import layer as moe_layer
 from moe import task as moe_task
 
@@ -56,6 +67,16 @@ class NextTokenMoE(nn.Module):
     return nn.Dense(self.vocab_size)(h), aux
 
 
+# Changing these between a checkpoint and its resume would not continue the
+# same run (num_steps may grow: that extends it).
+_RESUME_INVARIANT = (
+    "seed", "num_domains", "vocab_size", "context_length", "concentration",
+    "d_model", "num_experts", "k", "expert_hidden", "capacity_factor",
+    "block_sizes", "noise", "routing_gradient", "w_importance", "w_load",
+    "switch_alpha", "z_loss", "learning_rate", "batch_size", "eval_every",
+    "eval_batch_size")
+
+
 class TrainState(NamedTuple):
   params: Any
   opt_state: Any
@@ -75,8 +96,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not config[name] >= 0:
       raise ValueError(f"config.{name} must be >= 0; got {config[name]!r}.")
   for name in ("learning_rate", "concentration"):
-    if not config[name] > 0:
-      raise ValueError(f"config.{name} must be > 0; got {config[name]!r}.")
+    if not (config[name] > 0 and math.isfinite(config[name])):
+      raise ValueError(
+          f"config.{name} must be finite and > 0; got {config[name]!r}.")
   if config.vocab_size < 2:
     raise ValueError(f"config.vocab_size must be >= 2; got "
                      f"{config.vocab_size}.")
@@ -106,6 +128,12 @@ def make_model(config: ml_collections.ConfigDict) -> NextTokenMoE:
                       moe=moe)
 
 
+def make_optimizer(config: ml_collections.ConfigDict
+                   ) -> optax.GradientTransformation:
+  """Adam with the configured step size."""
+  return optax.adam(config.learning_rate)
+
+
 def make_train_chunk(model: NextTokenMoE, optimizer: optax.GradientTransformation,
                      task: moe_task.DomainMixture,
                      config: ml_collections.ConfigDict):
@@ -128,6 +156,7 @@ def make_train_chunk(model: NextTokenMoE, optimizer: optax.GradientTransformatio
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": ce, "train_aux_loss": aux.loss,
+               "finite": jnp.isfinite(ce) & jnp.isfinite(aux.loss),
                "train_cv_importance": aux.cv_importance,
                "train_cv_load": aux.cv_load,
                "train_max_over_mean_load": aux.max_over_mean_load}
@@ -136,7 +165,12 @@ def make_train_chunk(model: NextTokenMoE, optimizer: optax.GradientTransformatio
   def chunk(state, rng):
     state, metrics = jax.lax.scan(lambda s, _: update(s, rng), state, None,
                                   length=config.eval_every)
-    return state, jax.tree.map(lambda m: m[-1], metrics)
+    finite = metrics.pop("finite")
+    last = jax.tree.map(lambda m: m[-1], metrics)
+    # Index in the chunk of the first non-finite loss, or -1.
+    last["first_non_finite"] = jnp.where(jnp.all(finite), -1,
+                                         jnp.argmin(finite))
+    return state, last
 
   return jax.jit(chunk, donate_argnums=0)
 
@@ -160,12 +194,29 @@ def make_evaluate(model: NextTokenMoE, task: moe_task.DomainMixture):
   return jax.jit(evaluate)
 
 
+def _check_finite(train_metrics: dict, first_step: int,
+                  checkpointer: checkpointing.Checkpointer) -> None:
+  """Raises FloatingPointError naming the loss and step of a non-finite loss."""
+  index = int(train_metrics["first_non_finite"])
+  if index < 0:
+    return
+  names = [n for n in ("train_loss", "train_aux_loss")
+           if not np.isfinite(float(train_metrics[n]))]
+  values = ", ".join(f"{n}={float(train_metrics[n])}" for n in names)
+  raise FloatingPointError(
+      f"non-finite training loss at step {first_step + index + 1} "
+      f"(last step of the chunk: {values or 'finite again'}); training "
+      f"stopped, the last good checkpoint is step "
+      f"{checkpointer.latest_step()}.")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains, writing `workdir/eval.csv` and TensorBoard events.
+  """Trains (or resumes), writing `workdir/eval.csv` and TensorBoard events.
 
   Args:
     config: see `launch/configs/moe.py`.
-    workdir: output directory (created).
+    workdir: output directory (created); holds config.json, eval.csv,
+      checkpoints/ and tensorboard/.
 
   Returns:
     The last evaluation's metrics.
@@ -183,44 +234,67 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   model = make_model(config)
   params = jax.jit(model.init, static_argnames="train")(
       k_init, eval_batch.context[:2], train=False)["params"]
-  optimizer = optax.adam(config.learning_rate)
+  optimizer = make_optimizer(config)
   state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+  checkpointer = checkpointing.Checkpointer(workdir)
+  resume_step = checkpointer.latest_step()
+  seconds_before = 0.0
+  if resume_step is not None:
+    checkpointing.check_resume_config(workdir, config, _RESUME_INVARIANT)
+    state, _, meta = checkpointer.restore(resume_step, state)
+    seconds_before = float(meta["seconds"])
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2))
+  eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), EVAL_COLUMNS)
+  eval_log.start(resume_step)
+  row: dict[str, float] = {}
+  if resume_step is not None:
+    rows = csv_logs.read_csv(eval_log.path)
+    if rows:
+      row = {k: float(v) for k, v in rows[-1].items()}
+
   train_chunk = make_train_chunk(model, optimizer, task, config)
   evaluate = make_evaluate(model, task)
-
   writer = None
   if config.tensorboard:
     from tensorboardX import SummaryWriter  # Optional dependency at runtime.
-    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    writer = SummaryWriter(
+        os.path.join(workdir, "tensorboard"),
+        purge_step=None if resume_step is None else resume_step + 1)
+  step = int(state.step)
   progress = None
   if config.progress_bar:
     import tqdm
-    progress = tqdm.tqdm(total=config.num_steps, desc="moe", unit="step")
+    progress = tqdm.tqdm(total=config.num_steps, initial=step, desc="moe",
+                         unit="step")
 
   start = time.time()
-  row: dict[str, float] = {}
-  with open(os.path.join(workdir, "eval.csv"), "w", newline="") as f:
-    out = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
-    out.writeheader()
-    for _ in range(config.num_steps // config.eval_every):
-      state, train_metrics = train_chunk(state, k_train)
-      eval_metrics = evaluate(state.params, eval_batch.context)
-      row = {name: float(v) for name, v in {**train_metrics,
-                                            **eval_metrics}.items()}
-      step = int(state.step)
-      row["step"] = step
-      row["seconds"] = time.time() - start
-      out.writerow(row)
-      f.flush()
-      if writer is not None:
-        for name, value in row.items():
-          if name != "step":
-            writer.add_scalar(name, value, step)
-      if progress is not None:
-        progress.update(config.eval_every)
-        progress.set_postfix(loss=f"{row['eval_loss']:.3f}",
-                             bayes=f"{row['bayes_loss']:.3f}",
-                             cv_load=f"{row['cv_load']:.2f}")
+  while step < config.num_steps:
+    state, train_metrics = train_chunk(state, k_train)
+    _check_finite(train_metrics, step, checkpointer)
+    train_metrics.pop("first_non_finite")
+    eval_metrics = evaluate(state.params, eval_batch.context)
+    row = {name: float(v) for name, v in {**train_metrics,
+                                          **eval_metrics}.items()}
+    step = int(state.step)
+    row["step"] = step
+    row["seconds"] = seconds_before + time.time() - start
+    # Log first, then checkpoint: after a kill in between, the resume drops
+    # the rows past its checkpoint (CsvLog) and logs them again.
+    eval_log.write([row])
+    checkpointer.save(step, state, {"step": np.asarray(step)},
+                      {"step": step, "seconds": row["seconds"]})
+    if writer is not None:
+      for name, value in row.items():
+        if name != "step":
+          writer.add_scalar(name, value, step)
+    if progress is not None:
+      progress.update(config.eval_every)
+      progress.set_postfix(loss=f"{row['eval_loss']:.3f}",
+                           bayes=f"{row['bayes_loss']:.3f}",
+                           cv_load=f"{row['cv_load']:.2f}")
+  checkpointer.close()
   if writer is not None:
     writer.close()
   if progress is not None:

@@ -11,7 +11,6 @@ learning_curve.png, checkpoints/.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -23,7 +22,8 @@ import tqdm
 from absl import logging
 from tensorboardX import SummaryWriter
 
-from sac import checkpointing
+from common import checkpointing
+from common import csv_logs
 from sac import envs
 from sac import evaluation
 from sac import learner
@@ -64,22 +64,6 @@ def _crossed(step: int, num_new: int, every: int) -> bool:
   return step // every > (step - num_new) // every
 
 
-def _check_resume_config(workdir: str, config) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json())
-  changed = [k for k in _RESUME_INVARIANT if saved.get(k) != current.get(k)]
-  if changed:
-    raise ValueError(
-        f"workdir {workdir!r} holds a checkpoint of a run with different "
-        + ", ".join(f"{k} (saved {saved.get(k)!r}, now {current.get(k)!r})"
-                    for k in changed)
-        + "; use a new workdir or the saved values.")
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) SAC; returns {"eval_returns": [S] final eval returns}."""
   validation.check_config(config)
@@ -106,7 +90,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     episode_return = np.zeros(num_seeds * num_envs)
     last_return = np.full(num_seeds, np.nan)
   else:
-    _check_resume_config(workdir, config)
+    checkpointing.check_resume_config(workdir, config, _RESUME_INVARIANT)
     state, host, meta = checkpointer.restore(resume_step, state)
     envs.restore(env, host["env"].tobytes())
     obs, action = host["obs"], host["action"]
@@ -116,9 +100,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=2))
 
-  eval_log = run_logs.CsvLog(os.path.join(workdir, "eval.csv"),
+  eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"),
                              run_logs.EVAL_COLUMNS)
-  train_log = run_logs.CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS)
+  train_log = csv_logs.CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS)
   eval_log.start(resume_step)
   train_log.start(resume_step)
   writer = SummaryWriter(os.path.join(workdir, "tb"),
@@ -221,7 +205,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       os.path.join(workdir, "learning_curve.png"),
       f"SAC ({config.actor_grad}) on {config.env_id}")
   if last_eval is None:  # Resumed a finished run: report the logged last eval.
-    rows = [r for r in run_logs.read_csv(os.path.join(workdir, "eval.csv"))
+    rows = [r for r in csv_logs.read_csv(os.path.join(workdir, "eval.csv"))
             if int(r["step"]) == step]
     last_eval = np.array([float(r["return_mean"]) for r in rows])
   return {"eval_returns": np.asarray(last_eval), "step": step}

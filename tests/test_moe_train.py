@@ -6,8 +6,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from common import checkpointing
+from common import csv_logs
 from launch.configs import moe as moe_config
 from moe import task as moe_task
 from moe import train as moe_train
@@ -83,12 +86,74 @@ def test_training_learns_and_balancing_losses_keep_load_balanced(tmp_path):
   assert off["cv_load"] > 0.5 and off["cv_load"] > 2 * on["cv_load"]
 
 
+def _rows_without_time(workdir):
+  return [{k: v for k, v in r.items() if k != "seconds"}
+          for r in csv_logs.read_csv(os.path.join(workdir, "eval.csv"))]
+
+
+def test_same_seed_same_results_and_an_interrupted_run_resumes_exactly(
+    tmp_path, monkeypatch):
+  config = moe_config.get_config("test")  # 40 steps, evaluations at 20, 40.
+  reference = str(tmp_path / "reference")
+  moe_train.train(config, reference)
+  again = str(tmp_path / "again")
+  moe_train.train(config, again)
+  assert _rows_without_time(again) == _rows_without_time(reference)
+  assert [r["step"] for r in _rows_without_time(reference)] == ["20", "40"]
+
+  # Interrupted after the first checkpoint: the second evaluation fails.
+  make_evaluate = moe_train.make_evaluate
+
+  def failing_make_evaluate(model, task):
+    evaluate = make_evaluate(model, task)
+    calls = []
+
+    def wrapped(params, context):
+      calls.append(1)
+      if len(calls) == 2:
+        raise KeyboardInterrupt("simulated interruption")
+      return evaluate(params, context)
+    return wrapped
+
+  interrupted = str(tmp_path / "interrupted")
+  monkeypatch.setattr(moe_train, "make_evaluate", failing_make_evaluate)
+  with pytest.raises(KeyboardInterrupt):
+    moe_train.train(config, interrupted)
+  monkeypatch.undo()
+  assert [r["step"] for r in _rows_without_time(interrupted)] == ["20"]
+  final = moe_train.train(config, interrupted)  # The same command resumes.
+  assert _rows_without_time(interrupted) == _rows_without_time(reference)
+  assert final["step"] == 40
+  # A resume under a changed config is refused, naming the field.
+  config.k = 1
+  with pytest.raises(ValueError, match=r"different k \(saved 2, now 1\)"):
+    moe_train.train(config, interrupted)
+
+
+def test_non_finite_loss_stops_with_named_step_and_keeps_checkpoint(
+    tmp_path, monkeypatch):
+  config = moe_config.get_config("test")
+  # NaN updates from the 21st on: the loss is NaN from step 22.
+  monkeypatch.setattr(moe_train, "make_optimizer", lambda c: optax.chain(
+      optax.adam(c.learning_rate),
+      optax.scale_by_schedule(
+          lambda count: jnp.where(count < 20, 1.0, jnp.nan))))
+  with pytest.raises(FloatingPointError,
+                     match=r"non-finite training loss at step 22 \(.*"
+                     r"train_loss=nan.*last good checkpoint is step 20"):
+    moe_train.train(config, str(tmp_path))
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  assert ckpt.latest_step() == 20
+  ckpt.close()
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("k", 0, "k must be an int >= 1"),
     ("k", 9, "k must be <= num_experts"),
     ("w_load", -1.0, "config.w_load must be >= 0; got -1.0"),
     ("num_steps", 30, r"num_steps \(30\) must be a multiple"),
-    ("learning_rate", 0.0, "config.learning_rate must be > 0"),
+    ("learning_rate", 0.0, "config.learning_rate must be finite and > 0"),
+    ("learning_rate", float("inf"), "config.learning_rate must be finite"),
 ])
 def test_bad_config_values_raise(tmp_path, field, value, match):
   config = moe_config.get_config("test")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from launch.configs import sac as sac_config
-from sac import checkpointing
+from common import checkpointing
 from sac import envs
 from sac import replay
 from sac import train as sac_train

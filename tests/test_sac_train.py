@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
+from common import checkpointing
+from common import csv_logs
 from launch.configs import sac as sac_config
-from sac import checkpointing
 from sac import learner
-from sac import run_logs
 from sac import train as sac_train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,9 +77,9 @@ def test_outputs_exist_and_metrics_are_sane(reference_run):
   for name in ("config.json", "eval.csv", "train.csv", "learning_curve.png"):
     assert os.path.exists(os.path.join(reference_run, name)), name
   assert os.listdir(os.path.join(reference_run, "tb"))
-  rows = run_logs.read_csv(os.path.join(reference_run, "eval.csv"))
+  rows = csv_logs.read_csv(os.path.join(reference_run, "eval.csv"))
   assert [int(r["step"]) for r in rows] == [200, 400, 600]
-  train_rows = run_logs.read_csv(os.path.join(reference_run, "train.csv"))
+  train_rows = csv_logs.read_csv(os.path.join(reference_run, "train.csv"))
   alphas = [float(r["alpha"]) for r in train_rows]
   assert alphas[0] > alphas[-1]   # learned temperature moves (down, here).
 
@@ -116,7 +116,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(reference_run, tmp_pat
   assert killed_at is not None and killed_at < 600
   sac_train.train(_test_config(), workdir)   # Same command, same workdir.
   assert _read(workdir, "eval.csv") == _read(reference_run, "eval.csv")
-  steps = lambda d: [(r["step"], r["seed"]) for r in run_logs.read_csv(
+  steps = lambda d: [(r["step"], r["seed"]) for r in csv_logs.read_csv(
       os.path.join(d, "train.csv"))]
   assert steps(workdir) == steps(reference_run)
   config = _test_config()
@@ -127,9 +127,9 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(reference_run, tmp_pat
 def test_two_vmapped_seeds_equal_two_single_seed_runs(reference_run, tmp_path):
   sac_train.train(_test_config(num_seeds=2), str(tmp_path / "both"))
   sac_train.train(_test_config(seed=1), str(tmp_path / "seed1"))
-  both = run_logs.read_csv(str(tmp_path / "both" / "eval.csv"))
-  singles = (run_logs.read_csv(os.path.join(reference_run, "eval.csv"))
-             + run_logs.read_csv(str(tmp_path / "seed1" / "eval.csv")))
+  both = csv_logs.read_csv(str(tmp_path / "both" / "eval.csv"))
+  singles = (csv_logs.read_csv(os.path.join(reference_run, "eval.csv"))
+             + csv_logs.read_csv(str(tmp_path / "seed1" / "eval.csv")))
   key = lambda r: (int(r["step"]), int(r["seed"]))
   both, singles = sorted(both, key=key), sorted(singles, key=key)
   assert [key(r) for r in both] == [key(r) for r in singles]
@@ -159,7 +159,7 @@ def test_update_compiles_once_per_variant(tmp_path, monkeypatch):
 
 def test_fixed_alpha_stays_fixed(tmp_path):
   sac_train.train(_test_config(alpha=0.2), str(tmp_path))
-  rows = run_logs.read_csv(str(tmp_path / "train.csv"))
+  rows = csv_logs.read_csv(str(tmp_path / "train.csv"))
   np.testing.assert_allclose([float(r["alpha"]) for r in rows], 0.2, rtol=1e-6)
 
 

@@ -1,24 +1,29 @@
-"""Atomic orbax checkpoints of the full run state.
+"""Atomic orbax checkpoints of a run's state, and the resume config check.
 
 A checkpoint holds three items, written together by one
 `orbax.checkpoint.CheckpointManager.save` (orbax writes into a temporary
 directory and renames it when complete, so a SIGKILL mid-save leaves the
 previous checkpoint as the latest one):
 
-  "state": the SACState pytree stacked over seeds (networks, optimizer states,
-           target critics, log alpha, raw RNG keys, counters, replay buffer);
-  "host":  numpy arrays owned by the host loop: the pickled environment
-           snapshot (uint8), the observation to act on and the pending action;
-  "meta":  JSON: env step, iteration and evaluation counters.
+  "state": the training-state pytree (SAC: the SACState stacked over seeds,
+           with networks, optimizer states, target critics, log alpha, raw
+           RNG keys, counters and the replay buffer; MoE: parameters,
+           optimizer state and step);
+  "host":  numpy arrays owned by the host loop (SAC: the pickled environment
+           snapshot as uint8, the observation to act on, the pending action);
+  "meta":  JSON: the host loop's counters.
 
 Saving is synchronous: the state's buffers are donated to the next update, so
 an asynchronous save could read freed memory.
+
+Used by `sac.train` and `moe.train`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -65,3 +70,25 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def check_resume_config(workdir: str, config,
+                        invariant: Sequence[str]) -> None:
+  """Raises ValueError if `workdir/config.json` differs on `invariant` keys.
+
+  Resuming a checkpoint under a config that changes these fields (seed,
+  sizes, schedule...) would not continue the same run.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json())
+  changed = [k for k in invariant if saved.get(k) != current.get(k)]
+  if changed:
+    raise ValueError(
+        f"workdir {workdir!r} holds a checkpoint of a run with different "
+        + ", ".join(f"{k} (saved {saved.get(k)!r}, now {current.get(k)!r})"
+                    for k in changed)
+        + "; use a new workdir or the saved values.")

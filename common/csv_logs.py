@@ -1,0 +1,46 @@
+"""Resume-safe CSV logs with a `step` column (eval.csv, train.csv)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Sequence
+
+
+class CsvLog:
+  """Append-only CSV with a `step` column, truncated to a checkpoint on resume.
+
+  `start(resume_step)` keeps the rows with step <= resume_step (everything
+  logged before that checkpoint was written) and drops later ones (logged by
+  the killed run after its last checkpoint; the resumed run logs them again),
+  so the file never duplicates nor loses a row. `resume_step=None` starts an
+  empty file. The rewrite goes through a temporary file and os.replace.
+  """
+
+  def __init__(self, path: str, columns: Sequence[str]):
+    self.path = path
+    self.columns = tuple(columns)
+
+  def start(self, resume_step: int | None) -> None:
+    kept = []
+    if resume_step is not None and os.path.exists(self.path):
+      with open(self.path, newline="") as f:
+        kept = [row for row in csv.DictReader(f)
+                if int(row["step"]) <= resume_step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=self.columns)
+      writer.writeheader()
+      writer.writerows(kept)
+    os.replace(tmp, self.path)
+
+  def write(self, rows: Sequence[dict]) -> None:
+    with open(self.path, "a", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=self.columns)
+      writer.writerows(rows)
+      f.flush()
+
+
+def read_csv(path: str) -> list[dict]:
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
