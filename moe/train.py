@@ -253,6 +253,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     rows = csv_logs.read_csv(eval_log.path)
     if rows:
       row = {k: float(v) for k, v in rows[-1].items()}
+      row["step"] = int(row["step"])
 
   train_chunk = make_train_chunk(model, optimizer, task, config)
   evaluate = make_evaluate(model, task)
@@ -270,33 +271,35 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                          unit="step")
 
   start = time.time()
-  while step < config.num_steps:
-    state, train_metrics = train_chunk(state, k_train)
-    _check_finite(train_metrics, step, checkpointer)
-    train_metrics.pop("first_non_finite")
-    eval_metrics = evaluate(state.params, eval_batch.context)
-    row = {name: float(v) for name, v in {**train_metrics,
-                                          **eval_metrics}.items()}
-    step = int(state.step)
-    row["step"] = step
-    row["seconds"] = seconds_before + time.time() - start
-    # Log first, then checkpoint: after a kill in between, the resume drops
-    # the rows past its checkpoint (CsvLog) and logs them again.
-    eval_log.write([row])
-    checkpointer.save(step, state, {"step": np.asarray(step)},
-                      {"step": step, "seconds": row["seconds"]})
+  try:
+    while step < config.num_steps:
+      state, train_metrics = train_chunk(state, k_train)
+      _check_finite(train_metrics, step, checkpointer)
+      train_metrics.pop("first_non_finite")
+      eval_metrics = evaluate(state.params, eval_batch.context)
+      row = {name: float(v) for name, v in {**train_metrics,
+                                            **eval_metrics}.items()}
+      step = int(state.step)
+      row["step"] = step
+      row["seconds"] = seconds_before + time.time() - start
+      # Log first, then checkpoint: after a kill in between, the resume drops
+      # the rows past its checkpoint (CsvLog) and logs them again.
+      eval_log.write([row])
+      checkpointer.save(step, state, {"step": np.asarray(step)},
+                        {"step": step, "seconds": row["seconds"]})
+      if writer is not None:
+        for name, value in row.items():
+          if name != "step":
+            writer.add_scalar(name, value, step)
+      if progress is not None:
+        progress.update(config.eval_every)
+        progress.set_postfix(loss=f"{row['eval_loss']:.3f}",
+                             bayes=f"{row['bayes_loss']:.3f}",
+                             cv_load=f"{row['cv_load']:.2f}")
+  finally:
+    checkpointer.close()
     if writer is not None:
-      for name, value in row.items():
-        if name != "step":
-          writer.add_scalar(name, value, step)
+      writer.close()
     if progress is not None:
-      progress.update(config.eval_every)
-      progress.set_postfix(loss=f"{row['eval_loss']:.3f}",
-                           bayes=f"{row['bayes_loss']:.3f}",
-                           cv_load=f"{row['cv_load']:.2f}")
-  checkpointer.close()
-  if writer is not None:
-    writer.close()
-  if progress is not None:
-    progress.close()
+      progress.close()
   return row
