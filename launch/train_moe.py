@@ -4,8 +4,10 @@ r"""Trains a small noisy top-k MoE model on the mixture-of-domains task.
   python -m launch.train_moe --config=launch/configs/moe.py \
       --workdir=/tmp/moe_noaux --config.w_importance=0 --config.w_load=0
 
-Writes `eval.csv` (loss, Bayes loss, Table 6 columns per evaluation) and
-TensorBoard events to --workdir. All logic lives in `moe.train`.
+Writes `eval.csv` (loss, Bayes loss, Table 6 columns per evaluation),
+`config.json`, checkpoints and TensorBoard events to --workdir; rerunning
+the same command resumes from the latest checkpoint. All logic lives in
+`moe.train`.
 """
 
 from absl import app
@@ -18,7 +20,8 @@ from moe import train as moe_train
 FLAGS = flags.FLAGS
 
 _WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Directory for eval.csv and TensorBoard logs.")
+                               "Directory for eval.csv, checkpoints and "
+                               "TensorBoard logs (reused to resume).")
 config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (launch/configs/moe.py[:test]).",
     lock_config=True)
