@@ -10,7 +10,8 @@ previous checkpoint as the latest one):
            RNG keys, counters and the replay buffer; MoE: parameters,
            optimizer state and step);
   "host":  numpy arrays owned by the host loop (SAC: the pickled environment
-           snapshot as uint8, the observation to act on, the pending action);
+           snapshot as uint8, the observation to act on, the pending action;
+           MoE saves none);
   "meta":  JSON: the host loop's counters.
 
 Saving is synchronous: the state's buffers are donated to the next update, so
@@ -45,27 +46,30 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, host: dict[str, np.ndarray],
+  def save(self, step: int, state: Any, host: dict[str, np.ndarray] | None,
            meta: dict[str, Any]) -> None:
-    self.manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            host=ocp.args.StandardSave(host),
-            meta=ocp.args.JsonSave(meta)),
-        force=True)
+    """Saves checkpoint `step`; `host=None` for runs with no host arrays."""
+    items = {"state": ocp.args.StandardSave(state),
+             "meta": ocp.args.JsonSave(meta)}
+    if host is not None:
+      items["host"] = ocp.args.StandardSave(host)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, step: int, state_like: Any):
-    """Restores checkpoint `step`; `state_like` gives the state's structure."""
+  def restore(self, step: int, state_like: Any, *, with_host: bool = True):
+    """Restores checkpoint `step` as (state, host or None, meta).
+
+    `state_like` gives the state's structure; `with_host=False` for
+    checkpoints saved with `host=None`.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    restored = self.manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            host=ocp.args.StandardRestore(),
-            meta=ocp.args.JsonRestore()))
-    host = {k: np.asarray(v) for k, v in restored["host"].items()}
+    items = {"state": ocp.args.StandardRestore(abstract),
+             "meta": ocp.args.JsonRestore()}
+    if with_host:
+      items["host"] = ocp.args.StandardRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    host = ({k: np.asarray(v) for k, v in restored["host"].items()}
+            if with_host else None)
     return restored["state"], host, dict(restored["meta"])
 
   def close(self) -> None:

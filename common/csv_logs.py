@@ -21,7 +21,8 @@ class CsvLog:
     self.path = path
     self.columns = tuple(columns)
 
-  def start(self, resume_step: int | None) -> None:
+  def start(self, resume_step: int | None) -> list[dict]:
+    """Rewrites the file with the rows kept for `resume_step`; returns them."""
     kept = []
     if resume_step is not None and os.path.exists(self.path):
       with open(self.path, newline="") as f:
@@ -33,6 +34,7 @@ class CsvLog:
       writer.writeheader()
       writer.writerows(kept)
     os.replace(tmp, self.path)
+    return kept
 
   def write(self, rows: Sequence[dict]) -> None:
     with open(self.path, "a", newline="") as f:

@@ -242,18 +242,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   seconds_before = 0.0
   if resume_step is not None:
     checkpointing.check_resume_config(workdir, config, _RESUME_INVARIANT)
-    state, _, meta = checkpointer.restore(resume_step, state)
+    state, _, meta = checkpointer.restore(resume_step, state, with_host=False)
     seconds_before = float(meta["seconds"])
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=2))
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), EVAL_COLUMNS)
-  eval_log.start(resume_step)
+  kept = eval_log.start(resume_step)
   row: dict[str, float] = {}
-  if resume_step is not None:
-    rows = csv_logs.read_csv(eval_log.path)
-    if rows:
-      row = {k: float(v) for k, v in rows[-1].items()}
-      row["step"] = int(row["step"])
+  if kept:  # Returned if the run is already complete.
+    row = {k: float(v) for k, v in kept[-1].items()}
+    row["step"] = int(row["step"])
 
   train_chunk = make_train_chunk(model, optimizer, task, config)
   evaluate = make_evaluate(model, task)
@@ -285,7 +283,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       # Log first, then checkpoint: after a kill in between, the resume drops
       # the rows past its checkpoint (CsvLog) and logs them again.
       eval_log.write([row])
-      checkpointer.save(step, state, {"step": np.asarray(step)},
+      checkpointer.save(step, state, None,
                         {"step": step, "seconds": row["seconds"]})
       if writer is not None:
         for name, value in row.items():
