@@ -14,7 +14,12 @@ gradient of sum(y^2) + aux loss with respect to the input and every parameter
   moe:      `moe.layer.MoE`, dropless (block-grouped dispatch);
   moe_cap:  `moe.layer.MoE`, capacity factor 1.25;
 and, to split the layer's cost, its dropless dispatch + experts with the
-routing fixed, and its gating + auxiliary losses alone.
+routing fixed, and its gating + auxiliary losses alone (differentiated with
+respect to W_g and W_noise only). A last row, "floor", is the dense FFN plus
+the least memory traffic any MoE layer with these experts must add: it reads
+every expert parameter once and writes its gradient once (E times the dense
+FFN's parameters at k = 2, E = 64: 128 MB each way). Its "vs dense" bounds what
+any implementation can reach here before paying for gating and dispatch.
 
 Throughput is tokens / (minimum wall time over the repeats); each timed call
 follows an untimed call of the same case, so no case pays for the memory
@@ -132,6 +137,20 @@ def gating_only(params, x, key):
   return g.expert_weight, aux.loss
 
 
+def dense_plus_expert_traffic(params, x, key):
+  """The dense FFN, plus one read of each expert parameter and its gradient.
+
+  The gradient of 1e-30 * sum(w) is a freshly written constant array of w's
+  shape, so the backward pass writes every expert gradient once, as any MoE
+  layer must; the forward sum reads every expert parameter once (an MoE
+  reads them at least once). No FLOPs beyond the dense FFN's and O(params)
+  adds.
+  """
+  y, _ = dense_ffn(params["dense"], x, key)
+  touch = sum(jnp.sum(w) for w in jax.tree.leaves(params["experts"]))
+  return y, 1e-30 * touch
+
+
 def dense_ffn(params, x, key):
   del key
   h = jax.nn.relu(x @ params["w1"] + params["b1"])
@@ -197,7 +216,12 @@ def run(num_experts: int, repeats: int, ragged: bool,
       lambda *a: dispatch.dropless_ffn(*a, block_sizes=tuple(block_sizes)))
   cases["  dropless dispatch+experts only"] = (_fixed_routing_fn(
       moe_params, x, k_gate, dropless), moe_params)
-  cases["  gating + aux losses only"] = (gating_only, moe_params)
+  cases["  gating + aux losses only"] = (gating_only, {
+      n: moe_params[n] for n in ("w_gate", "w_noise")})
+  cases["floor: dense + expert param read/write"] = (
+      dense_plus_expert_traffic, {
+          "dense": dense_params,
+          "experts": {n: moe_params[n] for n in ("w1", "b1", "w2t", "b2")}})
   if ragged:
     cases["ragged_dot (dropless)"] = (ragged_dot_layer, moe_params)
   steps, memory = {}, {}
