@@ -17,7 +17,8 @@ previous checkpoint as the latest one):
 Saving is synchronous: the state's buffers are donated to the next update, so
 an asynchronous save could read freed memory.
 
-Used by `sac.train` and `moe.train`.
+`write_run_config` writes `workdir/config.json` atomically. Used by
+`sac.train` and `moe.train`.
 """
 
 from __future__ import annotations
@@ -96,3 +97,16 @@ def check_resume_config(workdir: str, config,
         + ", ".join(f"{k} (saved {saved.get(k)!r}, now {current.get(k)!r})"
                     for k in changed)
         + "; use a new workdir or the saved values.")
+
+
+def write_run_config(workdir: str, config) -> None:
+  """Writes `workdir/config.json` atomically (temporary file + rename).
+
+  Call it after `check_resume_config` on resume: a kill mid-write leaves the
+  previous file, which later resumes are checked against.
+  """
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp, path)

@@ -244,8 +244,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     checkpointing.check_resume_config(workdir, config, _RESUME_INVARIANT)
     state, _, meta = checkpointer.restore(resume_step, state, with_host=False)
     seconds_before = float(meta["seconds"])
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2))
+  checkpointing.write_run_config(workdir, config)
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), EVAL_COLUMNS)
   kept = eval_log.start(resume_step)
   row: dict[str, float] = {}

@@ -97,8 +97,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     episode_return, last_return = host["episode_return"], host["last_return"]
     step, iteration, eval_round = meta["step"], meta["iteration"], meta["eval_round"]
     logging.info("Resumed from checkpoint at step %d.", step)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2))
+  checkpointing.write_run_config(workdir, config)
 
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"),
                              run_logs.EVAL_COLUMNS)
