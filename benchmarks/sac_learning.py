@@ -16,9 +16,10 @@ r"""SAC learning benchmarks: final deterministic eval return per seed.
   .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
       --num_seeds=5 --norun_ours --with_sbx --out=sbx.json
   # More seeds: add --first_seed=5 (seeds 5..9) to both.
-  # Temperature-loss ablation (sbx uses the log-alpha form):
+  # Temperature-loss ablation (Eq. 18 as written; the default and sbx use
+  # the log-alpha form):
   python benchmarks/sac_learning.py --suite=halfcheetah --num_seeds=5 \
-      --temperature_loss=log_alpha
+      --temperature_loss=alpha
 
 Evaluation protocol for both libraries: deterministic policy (tanh of the
 mean; sbx `predict(deterministic=True)`), `--eval_episodes` episodes on eval
@@ -46,7 +47,8 @@ _FIRST_SEED = flags.DEFINE_integer(
     "first_seed", 0, "Seeds first_seed .. first_seed + num_seeds - 1.")
 _ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
 _TEMPERATURE_LOSS = flags.DEFINE_string(
-    "temperature_loss", "alpha", "Temperature loss: alpha (Eq. 18) or log_alpha.")
+    "temperature_loss", None,
+    "Temperature loss: log_alpha or alpha (Eq. 18); default: the config's.")
 _TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Override the budget.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
 _WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.")
@@ -70,7 +72,8 @@ def _config():
   config.num_seeds = _NUM_SEEDS.value
   config.seed = _FIRST_SEED.value
   config.actor_grad = _ACTOR_GRAD.value
-  config.temperature_loss = _TEMPERATURE_LOSS.value
+  if _TEMPERATURE_LOSS.value is not None:
+    config.temperature_loss = _TEMPERATURE_LOSS.value
   config.progress_bar = False
   return config
 
@@ -121,8 +124,7 @@ def main(_):
   workdir = os.path.join(
       _WORKDIR.value, f"{config.env_id}_{config.actor_grad}_seeds{config.seed}"
       f"-{config.seed + config.num_seeds - 1}_{config.total_steps}"
-      + ("" if config.temperature_loss == "alpha"
-         else f"_{config.temperature_loss}"))
+      f"_{config.temperature_loss}")
   seeds = list(range(config.seed, config.seed + config.num_seeds))
   out = {"env_id": config.env_id, "total_steps": config.total_steps,
          "actor_grad": config.actor_grad,

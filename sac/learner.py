@@ -61,7 +61,7 @@ class Agent:
   learn_alpha: bool
   actor_grad: str
   score_function_samples: int
-  temperature_loss: str = "alpha"
+  temperature_loss: str = "log_alpha"
 
 
 @flax.struct.dataclass
@@ -82,7 +82,7 @@ def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
                actor_lr: float, critic_lr: float, alpha_lr: float, gamma: float,
                tau: float, batch_size: int, alpha, target_entropy,
                actor_grad: str, score_function_samples: int,
-               temperature_loss: str = "alpha") -> Agent:
+               temperature_loss: str = "log_alpha") -> Agent:
   """Builds the static agent; `alpha=None` learns it, `target_entropy=None` is -|A|."""
   if actor_grad not in ACTOR_GRADS:
     raise ValueError(f"actor_grad must be one of {ACTOR_GRADS}; got {actor_grad!r}.")

@@ -48,9 +48,10 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   c.alpha = config_dict.placeholder(float)           # Fixed temperature; None = learned.
   c.init_alpha = 1.0           # Initial temperature when learned.
   c.target_entropy = config_dict.placeholder(float)  # None = -|A| (paper, Sec. 5).
-  # "alpha": Eq. 18, gradient alpha * (entropy - target) in log alpha;
-  # "log_alpha": the authors' code and sbx, gradient (entropy - target).
-  c.temperature_loss = "alpha"
+  # "log_alpha" (default): the authors' code and sbx, E[-log alpha (log pi +
+  # target)], gradient (entropy - target) in log alpha; "alpha": Eq. 18 as
+  # written, gradient alpha * (entropy - target). README: HalfCheetah 100k.
+  c.temperature_loss = "log_alpha"
   # --- Actor gradient estimator ------------------------------------------------------
   c.actor_grad = "pathwise"    # "pathwise" (reparameterised) or "score_function".
   c.score_function_samples = 8  # Actions per state for score_function (>= 2).
