@@ -61,7 +61,7 @@ class Agent:
   learn_alpha: bool
   actor_grad: str
   score_function_samples: int
-  temperature_loss: str = "log_alpha"
+  temperature_loss: str
 
 
 @flax.struct.dataclass
