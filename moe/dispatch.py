@@ -13,17 +13,19 @@ benchmarks/moe_throughput.py with hugetlb).
 Dropless (`dropless_ffn`): the T*K token-slots are sorted by expert
 (stably, first choices first) into one contiguous row buffer, so each
 expert's slots form one group of rows with no padding between groups.
-`expert_blocks_ffn` loops over experts (weights sliced once per expert) and
-covers each group with full blocks of the largest block size plus a short
-tail for the remainder that ends at the group's end (`block_plan`; one block
-with the default sizes). The tail recomputes fewer than block_sizes[-1] rows
-it does not own, whose results are overwritten (see `expert_blocks_ffn`). Every block is one [B, D] x [D, H]
-matmul of a few static shapes, inside `lax.fori_loop`s with dynamic trip
-counts, with a hand-written VJP that accumulates each expert's weight
-gradient locally and writes it once. No weights are gathered per block, no
-one-hot dispatch tensor is formed, and the token <-> row permutations are
-gathers in both directions (custom VJPs), so the work is the FLOP-matched
-dense FFN's plus fewer than block_sizes[-1] rows per expert.
+`expert_blocks_ffn` covers each group with full blocks of the largest block
+size plus a short tail for the remainder that ends at the group's end
+(`block_plan`; one block with the default sizes). The tail recomputes fewer
+than block_sizes[-1] rows it does not own and writes only its own rows. The
+tails run level-major (one loop per block size over all experts), then the
+full blocks expert by expert with the weights sliced once per expert (see
+`expert_blocks_ffn`). Every block is one [B, D] x [D, H] matmul of a few
+static shapes, inside `lax.fori_loop`s with dynamic trip counts, with a
+hand-written VJP that writes each expert's weight gradient once (the tail's,
+then the full blocks' accumulated locally). No weights are gathered per
+block, no one-hot dispatch tensor is formed, and the token <-> row
+permutations are gathers in both directions (custom VJPs), so the work is
+the FLOP-matched dense FFN's plus fewer than block_sizes[-1] rows per expert.
 
 Capacity-limited (`capacity_ffn`): each expert takes at most
 C = ceil(capacity_factor * T * K / E) slots, first choices before second
@@ -135,41 +137,92 @@ def block_plan(group_start: Array, count: Array,
   return BlockPlan(num_full, remainder, tail_count, tail_start)
 
 
+def _tail_is_one_block(block_sizes: tuple[int, ...]) -> bool:
+  """Whether `block_plan` covers every remainder with a single tail block."""
+  with jax.ensure_compile_time_eval():
+    r = jnp.arange(block_sizes[0], dtype=jnp.int32)
+    plan = block_plan(jnp.zeros_like(r), r, block_sizes)
+    return bool(jnp.all(jnp.sum(plan.tail_count, axis=0) <= 1))
+
+
+def _for_tail_blocks(plan, block_sizes, block_fn, carry):
+  """carry = block_fn(e, start, size, carry) for every tail block.
+
+  Level-major: one `fori_loop` per block size, whose trip count is the
+  number of tail blocks of that size over all experts (block i of level l
+  belongs to the expert e with cumsum(tail_count[l])[e - 1] <= i <
+  cumsum(tail_count[l])[e]). So the tails cost len(block_sizes) loops, not
+  len(block_sizes) loops per expert, most of them with zero trips.
+  """
+  for level, size in enumerate(block_sizes):
+    per_expert = plan.tail_count[level]
+    end = jnp.cumsum(per_expert)
+
+    def step(i, c, level=level, size=size, per_expert=per_expert, end=end):
+      e = jnp.searchsorted(end, i, side="right").astype(jnp.int32)
+      j = i - (end[e] - per_expert[e])
+      return block_fn(e, plan.tail_start[level, e] + j * size, size, c)
+
+    carry = jax.lax.fori_loop(0, end[-1], step, carry)
+  return carry
+
+
+def _for_experts_with_full_blocks(plan, expert_fn, carry):
+  """carry = expert_fn(e, carry) for every expert with a full block."""
+  has_full = plan.num_full > 0
+  experts = jnp.nonzero(has_full, size=has_full.shape[0], fill_value=0)[0]
+  return jax.lax.fori_loop(0, jnp.sum(has_full),
+                           lambda i, c: expert_fn(experts[i], c), carry)
+
+
+def _own_rows(start, size, own_from):
+  """[size, 1] mask of the block's rows at or after `own_from`."""
+  return (start + jnp.arange(size) >= own_from)[:, None]
+
+
+def _masked_update(buf, block, start, own):
+  """Writes the block's own rows into buf, keeping buf's other rows."""
+  old = jax.lax.dynamic_slice_in_dim(buf, start, block.shape[0])
+  return jax.lax.dynamic_update_slice_in_dim(buf, jnp.where(own, block, old),
+                                             start, 0)
+
+
 def _expert_blocks_forward(block_sizes, x_rows, group_start, count, params):
-  num_experts = params.w1.shape[0]
-  rows = x_rows.shape[0]
   b0 = block_sizes[0]
   plan = block_plan(group_start, count, block_sizes)
+  own_start = group_start + count - plan.remainder  # Tail rows it owns.
 
-  def run_block(start, size, weights, carry):
+  def run_block(start, size, weights, own_from, carry):
     w1, b1, w2t, b2 = weights
     y, h_all = carry
     hb = jax.nn.relu(jax.lax.dynamic_slice_in_dim(x_rows, start, size) @ w1
                      + b1)
     yb = jnp.einsum("bh,dh->bd", hb, w2t) + b2
-    y = jax.lax.dynamic_update_slice_in_dim(y, yb, start, 0)
-    h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
+    if own_from is None:  # A full block: all its rows are its own.
+      y = jax.lax.dynamic_update_slice_in_dim(y, yb, start, 0)
+      h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
+    else:
+      own = _own_rows(start, size, own_from)
+      y = _masked_update(y, yb, start, own)
+      h_all = _masked_update(h_all, hb, start, own)
     return y, h_all
 
-  def expert_body(i, carry):
-    e = num_experts - 1 - i  # Descending: see `expert_blocks_ffn`.
-    weights = _expert_weights(params, e)  # Sliced once per expert.
-    for level, size in enumerate(block_sizes):
-      # The start depends on the loop index j: were the body loop-invariant
-      # (as it would be for a 0-or-1-trip loop written without j), XLA would
-      # hoist it out of the loop and run it even when the trip count is 0.
-      carry = jax.lax.fori_loop(
-          0, plan.tail_count[level, e],
-          lambda j, c, level=level, size=size: run_block(
-              plan.tail_start[level, e] + j * size, size, weights, c), carry)
+  def tail_block(e, start, size, carry):
+    return run_block(start, size, _expert_weights(params, e), own_start[e],
+                     carry)
+
+  def full_blocks(e, carry):
+    weights = _expert_weights(params, e)  # Sliced once for all its blocks.
     return jax.lax.fori_loop(
         0, plan.num_full[e],
-        lambda j, c: run_block(group_start[e] + j * b0, b0, weights, c),
+        lambda j, c: run_block(group_start[e] + j * b0, b0, weights, None, c),
         carry)
 
-  init = (jnp.zeros((rows, params.w2t.shape[1]), x_rows.dtype),
-          jnp.zeros((rows, params.w1.shape[-1]), x_rows.dtype))
-  return jax.lax.fori_loop(0, num_experts, expert_body, init)
+  rows = x_rows.shape[0]
+  carry = (jnp.zeros((rows, params.w2t.shape[1]), x_rows.dtype),
+           jnp.zeros((rows, params.w1.shape[-1]), x_rows.dtype))
+  carry = _for_tail_blocks(plan, block_sizes, tail_block, carry)
+  return _for_experts_with_full_blocks(plan, full_blocks, carry)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -187,54 +240,63 @@ def _expert_blocks_ffn_fwd(block_sizes, x_rows, group_start, count, params):
 
 def _expert_blocks_ffn_bwd(block_sizes, res, dy):
   x_rows, group_start, count, params, h_all = res
-  num_experts = params.w1.shape[0]
   b0 = block_sizes[0]
   plan = block_plan(group_start, count, block_sizes)
-  own_start = group_start + count - plan.remainder  # Tail rows it owns.
+  own_start = group_start + count - plan.remainder
 
-  def run_block(start, size, own_from, w1, w2t, carry):
-    """Backward of one block; rows before `own_from` get no gradient."""
-    dx, (dw1, db1, dw2t, db2) = carry
+  def block_grads(start, size, own_from, w1, w2t, dx):
+    """Backward of one block: (dx, its weight-gradient contributions)."""
     xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
     hb = jax.lax.dynamic_slice_in_dim(h_all, start, size)
     dyb = jax.lax.dynamic_slice_in_dim(dy, start, size)
-    if own_from is not None:
-      dyb = jnp.where((start + jnp.arange(size) >= own_from)[:, None], dyb,
-                      0.0)
-    dw2t = dw2t + jnp.einsum("bd,bh->dh", dyb, hb)
-    db2 = db2 + jnp.sum(dyb, axis=0)
+    if own_from is not None:  # Rows it does not own add no gradient.
+      own = _own_rows(start, size, own_from)
+      dyb = jnp.where(own, dyb, 0.0)
     dpre = (dyb @ w2t) * (hb > 0).astype(dyb.dtype)
-    dw1 = dw1 + jnp.einsum("bd,bh->dh", xb, dpre)
-    db1 = db1 + jnp.sum(dpre, axis=0)
-    dx = jax.lax.dynamic_update_slice_in_dim(
-        dx, jnp.einsum("bh,dh->bd", dpre, w1), start, 0)
-    return dx, (dw1, db1, dw2t, db2)
+    dxb = jnp.einsum("bh,dh->bd", dpre, w1)
+    if own_from is None:
+      dx = jax.lax.dynamic_update_slice_in_dim(dx, dxb, start, 0)
+    else:
+      dx = _masked_update(dx, dxb, start, own)
+    return dx, (jnp.einsum("bd,bh->dh", xb, dpre), jnp.sum(dpre, axis=0),
+                jnp.einsum("bd,bh->dh", dyb, hb), jnp.sum(dyb, axis=0))
 
-  def expert_body(i, carry):
-    e = num_experts - 1 - i
+  # With one tail block per expert (the default sizes) and the tails run
+  # first, the tail's gradient is the expert's first contribution: it is
+  # written, not added to the zeros (no read of the [E, ...] gradients).
+  tail_sets = _tail_is_one_block(block_sizes)
+
+  def tail_block(e, start, size, carry):
     dx, grads = carry
     w1, _, w2t, _ = _expert_weights(params, e)
-    # This expert's weight gradients accumulate locally, then are written
-    # once: no per-block read-modify-write of the [E, ...] arrays.
-    local = tuple(jnp.zeros(a.shape[1:], a.dtype) for a in params)
-    # The tail first: it writes dx = 0 over the rows it does not own, and
-    # the full blocks (this expert's) and lower experts (later) rewrite them.
-    for level, size in enumerate(block_sizes):
-      dx, local = jax.lax.fori_loop(
-          0, plan.tail_count[level, e],
-          lambda j, c, level=level, size=size: run_block(
-              plan.tail_start[level, e] + j * size, size, own_start[e], w1,
-              w2t, c), (dx, local))
-    dx, local = jax.lax.fori_loop(
-        0, plan.num_full[e],
-        lambda j, c: run_block(group_start[e] + j * b0, b0, None, w1, w2t, c),
-        (dx, local))
-    grads = tuple(jax.lax.dynamic_update_index_in_dim(g, l, e, 0)
-                  for g, l in zip(grads, local))
-    return dx, grads
+    dx, contrib = block_grads(start, size, own_start[e], w1, w2t, dx)
+    if not tail_sets:
+      contrib = tuple(c + jax.lax.dynamic_index_in_dim(g, e, keepdims=False)
+                      for c, g in zip(contrib, grads))
+    return dx, tuple(jax.lax.dynamic_update_index_in_dim(g, c, e, 0)
+                     for g, c in zip(grads, contrib))
 
-  init = (jnp.zeros_like(x_rows), tuple(jnp.zeros_like(p) for p in params))
-  dx, grads = jax.lax.fori_loop(0, num_experts, expert_body, init)
+  def full_blocks(e, carry):
+    dx, grads = carry
+    w1, _, w2t, _ = _expert_weights(params, e)
+    # The expert's gradient (its tail's, or zeros) accumulates locally over
+    # its full blocks and is written once.
+    local = tuple(jax.lax.dynamic_index_in_dim(g, e, keepdims=False)
+                  for g in grads)
+
+    def step(j, c):
+      dx, local = c
+      dx, contrib = block_grads(group_start[e] + j * b0, b0, None, w1, w2t,
+                                dx)
+      return dx, tuple(a + b for a, b in zip(local, contrib))
+
+    dx, local = jax.lax.fori_loop(0, plan.num_full[e], step, (dx, local))
+    return dx, tuple(jax.lax.dynamic_update_index_in_dim(g, l, e, 0)
+                     for g, l in zip(grads, local))
+
+  carry = (jnp.zeros_like(x_rows), tuple(jnp.zeros_like(p) for p in params))
+  carry = _for_tail_blocks(plan, block_sizes, tail_block, carry)
+  dx, grads = _for_experts_with_full_blocks(plan, full_blocks, carry)
   return dx, None, None, ExpertParams(*grads)
 
 
@@ -257,18 +319,20 @@ def expert_blocks_ffn(x_rows: Array, group_start: Array, count: Array,
   buffer is padded per expert and every matmul has one of a few static
   shapes, so the wasted work is r' - r rows per expert.
 
-  Correctness of the overlap without masking the forward: experts run in
-  descending order and each expert's tail before its full blocks, so every
-  row is written last by its own expert's block (rows of lower experts that
-  a tail overwrote are rewritten when those experts run). In the backward
-  pass the tail's cotangent is masked to its own rows, so weight gradients
-  count every row once; its dx writes over non-own rows are zero and are
-  overwritten in the same order.
+  Order and overlap: the tails run first, level-major (one loop per block
+  size over all experts' tails of that size: len(block_sizes) loops in all,
+  not one per size and expert), then each expert with full blocks runs them
+  with its weights sliced once. A tail writes only its own rows (masked
+  writes of y, the saved activations and dx), and its cotangent is masked to
+  its own rows, so every row is computed by its own expert and weight
+  gradients count every row once, in any order. With one tail block per
+  expert (the default sizes) the tail's weight gradient is written, not
+  added, since it is the expert's first contribution.
 
   Requires group_start[0] >= block_sizes[0] rows of front padding (the
   tail of the first group may start that early; dropless_ffn pads by
-  block_sizes[0]). Rows outside every group are garbage in the output and
-  get garbage gradients: callers must not read them.
+  block_sizes[0]). Rows outside every group are zero in the output and in
+  the input gradient.
 
   Args:
     x_rows: float [R, D].

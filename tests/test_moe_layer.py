@@ -254,11 +254,12 @@ def test_wrong_input_rank_raises():
 @pytest.mark.parametrize("block_sizes", [(8, 3, 1), (16, 8), (32,),
                                          (64, 48, 16), (16, 8, 4, 2)])
 def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
-  """Most slots on one expert, some experts empty: full blocks plus one
+  """Most slots on one expert, some experts empty: full blocks plus an
   end-aligned tail cover every slot exactly once. With (16, 8), (32,) and
   (64, 48, 16) tails reach back over rows of lower experts and the front
-  padding, so outputs and gradients check the overwrite order and the
-  backward mask."""
+  padding, so outputs and gradients check the tails' masked writes and
+  masked cotangents. (32,) has one tail block per expert (its weight
+  gradient is written); the others can have several (added)."""
   t, e, k = 40, 6, 2
   ks = jax.random.split(jax.random.key(0), 6)
   x = jax.random.normal(ks[0], (t, D))
@@ -298,6 +299,42 @@ def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   chex.assert_trees_all_close(g, g_ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("block_sizes", [(8, 3, 1), (16, 8), (32,)])
+def test_expert_blocks_write_each_row_from_its_own_expert_and_zero_elsewhere(
+    block_sizes):
+  """The kernel's contract, row by row: group rows hold their own expert's
+  FFN, rows outside every group (front padding, gaps) stay zero, also in the
+  input gradient, whatever the tails overlap."""
+  e, pad = 5, block_sizes[0]
+  count = jnp.array([3, 0, 21, 1, 9])
+  gap = jnp.array([0, 2, 0, 4, 1])  # Unused rows before each group.
+  group_start = pad + jnp.cumsum(count + gap) - count
+  rows = int(pad + jnp.sum(count + gap)) + 2
+  ks = jax.random.split(jax.random.key(3), 6)
+  x_rows = jax.random.normal(ks[0], (rows, D))
+  params = dispatch.ExpertParams(
+      0.3 * jax.random.normal(ks[1], (e, D, H)),
+      0.1 * jax.random.normal(ks[2], (e, H)),
+      0.3 * jax.random.normal(ks[3], (e, D, H)),
+      0.1 * jax.random.normal(ks[4], (e, D)))
+  owner = np.full(rows, -1)
+  for i in range(e):
+    owner[int(group_start[i]):int(group_start[i] + count[i])] = i
+  run = jax.jit(lambda x: dispatch.expert_blocks_ffn(
+      x, group_start, count, params, block_sizes=block_sizes))
+  y, vjp = jax.vjp(run, x_rows)
+  (dx,) = vjp(jax.random.normal(ks[5], y.shape))
+  for r in range(rows):
+    if owner[r] < 0:
+      np.testing.assert_array_equal(y[r], 0.0)
+      np.testing.assert_array_equal(dx[r], 0.0)
+    else:
+      np.testing.assert_allclose(
+          y[r], dispatch.expert_ffn(x_rows[r], params, owner[r]),
+          rtol=1e-5, atol=1e-5)
+  assert (owner < 0).sum() == int(pad + jnp.sum(gap)) + 2
+
+
 def test_block_plan_full_blocks_then_a_greedy_tail_ending_at_the_group_end():
   count = jnp.array([0, 5, 16, 17, 40, 33, 13])
   group_start = 16 + jnp.cumsum(count) - count
@@ -324,3 +361,6 @@ def test_block_plan_full_blocks_then_a_greedy_tail_ending_at_the_group_end():
   binary = dispatch.block_plan(jnp.array([256]), jnp.array([200]),
                                (256, 128, 64, 32, 16))
   np.testing.assert_array_equal(binary.tail_count[:, 0], [0, 1, 1, 0, 1])
+  # The default sizes always end in one tail block; these sizes need not.
+  assert dispatch._tail_is_one_block(dispatch.DEFAULT_BLOCK_SIZES)
+  assert not dispatch._tail_is_one_block((16, 8, 2))
