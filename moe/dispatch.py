@@ -180,11 +180,12 @@ def _own_rows(start, size, own_from):
   return (start + jnp.arange(size) >= own_from)[:, None]
 
 
-def _masked_update(buf, block, start, own):
-  """Writes the block's own rows into buf, keeping buf's other rows."""
-  old = jax.lax.dynamic_slice_in_dim(buf, start, block.shape[0])
-  return jax.lax.dynamic_update_slice_in_dim(buf, jnp.where(own, block, old),
-                                             start, 0)
+def _write_rows(buf, block, start, own=None):
+  """Writes block into buf from row `start`; with `own`, only those rows."""
+  if own is not None:
+    block = jnp.where(own, block,
+                      jax.lax.dynamic_slice_in_dim(buf, start, block.shape[0]))
+  return jax.lax.dynamic_update_slice_in_dim(buf, block, start, 0)
 
 
 def _expert_blocks_forward(block_sizes, x_rows, group_start, count, params):
@@ -198,14 +199,9 @@ def _expert_blocks_forward(block_sizes, x_rows, group_start, count, params):
     hb = jax.nn.relu(jax.lax.dynamic_slice_in_dim(x_rows, start, size) @ w1
                      + b1)
     yb = jnp.einsum("bh,dh->bd", hb, w2t) + b2
-    if own_from is None:  # A full block: all its rows are its own.
-      y = jax.lax.dynamic_update_slice_in_dim(y, yb, start, 0)
-      h_all = jax.lax.dynamic_update_slice_in_dim(h_all, hb, start, 0)
-    else:
-      own = _own_rows(start, size, own_from)
-      y = _masked_update(y, yb, start, own)
-      h_all = _masked_update(h_all, hb, start, own)
-    return y, h_all
+    # A full block (own_from None) owns all its rows.
+    own = None if own_from is None else _own_rows(start, size, own_from)
+    return _write_rows(y, yb, start, own), _write_rows(h_all, hb, start, own)
 
   def tail_block(e, start, size, carry):
     return run_block(start, size, _expert_weights(params, e), own_start[e],
@@ -249,15 +245,11 @@ def _expert_blocks_ffn_bwd(block_sizes, res, dy):
     xb = jax.lax.dynamic_slice_in_dim(x_rows, start, size)
     hb = jax.lax.dynamic_slice_in_dim(h_all, start, size)
     dyb = jax.lax.dynamic_slice_in_dim(dy, start, size)
-    if own_from is not None:  # Rows it does not own add no gradient.
-      own = _own_rows(start, size, own_from)
+    own = None if own_from is None else _own_rows(start, size, own_from)
+    if own is not None:  # Rows it does not own add no gradient.
       dyb = jnp.where(own, dyb, 0.0)
     dpre = (dyb @ w2t) * (hb > 0).astype(dyb.dtype)
-    dxb = jnp.einsum("bh,dh->bd", dpre, w1)
-    if own_from is None:
-      dx = jax.lax.dynamic_update_slice_in_dim(dx, dxb, start, 0)
-    else:
-      dx = _masked_update(dx, dxb, start, own)
+    dx = _write_rows(dx, jnp.einsum("bh,dh->bd", dpre, w1), start, own)
     return dx, (jnp.einsum("bd,bh->dh", xb, dpre), jnp.sum(dpre, axis=0),
                 jnp.einsum("bd,bh->dh", dyb, hb), jnp.sum(dyb, axis=0))
 
