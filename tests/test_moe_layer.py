@@ -251,6 +251,15 @@ def test_wrong_input_rank_raises():
         jax.random.key(0), jnp.ones((D,)), train=False)
 
 
+def _random_expert_params(keys, e):
+  """E experts with O(1) random weights and biases (4 keys)."""
+  return dispatch.ExpertParams(
+      0.3 * jax.random.normal(keys[0], (e, D, H)),
+      0.1 * jax.random.normal(keys[1], (e, H)),
+      0.3 * jax.random.normal(keys[2], (e, D, H)),
+      0.1 * jax.random.normal(keys[3], (e, D)))
+
+
 @pytest.mark.parametrize("block_sizes", [(8, 3, 1), (16, 8), (32,),
                                          (64, 48, 16), (16, 8, 4, 2)])
 def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
@@ -263,11 +272,7 @@ def test_dropless_dispatch_with_skewed_routing_matches_reference(block_sizes):
   t, e, k = 40, 6, 2
   ks = jax.random.split(jax.random.key(0), 6)
   x = jax.random.normal(ks[0], (t, D))
-  params = dispatch.ExpertParams(
-      0.3 * jax.random.normal(ks[1], (e, D, H)),
-      0.1 * jax.random.normal(ks[2], (e, H)),
-      0.3 * jax.random.normal(ks[3], (e, D, H)),
-      0.1 * jax.random.normal(ks[4], (e, D)))
+  params = _random_expert_params(ks[1:5], e)
   first = jnp.where(jnp.arange(t) < 33, 2, 4)
   second = jnp.where(jnp.arange(t) % 2 == 0, 5, 2)
   second = jnp.where(second == first, 0, second)
@@ -312,11 +317,7 @@ def test_expert_blocks_write_each_row_from_its_own_expert_and_zero_elsewhere(
   rows = int(pad + jnp.sum(count + gap)) + 2
   ks = jax.random.split(jax.random.key(3), 6)
   x_rows = jax.random.normal(ks[0], (rows, D))
-  params = dispatch.ExpertParams(
-      0.3 * jax.random.normal(ks[1], (e, D, H)),
-      0.1 * jax.random.normal(ks[2], (e, H)),
-      0.3 * jax.random.normal(ks[3], (e, D, H)),
-      0.1 * jax.random.normal(ks[4], (e, D)))
+  params = _random_expert_params(ks[1:5], e)
   owner = np.full(rows, -1)
   for i in range(e):
     owner[int(group_start[i]):int(group_start[i] + count[i])] = i
