@@ -137,8 +137,14 @@ def kth_excluding_threshold(noisy_logits: Array, k: int) -> Array:
         f"num_experts={num_experts}.")
   _, top_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits), k + 1)
   one_hot = _one_hot(top_index, num_experts, noisy_logits.dtype)
-  top_values = _select(noisy_logits, one_hot)
-  in_top_k = jnp.sum(one_hot[:, :k], axis=1) > 0
+  return _threshold_from_top(_select(noisy_logits, one_hot), one_hot, k)
+
+
+def _threshold_from_top(top_values: Array, top_one_hot: Array,
+                        k: int) -> Array:
+  """`kth_excluding_threshold` from the top k+1 values [T, k + 1] of H(x)
+  and their one-hot [T, k + 1, E]."""
+  in_top_k = jnp.sum(top_one_hot[:, :k], axis=1) > 0
   return jnp.where(in_top_k, top_values[:, k:k + 1], top_values[:, k - 1:k])
 
 
@@ -170,7 +176,14 @@ def prob_in_top_k(clean_logits: Array, noisy_logits: Array, noise_std: Array,
   _check_k(k, num_experts)
   if k == num_experts:
     return jnp.ones_like(clean_logits)
-  threshold = kth_excluding_threshold(noisy_logits, k)
+  return _prob_from_threshold(clean_logits,
+                              kth_excluding_threshold(noisy_logits, k),
+                              noise_std)
+
+
+def _prob_from_threshold(clean_logits: Array, threshold: Array,
+                         noise_std: Array) -> Array:
+  """Phi((clean - threshold) / noise_std), Shazeer et al. 2017, Eq. 9."""
   z = (clean_logits - threshold) / jnp.maximum(noise_std, _MIN_NOISE_STD)
   return jax.scipy.stats.norm.cdf(z)
 
@@ -330,20 +343,34 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
       noise_std = jax.nn.softplus(raw_noise)
       noisy_logits = estimators.gaussian_reparameterize(
           key, clean_logits, log_softplus(raw_noise))
-      load_prob = prob_in_top_k(clean_logits, noisy_logits, noise_std, k)
     else:
       noise_std = jnp.zeros_like(clean_logits)
       noisy_logits = clean_logits
-    _, expert_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits), k)
-    one_hot = _one_hot(expert_index, num_experts, clean_logits.dtype)
-    top_gates = jax.nn.softmax(_select(noisy_logits, one_hot), axis=-1)
+    # One top-(k+1) serves both the routing (its first k, the same experts
+    # as a top-k: lax.top_k breaks ties by index) and P(x, i)'s thresholds.
+    with_threshold = noisy and k < num_experts
+    _, top_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits),
+                                 k + 1 if with_threshold else k)
+    top_one_hot = _one_hot(top_index, num_experts, clean_logits.dtype)
+    top_values = _select(noisy_logits, top_one_hot)
+    if noisy:
+      load_prob = (_prob_from_threshold(
+          clean_logits, _threshold_from_top(top_values, top_one_hot, k),
+          noise_std) if with_threshold else jnp.ones_like(clean_logits))
+    one_hot = top_one_hot[:, :k]
+    # Read back from the one-hot, not sliced off `top_index`: a slice of
+    # lax.top_k's indices other than all of them stops XLA:CPU from using
+    # its TopK kernel (it falls back to a full sort, ~30 ms at E = 64).
+    expert_index = jnp.argmax(one_hot, axis=-1)
+    top_gates = jax.nn.softmax(top_values[:, :k], axis=-1)
     gates = jnp.einsum("tk,tke->te", top_gates, one_hot)
     if routing_gradient == STRAIGHT_THROUGH:
       gates = estimators.straight_through(
           gates, jax.nn.softmax(noisy_logits, axis=-1))
 
   expert_index = expert_index.astype(jnp.int32)
-  one_hot = _one_hot(expert_index, num_experts, clean_logits.dtype)
+  if routing_gradient == GUMBEL:
+    one_hot = _one_hot(expert_index, num_experts, clean_logits.dtype)
   if routing_gradient == PAPER:
     expert_weight = top_gates  # Same value and gradient, no extra product.
   else:

@@ -120,7 +120,8 @@ def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
   """
   loss = (gating.importance_loss(g.importance, weight=w_importance)
           + gating.load_loss(g.load, weight=w_load))
-  router_probs = jax.nn.softmax(g.noisy_logits, axis=-1)
+  router_log_probs = jax.nn.log_softmax(g.noisy_logits, axis=-1)
+  router_probs = jnp.exp(router_log_probs)
   if switch_alpha:
     loss = loss + gating.switch_balance_loss(
         router_probs, g.expert_index, alpha=switch_alpha)
@@ -128,8 +129,7 @@ def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
     loss = loss + gating.router_z_loss(g.noisy_logits, weight=z_loss)
   sg = jax.lax.stop_gradient
   count = sg(g.count)
-  entropy = -jnp.sum(router_probs * jax.nn.log_softmax(g.noisy_logits, -1),
-                     axis=-1)
+  entropy = -jnp.sum(router_probs * router_log_probs, axis=-1)
   return MoEAux(
       loss=loss,
       cv_importance=jnp.sqrt(gating.cv_squared(sg(g.importance), eps=0.0)),

@@ -123,6 +123,29 @@ def test_gates_sparse_normalised_and_softmax_over_kept_logits():
   np.testing.assert_array_equal(jnp.sum(g.count), k * T)
 
 
+@pytest.mark.parametrize("k", [1, 3, E - 1, E])
+def test_routing_is_lax_top_k_and_load_is_sum_of_prob_in_top_k(k):
+  """noisy_top_k shares one top-(k+1) between routing and P(x, i); both must
+  equal the separate functions, ties included (a zero token: equal logits,
+  first experts win in training without noise and in eval)."""
+  x, w_gate, w_noise = _weights(12)
+  x = x.at[0].set(0.0)
+  g = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(3), k=k,
+                         train=True)
+  _, idx = jax.lax.top_k(g.noisy_logits, k)
+  np.testing.assert_array_equal(g.expert_index, idx)
+  np.testing.assert_allclose(
+      g.load, jnp.sum(gating.prob_in_top_k(g.clean_logits, g.noisy_logits,
+                                           g.noise_std, k), axis=0),
+      rtol=1e-6)
+  for kwargs in ({"train": False}, {"train": True, "noise": False}):
+    g = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(3), k=k,
+                           **kwargs)
+    np.testing.assert_array_equal(g.expert_index,
+                                  jax.lax.top_k(x @ w_gate, k)[1])
+    np.testing.assert_array_equal(g.expert_index[0], jnp.arange(k))
+
+
 def test_eval_mode_is_noise_free_with_exact_load():
   x, w_gate, w_noise = _weights(9)
   g0 = gating.noisy_top_k(x, w_gate, w_noise, None, k=2, train=False)
