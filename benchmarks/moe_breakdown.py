@@ -2,6 +2,7 @@ r"""Where the dropless MoE layer's time goes, against the FLOP-matched dense FFN
 
   python -m benchmarks.moe_breakdown --experts 32 64
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.moe_breakdown
+  python -m benchmarks.moe_breakdown --experts 64 --ops    # per-op profile
 
 Same sizes as `benchmarks/moe_throughput.py` (T = 4096, d_model 256, expert
 hidden 1024, k = 2). The routing is computed once with the noisy top-k gate
@@ -11,13 +12,26 @@ auxiliary losses alone. Each loss is sum(y^2); "fwd + bwd" is the gradient
 with respect to the input and every weight. Times are the minimum over
 interleaved repeats in one process, each after an untimed call of the same
 case.
+
+--ops profiles the whole layer's gradient step (gating, dispatch, experts,
+aux losses; the `moe dropless` row of `benchmarks.moe_throughput`) with
+`jax.profiler` and prints the time of its XLA ops per call, grouped by op
+(fusion) kind and output shape, largest first. The thunk executor runs
+independent ops concurrently on the CPU's threads, so the rows can add up to
+more than the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
 import math
 import os
+import re
+import tempfile
 import time
 
 import jax
@@ -95,14 +109,82 @@ def run(num_experts: int, repeats: int, block_sizes) -> dict[str, float]:
   return {name: 1e3 * min(t) for name, t in times.items()}
 
 
+_HLO_INSTRUCTION = re.compile(
+    r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(", re.MULTILINE)
+_CONTAINERS = ("while", "conditional", "call")
+
+
+def op_profile(num_experts: int, calls: int) -> tuple[float, list]:
+  """Wall ms per call and [(ms per call, ops per call, kind, shape)]."""
+  x = jax.random.normal(jax.random.key(1), (TOKENS, D_MODEL))
+  fn, layer = moe_throughput._moe_fn(None, num_experts)  # pylint: disable=protected-access
+  params = dict(jax.jit(layer.init, static_argnames="train")(
+      jax.random.key(2), x, train=False)["params"])
+  params["w_gate"] = 0.05 * jax.random.normal(jax.random.key(3),
+                                              params["w_gate"].shape)
+  step = moe_throughput._grad_step(fn)  # pylint: disable=protected-access
+  key = jax.random.key(4)
+  hlo = step.lower(params, x, key).compile().as_text()
+  ops = {name: (shape, opcode)
+         for name, shape, opcode in _HLO_INSTRUCTION.findall(hlo)}
+  for _ in range(2):
+    jax.block_until_ready(step(params, x, key))
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    start = time.perf_counter()
+    for _ in range(calls):
+      jax.block_until_ready(step(params, x, key))
+    wall = (time.perf_counter() - start) / calls
+    jax.profiler.stop_trace()
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"),
+                        recursive=True)
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  total, count = collections.Counter(), collections.Counter()
+  for event in events:
+    name = event.get("name")
+    if event.get("ph") != "X" or name not in ops:
+      continue
+    shape, opcode = ops[name]
+    if opcode in _CONTAINERS:
+      continue
+    kind = re.sub(r"\.\d+$", "", name) if opcode == "fusion" else opcode
+    shape = re.sub(r"\{.*", "", shape)
+    if kind.startswith(("ynn_fusion", "xnn_fusion", "dot")):
+      kind, shape = "matmuls (with fused epilogues)", "all"
+    group = (kind, shape)
+    total[group] += event.get("dur", 0.0)
+    count[group] += 1
+  rows = [(us / 1e3 / calls, count[g] / calls) + g
+          for g, us in total.most_common()]
+  return 1e3 * wall, rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--experts", type=int, nargs="+", default=[32, 64])
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--block_sizes", type=int, nargs="+",
                       default=list(dispatch.DEFAULT_BLOCK_SIZES))
+  parser.add_argument("--ops", action="store_true",
+                      help="per-op profile of the layer's gradient step")
+  parser.add_argument("--top", type=int, default=20,
+                      help="rows printed by --ops")
   args = parser.parse_args()
   block_sizes = tuple(args.block_sizes)
+  if args.ops:
+    print(f"jax {jax.__version__}, T={TOKENS}, d_model={D_MODEL}, "
+          f"hidden={HIDDEN}, k={K}, calls={args.repeats}, "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+    for e in args.experts:
+      wall, rows = op_profile(e, args.repeats)
+      print(f"\nE={e}: {wall:.1f} ms per call (wall, while profiling)")
+      print("| ms per call | ops per call | op kind | output shape |")
+      print("|---|---|---|---|")
+      for ms, n, kind, shape in rows[:args.top]:
+        print(f"| {ms:.2f} | {n:g} | {kind} | {shape} |", flush=True)
+    return
   print(f"jax {jax.__version__}, T={TOKENS}, d_model={D_MODEL}, "
         f"hidden={HIDDEN}, k={K}, repeats={args.repeats}, "
         f"block_sizes={block_sizes}, "
