@@ -332,9 +332,8 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
         gumbel_temperature * jnp.log(relaxed))
     noise_std = jnp.zeros_like(clean_logits)
     _, expert_index = jax.lax.top_k(noisy_logits, k)
-    mask = jnp.sum(jax.nn.one_hot(expert_index, num_experts,
-                                  dtype=relaxed.dtype), axis=1)
-    kept = relaxed * mask
+    one_hot = _one_hot(expert_index, num_experts, relaxed.dtype)
+    kept = relaxed * jnp.sum(one_hot, axis=1)
     forward = kept / jnp.sum(kept, axis=-1, keepdims=True)
     gates = estimators.straight_through(forward, relaxed)
   else:
@@ -358,9 +357,9 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
           clean_logits, _threshold_from_top(top_values, top_one_hot, k),
           noise_std) if with_threshold else jnp.ones_like(clean_logits))
     one_hot = top_one_hot[:, :k]
-    # Read back from the one-hot, not sliced off `top_index`: a slice of
-    # lax.top_k's indices other than all of them stops XLA:CPU from using
-    # its TopK kernel (it falls back to a full sort, ~30 ms at E = 64).
+    # Read back from the one-hot, not sliced off `top_index`: with that
+    # slice XLA:CPU (jaxlib 0.10.2) lowered the top-k as a full sort of the
+    # E logits instead of its TopK kernel (~30 ms against ~1 ms at E = 64).
     expert_index = jnp.argmax(one_hot, axis=-1)
     top_gates = jax.nn.softmax(top_values[:, :k], axis=-1)
     gates = jnp.einsum("tk,tke->te", top_gates, one_hot)
@@ -369,8 +368,6 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
           gates, jax.nn.softmax(noisy_logits, axis=-1))
 
   expert_index = expert_index.astype(jnp.int32)
-  if routing_gradient == GUMBEL:
-    one_hot = _one_hot(expert_index, num_experts, clean_logits.dtype)
   if routing_gradient == PAPER:
     expert_weight = top_gates  # Same value and gradient, no extra product.
   else:
