@@ -116,14 +116,8 @@ _CONTAINERS = ("while", "conditional", "call")
 
 def op_profile(num_experts: int, calls: int) -> tuple[float, list]:
   """Wall ms per call and [(ms per call, ops per call, kind, shape)]."""
-  x = jax.random.normal(jax.random.key(1), (TOKENS, D_MODEL))
-  fn, layer = moe_throughput._moe_fn(None, num_experts)  # pylint: disable=protected-access
-  params = dict(jax.jit(layer.init, static_argnames="train")(
-      jax.random.key(2), x, train=False)["params"])
-  params["w_gate"] = 0.05 * jax.random.normal(jax.random.key(3),
-                                              params["w_gate"].shape)
+  fn, params, x, key = moe_throughput.moe_dropless_case(num_experts)
   step = moe_throughput._grad_step(fn)  # pylint: disable=protected-access
-  key = jax.random.key(4)
   hlo = step.lower(params, x, key).compile().as_text()
   ops = {name: (shape, opcode)
          for name, shape, opcode in _HLO_INSTRUCTION.findall(hlo)}

@@ -185,10 +185,14 @@ def _peak_bytes(compiled) -> float:
                + m.temp_size_in_bytes)
 
 
-def run(num_experts: int, repeats: int, ragged: bool,
-        block_sizes=None) -> list[dict]:
-  key = jax.random.key(0)
-  k_x, k_init, k_gate, k_dense, k_w = jax.random.split(key, 5)
+def _case_keys():
+  """Fixed keys: the input, the MoE init, gating, the dense FFN, W_g."""
+  return jax.random.split(jax.random.key(0), 5)
+
+
+def moe_dropless_case(num_experts: int, block_sizes=None):
+  """(loss fn, params, x, gating key) of the "moe dropless" row."""
+  k_x, k_init, k_gate, _, k_w = _case_keys()
   x = jax.random.normal(k_x, (TOKENS, D_MODEL))
   moe_fn, layer = _moe_fn(None, num_experts, block_sizes)
   moe_params = jax.jit(layer.init, static_argnames="train")(
@@ -197,7 +201,13 @@ def run(num_experts: int, repeats: int, ragged: bool,
   moe_params = dict(moe_params)
   moe_params["w_gate"] = 0.05 * jax.random.normal(
       k_w, moe_params["w_gate"].shape)
-  kd1, kd2 = jax.random.split(k_dense)
+  return moe_fn, moe_params, x, k_gate
+
+
+def run(num_experts: int, repeats: int, ragged: bool,
+        block_sizes=None) -> list[dict]:
+  moe_fn, moe_params, x, k_gate = moe_dropless_case(num_experts, block_sizes)
+  kd1, kd2 = jax.random.split(_case_keys()[3])
   dense_params = {
       "w1": jax.random.normal(kd1, (D_MODEL, K * HIDDEN)) / math.sqrt(D_MODEL),
       "b1": jnp.zeros((K * HIDDEN,)),
