@@ -1,5 +1,9 @@
 """Autoreset bookkeeping, env snapshots and bad-input errors."""
 
+import json
+import os
+import pickle
+
 import gymnasium as gym
 import jax
 import numpy as np
@@ -132,6 +136,52 @@ def test_snapshot_restore_round_trips_env_state(env_id):
       np.testing.assert_array_equal(x, y)
     ended += int(np.sum(a[2] | a[3]))
   assert ended >= 2   # the comparison crossed episode ends (TimeLimit state).
+
+
+class _Payload:
+  """Unpickling this runs a shell command that creates `path`."""
+
+  def __init__(self, path):
+    self.path = path
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.path}",))
+
+
+def test_restore_refuses_a_pickle_and_runs_nothing(tmp_path):
+  live = tmp_path / "pickle_ran"
+  pickle.loads(pickle.dumps(_Payload(live)))   # The payload is live...
+  assert live.exists()
+  target = tmp_path / "restore_ran"
+  env = envs.make_vec_env("Pendulum-v1", 1)
+  with pytest.raises(ValueError, match="not JSON; refusing to load it"):
+    envs.restore(env, pickle.dumps({"subenvs": [_Payload(target)]}))
+  assert not target.exists()                  # ...but restore never runs it.
+
+
+def _tampered(blob, edit):
+  saved = json.loads(blob)
+  edit(saved["subenvs"][0][-1])   # The base env's attributes.
+  return json.dumps(saved).encode()
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda base: base.update(state={"type": "os.system", "items": ["ls"]}),
+     r"names type 'os.system'; only \('tuple', 'dict', 'ndarray'"),
+    (lambda base: base["_np_random"].update(bit_generator="Evil"),
+     "names bit generator 'Evil'"),
+    (lambda base: base["state"].update(dtype="|O"),
+     "array of dtype object; only bool and numeric"),
+    (lambda base: base["state"].pop("data"), "snapshot is malformed"),
+])
+def test_restore_refuses_snapshots_naming_other_types(edit, match):
+  env = envs.make_vec_env("Pendulum-v1", 1)
+  env.reset(seed=[0])
+  blob = envs.snapshot(env)
+  before = envs.snapshot(env)
+  with pytest.raises(ValueError, match=match):
+    envs.restore(env, _tampered(blob, edit))
+  assert envs.snapshot(env) == before   # Refused before the env is touched.
 
 
 def test_action_scaler_maps_unit_box_to_bounds():
