@@ -1,39 +1,106 @@
-"""Atomic orbax checkpoints of a run's state, and the resume config check.
+"""Runs that can be trusted: atomic orbax checkpoints, resume checks, recovery.
 
-A checkpoint holds three items, written together by one
+A trainer opens its workdir with `open_run` and keeps it open for the whole
+run:
+
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=RESUME_ALLOWED) as run:
+    state = ...                                   # fresh state (template)
+    restored = run.restore_latest(state)          # None on a fresh run
+    ...
+    run.save(step, state, meta={"step": step})
+
+`open_run` takes the workdir's lock (`common.workdir_lock`: one writer per
+workdir; a second process stops at once naming the pid holding it), then
+opens `workdir/checkpoints`.
+
+Checkpoints. Each holds four items, written together by one
 `orbax.checkpoint.CheckpointManager.save` (orbax writes into a temporary
 directory and renames it when complete, so a SIGKILL mid-save leaves the
 previous checkpoint as the latest one):
 
-  "state": the training-state pytree (SAC: the SACState stacked over seeds,
-           with networks, optimizer states, target critics, log alpha, raw
-           RNG keys, counters and the replay buffer; MoE: parameters,
-           optimizer state and step);
-  "host":  numpy arrays owned by the host loop (SAC: the pickled environment
-           snapshot as uint8, the observation to act on, the pending action;
-           MoE saves none);
-  "meta":  JSON: the host loop's counters.
+  "state":  the training-state pytree (SAC: the SACState stacked over seeds,
+            with networks, optimizer states, target critics, log alpha, raw
+            RNG keys, counters and the replay buffer; MoE: parameters,
+            optimizer state and step);
+  "host":   numpy arrays owned by the host loop (SAC: the environment
+            snapshot, a JSON document stored as uint8, the observation to act
+            on, the pending action; absent for MoE);
+  "meta":   JSON: the host loop's counters;
+  "config": JSON: the run's full config. The resume check reads it from the
+            checkpoint itself, so it cannot drift from the state it
+            describes; `workdir/config.json` is a copy for people to read.
 
+Loading never executes code from the checkpoint: orbax restores arrays and
+JSON, and the SAC environment snapshot is JSON too (`sac.envs.restore`).
 Saving is synchronous: the state's buffers are donated to the next update, so
 an asynchronous save could read freed memory.
 
-`write_run_config` writes `workdir/config.json` atomically. Used by
-`sac.train` and `moe.train`.
+Resume checks (`Run.restore_latest`, `check_resume_config`). Every config
+field must equal the checkpoint's, except the trainer's documented
+`allowed_changes` (fields that cannot change the trajectory: the step budget,
+the progress bar, log output). Otherwise a ValueError names each changed field
+with its saved and new value, and nothing in the workdir is modified.
+
+Damaged checkpoints. If the latest checkpoint does not restore (a truncated
+or garbled file from a full disk or a bad copy), an absl warning names it and
+the reason, it is renamed aside to `checkpoints/<step>.damaged-<n>` for
+inspection, and the run resumes from the newest checkpoint that restores;
+trainers then trim their CSV logs to that step (`common.csv_logs.CsvLog`).
+If no checkpoint restores, `CheckpointsDamagedError` lists each one with its
+reason, and nothing is renamed or overwritten.
+
+A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
+OSError) says so with the checkpoint directory; the partial temporary
+directory is removed and the previous checkpoint stays the latest, intact.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from typing import Any, Sequence
+import re
+import shutil
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from common import workdir_lock
+
+_ITEMS = ("state", "host", "meta", "config")
+_ABSENT = "<absent>"
+
+
+class CheckpointsDamagedError(RuntimeError):
+  """No checkpoint in the workdir restores; nothing was changed."""
+
+
+class CheckpointDiskFullError(OSError):
+  """A save ran out of disk space; the previous checkpoint is intact."""
+
+
+class Restored(NamedTuple):
+  """A restored checkpoint."""
+  step: int
+  state: Any
+  host: dict[str, np.ndarray] | None
+  meta: dict[str, Any]
+  config: dict[str, Any]
+
+
+def config_to_dict(config) -> dict[str, Any]:
+  """The config as plain JSON data (tuples become lists)."""
+  if hasattr(config, "to_json"):
+    return json.loads(config.to_json())
+  return json.loads(json.dumps(dict(config)))
 
 
 class Checkpointer:
-  """Save/restore of (state, host arrays, metadata) under DIR/checkpoints."""
+  """Save/restore of (state, host arrays, metadata, config) under DIR/checkpoints."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
@@ -42,20 +109,53 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=False,
             create=True),
-        item_names=("state", "host", "meta"))
+        item_names=_ITEMS)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
   def save(self, step: int, state: Any, host: dict[str, np.ndarray] | None,
-           meta: dict[str, Any]) -> None:
-    """Saves checkpoint `step`; `host=None` for runs with no host arrays."""
+           meta: dict[str, Any], *, config: dict[str, Any]) -> None:
+    """Saves checkpoint `step`; `host=None` for runs with no host arrays.
+
+    Raises CheckpointDiskFullError if the disk fills (the previous
+    checkpoint stays the latest).
+    """
     items = {"state": ocp.args.StandardSave(state),
-             "meta": ocp.args.JsonSave(meta)}
+             "meta": ocp.args.JsonSave(meta),
+             "config": ocp.args.JsonSave(config)}
     if host is not None:
       items["host"] = ocp.args.StandardSave(host)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+      self.manager.wait_until_finished()
+    except Exception as err:  # Re-raised below, with the path.
+      if not _is_disk_full(err):
+        err.add_note(f"while saving checkpoint {step} to {self.directory}")
+        raise
+      self._remove_partial(step)
+      self.manager.reload()
+      raise CheckpointDiskFullError(
+          errno.ENOSPC,
+          f"disk full: no space left on the device while saving checkpoint "
+          f"{step} to {self.directory}; the previous checkpoint "
+          f"({self.manager.latest_step()}) is intact and a rerun resumes from "
+          "it once space is freed.") from err
+
+  def _remove_partial(self, step: int) -> None:
+    """Deletes orbax's unfinished temporary directory of `step` (frees space)."""
+    for name in os.listdir(self.directory):
+      if re.fullmatch(rf"{step}\.orbax-checkpoint-tmp.*", name):
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+  def restore_config(self, step: int) -> dict[str, Any]:
+    """The config stored in checkpoint `step`."""
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return dict(restored["config"])
 
   def restore(self, step: int, state_like: Any, *, with_host: bool = True):
     """Restores checkpoint `step` as (state, host or None, meta).
@@ -73,40 +173,189 @@ class Checkpointer:
             if with_host else None)
     return restored["state"], host, dict(restored["meta"])
 
+  def set_aside(self, step: int) -> str:
+    """Renames checkpoint `step` to `<step>.damaged-<n>`; returns the new path."""
+    n = 1
+    while os.path.exists(os.path.join(self.directory, f"{step}.damaged-{n}")):
+      n += 1
+    target = os.path.join(self.directory, f"{step}.damaged-{n}")
+    os.rename(os.path.join(self.directory, str(step)), target)
+    self.manager.reload()
+    return target
+
   def close(self) -> None:
     self.manager.close()
 
 
-def check_resume_config(workdir: str, config,
-                        invariant: Sequence[str]) -> None:
-  """Raises ValueError if `workdir/config.json` differs on `invariant` keys.
+def _is_disk_full(err: BaseException) -> bool:
+  """True if `err` or its causes report ENOSPC.
 
-  Resuming a checkpoint under a config that changes these fields (seed,
-  sizes, schedule...) would not continue the same run.
+  orbax writes arrays through tensorstore, whose errors are ValueErrors
+  that quote the OS message rather than OSErrors with an errno.
   """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json())
-  changed = [k for k in invariant if saved.get(k) != current.get(k)]
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+      return True
+    if os.strerror(errno.ENOSPC) in str(err):
+      return True
+    err = err.__cause__ or err.__context__
+  return False
+
+
+def check_resume_config(saved: dict[str, Any], config,
+                        allowed_changes: Sequence[str], *,
+                        workdir: str = "") -> None:
+  """Raises ValueError naming every field that differs from the saved config.
+
+  Fields in `allowed_changes` may differ. A field present on one side only
+  counts as changed (shown as <absent>).
+
+  Args:
+    saved: the config stored in the checkpoint (JSON data).
+    config: the config of the run being resumed (ConfigDict or dict).
+    allowed_changes: names of the fields that cannot change the trajectory.
+    workdir: named in the error.
+  """
+  current = config_to_dict(config)
+  changed = [k for k in sorted(set(saved) | set(current))
+             if k not in allowed_changes
+             and saved.get(k, _ABSENT) != current.get(k, _ABSENT)]
   if changed:
     raise ValueError(
-        f"workdir {workdir!r} holds a checkpoint of a run with different "
-        + ", ".join(f"{k} (saved {saved.get(k)!r}, now {current.get(k)!r})"
-                    for k in changed)
-        + "; use a new workdir or the saved values.")
+        f"cannot resume the run in workdir {workdir!r}: its checkpoint was "
+        "written with different "
+        + ", ".join(f"{k} (saved {saved.get(k, _ABSENT)!r}, now "
+                    f"{current.get(k, _ABSENT)!r})" for k in changed)
+        + f". Only {tuple(allowed_changes)} may change on resume; use the "
+        "saved values or a new workdir.")
 
 
 def write_run_config(workdir: str, config) -> None:
-  """Writes `workdir/config.json` atomically (temporary file + rename).
+  """Writes `workdir/config.json` (for people; resumes check the checkpoint).
 
-  Call it after `check_resume_config` on resume: a kill mid-write leaves the
-  previous file, which later resumes are checked against.
+  Atomic (temporary file + rename): a kill mid-write leaves the previous file.
   """
   path = os.path.join(workdir, "config.json")
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2))
+    json.dump(config_to_dict(config), f, indent=2)
   os.replace(tmp, path)
+
+
+class Run:
+  """An open workdir: its lock, its checkpoints and the run's config.
+
+  Made by `open_run`; close it (or use it as a context manager) to release
+  the lock.
+  """
+
+  def __init__(self, workdir: str, config, *,
+               allowed_changes: Sequence[str], max_to_keep: int = 2):
+    self.workdir = workdir
+    self.config = config_to_dict(config)
+    self.allowed_changes = tuple(allowed_changes)
+    unknown = set(self.allowed_changes) - set(self.config)
+    if unknown:
+      raise ValueError(f"allowed_changes names fields {sorted(unknown)} that "
+                       "the config does not have.")
+    self.lock = workdir_lock.acquire(workdir)
+    try:
+      self.checkpointer = Checkpointer(workdir, max_to_keep)
+    except BaseException:
+      self.lock.release()
+      raise
+
+  def latest_step(self) -> int | None:
+    return self.checkpointer.latest_step()
+
+  def restore_latest(
+      self, state_like: Any, *, with_host: bool = False,
+      restore_host: Callable[[dict[str, np.ndarray]], None] | None = None,
+  ) -> Restored | None:
+    """Restores the newest checkpoint that restores; None if there is none.
+
+    Checks the config against that checkpoint's (ValueError if a field outside
+    `allowed_changes` differs), sets newer damaged checkpoints aside with a
+    warning, and writes `workdir/config.json`.
+
+    Args:
+      state_like: the state's structure (a fresh state).
+      with_host: the checkpoints hold host arrays.
+      restore_host: called with the host arrays; an error it raises marks the
+        checkpoint as damaged too (SAC restores its environments here).
+
+    Raises:
+      ValueError: the config differs from the checkpoint's.
+      CheckpointsDamagedError: there are checkpoints but none restores.
+    """
+    damaged: list[tuple[int, str]] = []
+    restored = None
+    for step in reversed(self.checkpointer.all_steps()):
+      try:
+        saved_config = self.checkpointer.restore_config(step)
+      except Exception as err:  # Any failure to read means damage.
+        damaged.append(self._damage(step, err))
+        continue
+      check_resume_config(saved_config, self.config, self.allowed_changes,
+                          workdir=self.workdir)
+      try:
+        state, host, meta = self.checkpointer.restore(step, state_like,
+                                                      with_host=with_host)
+        if restore_host is not None:
+          restore_host(host)
+      except Exception as err:  # Any failure to restore means damage.
+        damaged.append(self._damage(step, err))
+        continue
+      restored = Restored(step, state, host, meta, saved_config)
+      break
+    if damaged and restored is None:
+      raise CheckpointsDamagedError(
+          f"no checkpoint in {self.checkpointer.directory} restores: "
+          + "; ".join(f"checkpoint {s}: {why}" for s, why in damaged)
+          + ". Nothing was renamed or overwritten; move the checkpoints "
+          "directory aside (or use a new workdir) to start over.")
+    for step, _ in damaged:
+      target = self.checkpointer.set_aside(step)
+      logging.warning("Moved damaged checkpoint %d to %s; resuming from "
+                      "checkpoint %d.", step, target, restored.step)
+    write_run_config(self.workdir, self.config)
+    if restored is not None:
+      logging.info("Resumed from checkpoint %d.", restored.step)
+    return restored
+
+  def _damage(self, step: int, err: Exception) -> tuple[int, str]:
+    why = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+    logging.warning("Checkpoint %s does not restore (%s).",
+                    os.path.join(self.checkpointer.directory, str(step)), why)
+    return step, why
+
+  def save(self, step: int, state: Any, *,
+           host: dict[str, np.ndarray] | None = None,
+           meta: dict[str, Any]) -> None:
+    """Saves checkpoint `step` with the run's config."""
+    self.checkpointer.save(step, state, host, meta, config=self.config)
+
+  def close(self) -> None:
+    """Closes the checkpoints and releases the workdir lock."""
+    try:
+      self.checkpointer.close()
+    finally:
+      self.lock.release()
+
+  def __enter__(self) -> "Run":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def open_run(workdir: str, config, *, allowed_changes: Sequence[str],
+             max_to_keep: int = 2) -> Run:
+  """Locks `workdir` (creating it) and opens its checkpoints; see module doc.
+
+  Raises `workdir_lock.WorkdirLockedError` if another process holds it.
+  """
+  return Run(workdir, config, allowed_changes=allowed_changes,
+             max_to_keep=max_to_keep)

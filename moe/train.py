@@ -12,13 +12,20 @@ excess, and the Table 6 columns of Shazeer et al. 2017 (CV(Importance),
 CV(Load), max/mean load), measured on the evaluation set in eval mode (no
 noise) and on the last training batch (with noise).
 
-Nothing is lost: after every evaluation the training state is checkpointed
-atomically (`common.checkpointing`, orbax) and `workdir/config.json` is
-written; rerunning the same command resumes from the latest checkpoint and
-continues the same run (data and gating keys depend only on the seed and the
-step), so eval.csv ends up the same as an uninterrupted run's. A non-finite
-training loss stops the run with an error naming the loss and step; the last
-good checkpoint stays.
+Nothing is lost: after every evaluation the training state and the full
+config are checkpointed atomically (`common.checkpointing`, orbax);
+rerunning the same command resumes from the latest checkpoint and continues
+the same run (data and gating keys depend only on the seed and the step), so
+eval.csv ends up the same as an uninterrupted run's. The run holds
+`workdir/run.lock` (one writer per workdir); a resume under a config that
+differs from the checkpoint's outside `RESUME_ALLOWED` is refused with an
+error naming each changed field; a damaged latest checkpoint is set aside and
+the run resumes from the newest one that restores. A non-finite training
+loss stops the run with an error naming the loss and step; the last good
+checkpoint stays.
+
+Outputs in `workdir`: config.json, eval.csv, tensorboard/ (if
+config.tensorboard), checkpoints/, run.lock.
 """
 
 from __future__ import annotations
@@ -67,14 +74,12 @@ class NextTokenMoE(nn.Module):
     return nn.Dense(self.vocab_size)(h), aux
 
 
-# Changing these between a checkpoint and its resume would not continue the
-# same run (num_steps may grow: that extends it).
-_RESUME_INVARIANT = (
-    "seed", "num_domains", "vocab_size", "context_length", "concentration",
-    "d_model", "num_experts", "k", "expert_hidden", "capacity_factor",
-    "block_sizes", "noise", "routing_gradient", "w_importance", "w_load",
-    "switch_alpha", "z_loss", "learning_rate", "batch_size", "eval_every",
-    "eval_batch_size")
+# The config fields a resume may change; every other field must equal the
+# checkpoint's. None changes the trajectory: num_steps extends or ends the
+# run (keys depend on the seed and step only); tensorboard and progress_bar
+# only choose outputs. (eval_every is checked: it sets the scan length of
+# the compiled update and which steps are evaluated.)
+RESUME_ALLOWED = ("num_steps", "tensorboard", "progress_bar")
 
 
 class TrainState(NamedTuple):
@@ -195,7 +200,7 @@ def make_evaluate(model: NextTokenMoE, task: moe_task.DomainMixture):
 
 
 def _check_finite(train_metrics: dict, first_step: int,
-                  checkpointer: checkpointing.Checkpointer) -> None:
+                  run: checkpointing.Run) -> None:
   """Raises FloatingPointError naming the loss and step of a non-finite loss."""
   index = int(train_metrics["first_non_finite"])
   if index < 0:
@@ -207,7 +212,7 @@ def _check_finite(train_metrics: dict, first_step: int,
       f"non-finite training loss at step {first_step + index + 1} "
       f"(last step of the chunk: {values or 'finite again'}); training "
       f"stopped, the last good checkpoint is step "
-      f"{checkpointer.latest_step()}.")
+      f"{run.latest_step()}.")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -216,13 +221,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   Args:
     config: see `launch/configs/moe.py`.
     workdir: output directory (created); holds config.json, eval.csv,
-      checkpoints/ and tensorboard/.
+      checkpoints/, tensorboard/ and run.lock (see the module doc).
 
   Returns:
     The last evaluation's metrics.
   """
   check_config(config)
-  os.makedirs(workdir, exist_ok=True)
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=RESUME_ALLOWED) as run:
+    return _train(config, workdir, run)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           run: checkpointing.Run) -> dict[str, float]:
   rng = jax.random.key(config.seed)
   k_task, k_init, k_eval, k_train = jax.random.split(rng, 4)
   task = moe_task.make_task(k_task, num_domains=config.num_domains,
@@ -237,14 +248,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   optimizer = make_optimizer(config)
   state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
-  checkpointer = checkpointing.Checkpointer(workdir)
-  resume_step = checkpointer.latest_step()
+  restored = run.restore_latest(state)
+  resume_step = None if restored is None else restored.step
   seconds_before = 0.0
-  if resume_step is not None:
-    checkpointing.check_resume_config(workdir, config, _RESUME_INVARIANT)
-    state, _, meta = checkpointer.restore(resume_step, state, with_host=False)
-    seconds_before = float(meta["seconds"])
-  checkpointing.write_run_config(workdir, config)
+  if restored is not None:
+    state = restored.state
+    seconds_before = float(restored.meta["seconds"])
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), EVAL_COLUMNS)
   kept = eval_log.start(resume_step)
   row: dict[str, float] = {}
@@ -271,7 +280,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   try:
     while step < config.num_steps:
       state, train_metrics = train_chunk(state, k_train)
-      _check_finite(train_metrics, step, checkpointer)
+      _check_finite(train_metrics, step, run)
       train_metrics.pop("first_non_finite")
       eval_metrics = evaluate(state.params, eval_batch.context)
       row = {name: float(v) for name, v in {**train_metrics,
@@ -282,8 +291,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       # Log first, then checkpoint: after a kill in between, the resume drops
       # the rows past its checkpoint (CsvLog) and logs them again.
       eval_log.write([row])
-      checkpointer.save(step, state, None,
-                        {"step": step, "seconds": row["seconds"]})
+      run.save(step, state, meta={"step": step, "seconds": row["seconds"]})
       if writer is not None:
         for name, value in row.items():
           if name != "step":
@@ -294,7 +302,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                              bayes=f"{row['bayes_loss']:.3f}",
                              cv_load=f"{row['cv_load']:.2f}")
   finally:
-    checkpointer.close()
     if writer is not None:
       writer.close()
     if progress is not None:

@@ -2,11 +2,18 @@
 
 Each loop iteration steps the S * E sub-environments once (S seeds, E envs per
 seed) and makes one compiled call that stores the transitions, runs the
-gradient steps and returns the next actions (sac/learner.py). The loop
-resumes from the latest checkpoint in `workdir` when there is one.
+gradient steps and returns the next actions (sac/learner.py).
 
-Outputs in `workdir`: config.json, eval.csv, train.csv, tb/ (TensorBoard),
-learning_curve.png, checkpoints/.
+Resume. The loop resumes from the latest checkpoint in `workdir` when there
+is one, and the continuation is exact (byte for byte in eval.csv and the
+final state). The run holds `workdir/run.lock` (one writer per workdir) and
+resumes only under the checkpoint's own config: any change outside
+`RESUME_ALLOWED` is refused with an error naming each changed field; a
+damaged latest checkpoint is set aside and the run resumes from the newest
+one that restores (`common.checkpointing`).
+
+Outputs in `workdir`: config.json, eval.csv, train.csv, tensorboard/,
+learning_curve.png, checkpoints/, run.lock.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
-from absl import logging
 from tensorboardX import SummaryWriter
 
 from common import checkpointing
@@ -33,11 +39,14 @@ from sac import validation
 
 TRAIN_COLUMNS = ("step", "seed") + learner.METRIC_NAMES + (
     "episode_return", "steps_per_sec")
-# Changing these between a checkpoint and its resume would break exactness.
-_RESUME_INVARIANT = ("env_id", "seed", "num_seeds", "num_envs", "buffer_size",
-                     "hidden_sizes", "num_critics", "actor_grad",
-                     "batch_size", "updates_per_step", "train_every",
-                     "learning_starts", "eval_every", "eval_episodes")
+# The config fields a resume may change; every other field must equal the
+# checkpoint's. None changes the trajectory (states, environments, eval
+# episodes): total_steps extends or ends the run; checkpoint_every moves the
+# checkpoints, and a resume from any checkpoint is exact; log_every changes
+# only the averaging windows of train.csv and TensorBoard (metrics feed
+# nothing back); progress_bar only the terminal.
+RESUME_ALLOWED = ("total_steps", "checkpoint_every", "log_every",
+                  "progress_bar")
 
 
 def build_agent(config, obs_dim: int, action_dim: int) -> learner.Agent:
@@ -67,7 +76,13 @@ def _crossed(step: int, num_new: int, every: int) -> bool:
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) SAC; returns {"eval_returns": [S] final eval returns}."""
   validation.check_config(config)
-  os.makedirs(workdir, exist_ok=True)
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=RESUME_ALLOWED) as run:
+    return _train(config, workdir, run)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           run: checkpointing.Run) -> dict:
   seeds = [config.seed + i for i in range(config.num_seeds)]
   num_seeds, num_envs = config.num_seeds, config.num_envs
   env = envs.make_vec_env(config.env_id, num_seeds * num_envs)
@@ -78,9 +93,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   agent = build_agent(config, obs_dim, action_dim)
   state = init_states(agent, config, seeds)
 
-  checkpointer = checkpointing.Checkpointer(workdir)
-  resume_step = checkpointer.latest_step()
-  if resume_step is None:
+  restored = run.restore_latest(
+      state, with_host=True,
+      restore_host=lambda host: envs.restore(env, host["env"].tobytes()))
+  resume_step = None if restored is None else restored.step
+  if restored is None:
     obs, _ = env.reset(seed=envs.env_seeds(seeds, num_envs))
     obs = np.asarray(obs, np.float32).reshape(num_seeds, num_envs, obs_dim)
     state, action = learner.make_act_fn(
@@ -90,21 +107,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     episode_return = np.zeros(num_seeds * num_envs)
     last_return = np.full(num_seeds, np.nan)
   else:
-    checkpointing.check_resume_config(workdir, config, _RESUME_INVARIANT)
-    state, host, meta = checkpointer.restore(resume_step, state)
-    envs.restore(env, host["env"].tobytes())
+    state, host, meta = restored.state, restored.host, restored.meta
     obs, action = host["obs"], host["action"]
     episode_return, last_return = host["episode_return"], host["last_return"]
     step, iteration, eval_round = meta["step"], meta["iteration"], meta["eval_round"]
-    logging.info("Resumed from checkpoint at step %d.", step)
-  checkpointing.write_run_config(workdir, config)
 
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"),
                              run_logs.EVAL_COLUMNS)
   train_log = csv_logs.CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS)
   eval_log.start(resume_step)
   train_log.start(resume_step)
-  writer = SummaryWriter(os.path.join(workdir, "tb"),
+  writer = SummaryWriter(os.path.join(workdir, "tensorboard"),
                          purge_step=None if resume_step is None else resume_step + 1)
   step_fns = {}
   eval_policy = learner.make_eval_policy(agent)
@@ -119,8 +132,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     host = {"env": np.frombuffer(envs.snapshot(env), np.uint8).copy(),
             "obs": np.asarray(obs), "action": np.asarray(action),
             "episode_return": episode_return, "last_return": last_return}
-    checkpointer.save(step, state, host, {"step": step, "iteration": iteration,
-                                          "eval_round": eval_round})
+    run.save(step, state, host=host, meta={
+        "step": step, "iteration": iteration, "eval_round": eval_round})
 
   while step < config.total_steps:
     flat_action = action.reshape(num_seeds * num_envs, action_dim)
@@ -156,7 +169,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise FloatingPointError(
             f"non-finite {learner.METRIC_NAMES[bad[1]]}={metrics[tuple(bad)]} "
             f"for seed {seeds[bad[0]]} at step {step}; training stopped, the "
-            f"last good checkpoint is step {checkpointer.latest_step()}.")
+            f"last good checkpoint is step {run.latest_step()}.")
       metric_sum += metrics
       metric_count += 1
 
@@ -198,7 +211,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   bar.close()
   writer.close()
-  checkpointer.close()
   run_logs.plot_learning_curve(
       os.path.join(workdir, "eval.csv"),
       os.path.join(workdir, "learning_curve.png"),

@@ -131,19 +131,15 @@ def test_same_seed_same_results_and_an_interrupted_run_resumes_exactly(
     moe_train.train(config, interrupted)
 
 
-def test_run_config_is_replaced_atomically_and_checked_on_resume(tmp_path):
+def test_run_config_is_replaced_atomically(tmp_path):
   workdir = str(tmp_path)
   config = moe_config.get_config("test")
   checkpointing.write_run_config(workdir, config)
-  config.num_steps = 2 * config.num_steps  # Not invariant: allowed.
+  config.num_steps = 2 * config.num_steps
   checkpointing.write_run_config(workdir, config)
   assert os.listdir(workdir) == ["config.json"]  # No temporary file left.
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["num_steps"] == config.num_steps
-  checkpointing.check_resume_config(workdir, config, ("seed", "k"))
-  config.seed = config.seed + 1
-  with pytest.raises(ValueError, match=r"different seed \(saved"):
-    checkpointing.check_resume_config(workdir, config, ("seed", "k"))
 
 
 def test_non_finite_loss_stops_with_named_step_and_keeps_checkpoint(

@@ -76,7 +76,7 @@ def _read(workdir, name):
 def test_outputs_exist_and_metrics_are_sane(reference_run):
   for name in ("config.json", "eval.csv", "train.csv", "learning_curve.png"):
     assert os.path.exists(os.path.join(reference_run, name)), name
-  assert os.listdir(os.path.join(reference_run, "tb"))
+  assert os.listdir(os.path.join(reference_run, "tensorboard"))
   rows = csv_logs.read_csv(os.path.join(reference_run, "eval.csv"))
   assert [int(r["step"]) for r in rows] == [200, 400, 600]
   train_rows = csv_logs.read_csv(os.path.join(reference_run, "train.csv"))
