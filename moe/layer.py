@@ -80,7 +80,8 @@ def expert_kernel_init(*, in_axis: int, out_axis: int):
 def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
                       capacity_factor: Optional[float],
                       routing_gradient: str = gating.PAPER,
-                      block_sizes=dispatch.DEFAULT_BLOCK_SIZES) -> None:
+                      block_sizes=dispatch.DEFAULT_BLOCK_SIZES,
+                      gumbel_temperature: float = 1.0) -> None:
   """Raises ValueError naming the first bad option."""
   for name, value in (("num_experts", num_experts),
                       ("expert_hidden", expert_hidden)):
@@ -100,6 +101,12 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
     raise ValueError(
         f"routing_gradient must be one of {gating.ROUTING_GRADIENTS}; got "
         f"{routing_gradient!r}.")
+  if (isinstance(gumbel_temperature, bool)
+      or not isinstance(gumbel_temperature, (int, float))
+      or not 0 < gumbel_temperature < math.inf):
+    raise ValueError(
+        "gumbel_temperature must be finite and > 0; got "
+        f"gumbel_temperature={gumbel_temperature!r}.")
   dispatch.check_block_sizes(block_sizes)
 
 
@@ -158,7 +165,7 @@ class MoE(nn.Module):
     z_loss: ST-MoE router z-loss coefficient (0 = off).
     noise: use the gating noise in training (ablation switch).
     routing_gradient: "paper", "straight_through" or "gumbel".
-    gumbel_temperature: for "gumbel".
+    gumbel_temperature: tau > 0 of the Gumbel-softmax, for "gumbel".
     block_sizes: rows per block of the dropless dispatcher, an int or a
       decreasing tuple (see `dispatch.dropless_ffn`).
     expert_mesh: if set, experts are sharded over `expert_axis` of this mesh
@@ -197,7 +204,8 @@ class MoE(nn.Module):
                       expert_hidden=self.expert_hidden,
                       capacity_factor=self.capacity_factor,
                       routing_gradient=self.routing_gradient,
-                      block_sizes=self.block_sizes)
+                      block_sizes=self.block_sizes,
+                      gumbel_temperature=self.gumbel_temperature)
     if x.ndim < 2:
       raise ValueError(
           f"MoE expects x of rank >= 2 ([tokens, d_model] or [..., d_model]);"

@@ -100,7 +100,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for name in ("w_importance", "w_load", "switch_alpha", "z_loss"):
     if not config[name] >= 0:
       raise ValueError(f"config.{name} must be >= 0; got {config[name]!r}.")
-  for name in ("learning_rate", "concentration"):
+  for name in ("learning_rate", "concentration", "gumbel_temperature"):
     if not (config[name] > 0 and math.isfinite(config[name])):
       raise ValueError(
           f"config.{name} must be finite and > 0; got {config[name]!r}.")
@@ -116,7 +116,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       expert_hidden=config.expert_hidden,
       capacity_factor=config.capacity_factor,
       routing_gradient=config.routing_gradient,
-      block_sizes=tuple(config.block_sizes))
+      block_sizes=tuple(config.block_sizes),
+      gumbel_temperature=config.gumbel_temperature)
 
 
 def make_model(config: ml_collections.ConfigDict) -> NextTokenMoE:
@@ -128,6 +129,7 @@ def make_model(config: ml_collections.ConfigDict) -> NextTokenMoE:
       w_importance=config.w_importance, w_load=config.w_load,
       switch_alpha=config.switch_alpha, z_loss=config.z_loss,
       noise=config.noise, routing_gradient=config.routing_gradient,
+      gumbel_temperature=config.gumbel_temperature,
       block_sizes=tuple(config.block_sizes))
   return NextTokenMoE(vocab_size=config.vocab_size, d_model=config.d_model,
                       moe=moe)

@@ -13,6 +13,7 @@ import pytest
 from common import checkpointing
 from common import csv_logs
 from launch.configs import moe as moe_config
+from moe import layer as moe_layer
 from moe import task as moe_task
 from moe import train as moe_train
 
@@ -166,9 +167,51 @@ def test_non_finite_loss_stops_with_named_step_and_keeps_checkpoint(
     ("num_steps", 30, r"num_steps \(30\) must be a multiple"),
     ("learning_rate", 0.0, "config.learning_rate must be finite and > 0"),
     ("learning_rate", float("inf"), "config.learning_rate must be finite"),
+    ("gumbel_temperature", 0.0,
+     r"config.gumbel_temperature must be finite and > 0; got 0.0\."),
+    ("gumbel_temperature", -0.5,
+     r"config.gumbel_temperature must be finite and > 0; got -0.5\."),
 ])
 def test_bad_config_values_raise(tmp_path, field, value, match):
   config = moe_config.get_config("test")
   config[field] = value
   with pytest.raises(ValueError, match=match):
     moe_train.train(config, str(tmp_path))
+
+
+def _gate_gradient_fn(config):
+  """Jitted params -> d(loss)/d(w_gate) of the configured model on one batch
+  of random tokens with a fixed gating key; and initial parameters."""
+  tokens = jax.random.randint(jax.random.key(1), (32, config.context_length + 1),
+                              0, config.vocab_size)
+  context, target = tokens[:, :-1], tokens[:, -1]
+  model = moe_train.make_model(config)
+
+  def loss(params):
+    logits, aux = model.apply({"params": params}, context, train=True,
+                              rngs={"gating": jax.random.key(3)})
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits, target)) + aux.loss
+
+  params = jax.jit(model.init, static_argnames="train")(
+      jax.random.key(2), context, train=False)["params"]
+  return jax.jit(lambda p: jax.grad(loss)(p)["moe"]["w_gate"]), params
+
+
+def test_gumbel_temperature_reaches_the_gate():
+  config = moe_config.get_config("test")
+  config.routing_gradient = "gumbel"
+  config.capacity_factor = 2.0   # The simpler dispatcher compiles faster.
+  config.gumbel_temperature = 0.5
+  cold_fn, params = _gate_gradient_fn(config)
+  cold = np.asarray(cold_fn(params))
+  np.testing.assert_array_equal(cold_fn(params), cold)   # Fixed keys.
+  config.gumbel_temperature = 2.0
+  hot = np.asarray(_gate_gradient_fn(config)[0](params))
+  assert np.all(np.isfinite(hot)) and np.abs(cold).max() > 0
+  assert np.abs(hot - cold).max() > 1e-3 * np.abs(cold).max()
+  with pytest.raises(ValueError, match=r"gumbel_temperature must be finite "
+                     r"and > 0; got gumbel_temperature=0\.0\."):
+    moe_layer.MoE(num_experts=4, k=2, expert_hidden=8,
+                  routing_gradient="gumbel", gumbel_temperature=0.0).init(
+                      jax.random.key(0), jnp.ones((4, 8)), train=False)

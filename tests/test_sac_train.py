@@ -1,6 +1,7 @@
 """End-to-end SAC runs: determinism, exact SIGKILL resume, num_seeds, traces, NaN stop, learning."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,35 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(reference_run, tmp_pat
   steps = lambda d: [(r["step"], r["seed"]) for r in csv_logs.read_csv(
       os.path.join(d, "train.csv"))]
   assert steps(workdir) == steps(reference_run)
+  config = _test_config()
+  jax.tree.map(np.testing.assert_array_equal, _final_state(config, workdir),
+               _final_state(config, reference_run))
+
+
+def test_resume_with_a_changed_temperature_is_refused(reference_run):
+  before = _read(reference_run, "eval.csv")
+  with pytest.raises(ValueError, match=r"different alpha \(saved None, now "
+                     r"0.2\)\. Only \('total_steps', 'checkpoint_every', "
+                     r"'log_every', 'progress_bar'\) may change"):
+    sac_train.train(_test_config(alpha=0.2), reference_run)
+  assert _read(reference_run, "eval.csv") == before
+
+
+def test_damaged_latest_checkpoint_resumes_exactly_from_the_previous(
+    reference_run, tmp_path):
+  """Checkpoint 600 truncated: the rerun resumes from 400, sets 600 aside and
+  ends as the uninterrupted run (eval.csv trimmed to 400, then re-logged);
+  the allowed changes of log_every and checkpoint_every leave it unchanged."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference_run, workdir)
+  damaged = os.path.join(workdir, "checkpoints", "600")
+  for root, _, files in os.walk(os.path.join(damaged, "state")):
+    for name in files:
+      if os.path.basename(root) == "d":
+        os.truncate(os.path.join(root, name), 10)
+  sac_train.train(_test_config(log_every=200, checkpoint_every=100), workdir)
+  assert _read(workdir, "eval.csv") == _read(reference_run, "eval.csv")
+  assert os.path.isdir(damaged + ".damaged-1")
   config = _test_config()
   jax.tree.map(np.testing.assert_array_equal, _final_state(config, workdir),
                _final_state(config, reference_run))

@@ -40,6 +40,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.block_sizes = (64, 16)
   config.noise = True  # Gating noise in training (Shazeer Eq. 4).
   config.routing_gradient = "paper"  # "paper", "straight_through", "gumbel".
+  # Temperature tau of the relaxed Gumbel-softmax sample that routes and
+  # carries the gradient when routing_gradient="gumbel" (Jang et al. 2017,
+  # Eq. 1; moe/gating.py); finite and > 0, unused by the other routings.
+  config.gumbel_temperature = 1.0
 
   # Auxiliary losses.
   config.w_importance = 0.1  # Shazeer Eq. 7, weight of CV(Importance)^2.

@@ -1,0 +1,233 @@
+"""Resume config checks, damaged checkpoints and a full disk (common.checkpointing).
+
+The config checks are generated from the trainers' configs: every field
+outside a trainer's `RESUME_ALLOWED` is changed in turn and the resume must be
+refused naming it with its saved and new value, so a new config field is
+checked without touching these tests. The checkpoints here hold a small
+dummy state (no training): damage is a truncated array file or a garbled JSON
+item of a real orbax checkpoint; a full disk is injected by making orbax's
+JSON write raise ENOSPC mid-save.
+"""
+
+import errno
+import logging
+import os
+import re
+
+import numpy as np
+import pytest
+from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+from common import checkpointing
+from launch.configs import moe as moe_config
+from launch.configs import sac as sac_config
+from moe import train as moe_train
+from sac import train as sac_train
+
+TRAINERS = {
+    "sac": (lambda: sac_config.get_config("test"), sac_train.RESUME_ALLOWED),
+    "moe": (lambda: moe_config.get_config("test"), moe_train.RESUME_ALLOWED),
+}
+
+
+def _changed(value):
+  """A different value of the same config type."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, int):
+    return value + 1
+  if isinstance(value, float):
+    return 2.0 * value + 1.0
+  if isinstance(value, str):
+    return value + "_changed"
+  if isinstance(value, tuple):
+    return value + (value[-1],)
+  if value is None:   # Float placeholders (SAC alpha, target_entropy; MoE
+    return 0.5        # capacity_factor).
+  raise TypeError(f"no changed value for {value!r}")
+
+
+def _fields(trainer):
+  make_config, allowed = TRAINERS[trainer]
+  return [(trainer, k) for k in make_config() if k not in allowed]
+
+
+def _dummy_state():
+  return {"w": np.arange(6.0, dtype=np.float32).reshape(2, 3),
+          "step": np.array(3, np.int32)}
+
+
+@pytest.fixture(scope="module")
+def saved_configs(tmp_path_factory):
+  """Each trainer's test config, as stored in and read back from a checkpoint."""
+  saved = {}
+  for trainer, (make_config, allowed) in TRAINERS.items():
+    workdir = str(tmp_path_factory.mktemp(trainer))
+    with checkpointing.open_run(workdir, make_config(),
+                                allowed_changes=allowed) as run:
+      run.save(1, _dummy_state(), meta={"step": 1})
+      saved[trainer] = run.checkpointer.restore_config(1)
+  return saved
+
+
+def test_allow_lists_name_existing_fields(saved_configs):
+  for trainer, (make_config, allowed) in TRAINERS.items():
+    assert set(allowed) < set(make_config()), trainer
+    assert saved_configs[trainer] == checkpointing.config_to_dict(make_config())
+
+
+@pytest.mark.parametrize("trainer,field",
+                         _fields("sac") + _fields("moe"))
+def test_resume_refuses_every_field_outside_the_allow_list(
+    saved_configs, trainer, field):
+  make_config, allowed = TRAINERS[trainer]
+  config = make_config()
+  old = config[field]
+  config[field] = _changed(old)
+  saved = checkpointing.config_to_dict(make_config())[field]
+  now = checkpointing.config_to_dict(config)[field]
+  with pytest.raises(ValueError, match=(
+      r"written with different " + field + r" \(saved "
+      + re.escape(repr(saved)) + r", now " + re.escape(repr(now)) + r"\)")):
+    checkpointing.check_resume_config(saved_configs[trainer], config, allowed)
+
+
+@pytest.mark.parametrize("trainer", list(TRAINERS))
+def test_resume_accepts_changes_of_the_allowed_fields(saved_configs, trainer):
+  make_config, allowed = TRAINERS[trainer]
+  config = make_config()
+  for field in allowed:
+    config[field] = _changed(config[field])
+  checkpointing.check_resume_config(saved_configs[trainer], config, allowed)
+
+
+def test_refusal_lists_every_changed_field_and_a_field_only_one_side_has():
+  saved = {"a": 1, "b": [2, 3], "c": "x", "gone": 0.5}
+  current = {"a": 2, "b": [2, 3], "c": "y", "new": True}
+  with pytest.raises(ValueError) as info:
+    checkpointing.check_resume_config(saved, current, ("c",), workdir="/w")
+  message = str(info.value)
+  assert "'/w'" in message
+  assert ("a (saved 1, now 2), gone (saved 0.5, now '<absent>'), new (saved "
+          "'<absent>', now True)") in message
+  assert "c (" not in message
+
+
+# --- Damaged checkpoints ------------------------------------------------------
+
+
+def _open(workdir):
+  return checkpointing.open_run(str(workdir), {"seed": 0, "num_steps": 9},
+                                allowed_changes=("num_steps",))
+
+
+def _save_two(workdir):
+  """Checkpoints 1 and 2 holding states 1 * and 2 * the dummy state."""
+  with _open(workdir) as run:
+    for step in (1, 2):
+      state = {k: v * step for k, v in _dummy_state().items()}
+      run.save(step, state, meta={"step": step})
+  return os.path.join(workdir, "checkpoints")
+
+
+def _truncate_arrays(step_dir):
+  """Cuts every array data file of the state item to half its length."""
+  data_files = [os.path.join(root, f)
+                for root, _, files in os.walk(os.path.join(step_dir, "state"))
+                for f in files if os.path.basename(root) == "d"]
+  assert data_files
+  for path in data_files:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _garble_config(step_dir):
+  with open(os.path.join(step_dir, "config", "metadata"), "wb") as f:
+    f.write(b"\x00\xff garbled {")
+
+
+def _snapshot_tree(directory):
+  tree = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      with open(os.path.join(root, f), "rb") as fh:
+        tree[os.path.relpath(os.path.join(root, f), directory)] = fh.read()
+  return tree
+
+
+@pytest.mark.parametrize("damage", [_truncate_arrays, _garble_config])
+def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_restores(
+    tmp_path, caplog, damage):
+  checkpoints = _save_two(str(tmp_path))
+  damage(os.path.join(checkpoints, "2"))
+  with caplog.at_level(logging.WARNING), _open(str(tmp_path)) as run:
+    restored = run.restore_latest(_dummy_state())
+    assert restored.step == 1 and restored.meta == {"step": 1}
+    np.testing.assert_array_equal(restored.state["w"], _dummy_state()["w"])
+    assert run.latest_step() == 1
+  assert sorted(os.listdir(checkpoints)) == ["1", "2.damaged-1"]
+  warnings = " ".join(r.getMessage() for r in caplog.records
+                      if r.levelno == logging.WARNING)
+  assert os.path.join(checkpoints, "2") + " does not restore (" in warnings
+  assert "Moved damaged checkpoint 2 to " + os.path.join(
+      checkpoints, "2.damaged-1") + "; resuming from checkpoint 1" in warnings
+
+
+def test_no_checkpoint_restores_error_changes_nothing(tmp_path):
+  checkpoints = _save_two(str(tmp_path))
+  _truncate_arrays(os.path.join(checkpoints, "2"))
+  _garble_config(os.path.join(checkpoints, "1"))
+  before = _snapshot_tree(str(tmp_path))
+  with _open(str(tmp_path)) as run:
+    with pytest.raises(checkpointing.CheckpointsDamagedError,
+                       match=r"no checkpoint in .*checkpoints restores: "
+                       r"checkpoint 2: .*; checkpoint 1: .*Nothing was renamed"):
+      run.restore_latest(_dummy_state())
+  after = _snapshot_tree(str(tmp_path))
+  after.pop("run.lock"), before.pop("run.lock")  # Holds the pid.
+  assert after == before
+
+
+def test_changed_config_is_refused_before_anything_is_set_aside(tmp_path):
+  checkpoints = _save_two(str(tmp_path))
+  _truncate_arrays(os.path.join(checkpoints, "2"))
+  with checkpointing.open_run(str(tmp_path), {"seed": 1, "num_steps": 9},
+                              allowed_changes=("num_steps",)) as run:
+    with pytest.raises(ValueError, match=r"seed \(saved 0, now 1\)"):
+      run.restore_latest(_dummy_state())
+  assert sorted(os.listdir(checkpoints)) == ["1", "2"]
+
+
+# --- A full disk ---------------------------------------------------------------
+
+
+# orbax's save thread can leave an event-loop callback behind after the
+# injected failure; pytest reports it as an unraisable-exception warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+    # How tensorstore reports it (orbax's array writes): a ValueError.
+    ValueError('RESOURCE_EXHAUSTED: Error writing "w/0": Failed to write 8 '
+               "bytes to file 14: No space left on device "
+               "[os_error_code='28']")])
+def test_disk_full_during_save_names_the_path_and_keeps_the_previous(
+    tmp_path, monkeypatch, error):
+  checkpoints = _save_two(str(tmp_path))
+
+  async def full_disk(self, x, directory):
+    (directory / self._filename).write_text('{"partial')
+    raise error
+
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler,
+                      "_save_fn", full_disk)
+  with _open(str(tmp_path)) as run:
+    with pytest.raises(checkpointing.CheckpointDiskFullError,
+                       match=r"disk full: .* while saving checkpoint 3 to "
+                       + re.escape(checkpoints) + r"; the previous checkpoint "
+                       r"\(2\) is intact"):
+      run.save(3, _dummy_state(), meta={"step": 3})
+  monkeypatch.undo()
+  assert sorted(os.listdir(checkpoints)) == ["1", "2"]  # Partial save removed.
+  with _open(str(tmp_path)) as run:
+    restored = run.restore_latest(_dummy_state())
+  assert restored.step == 2
+  np.testing.assert_array_equal(restored.state["w"], 2 * _dummy_state()["w"])
