@@ -236,6 +236,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 def _train(config: ml_collections.ConfigDict, workdir: str,
            run: checkpointing.Run) -> dict[str, float]:
+  """`train` inside the open (locked) workdir `run`."""
   rng = jax.random.key(config.seed)
   k_task, k_init, k_eval, k_train = jax.random.split(rng, 4)
   task = moe_task.make_task(k_task, num_domains=config.num_domains,

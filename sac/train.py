@@ -83,6 +83,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train(config: ml_collections.ConfigDict, workdir: str,
            run: checkpointing.Run) -> dict:
+  """`train` inside the open (locked) workdir `run`."""
   seeds = [config.seed + i for i in range(config.num_seeds)]
   num_seeds, num_envs = config.num_seeds, config.num_envs
   env = envs.make_vec_env(config.env_id, num_seeds * num_envs)

@@ -24,6 +24,11 @@ from launch.configs import sac as sac_config
 from moe import train as moe_train
 from sac import train as sac_train
 
+# After a failed save or restore, orbax's worker threads can leave an
+# event-loop callback behind; pytest reports it as an unraisable exception.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
+
 TRAINERS = {
     "sac": (lambda: sac_config.get_config("test"), sac_train.RESUME_ALLOWED),
     "moe": (lambda: moe_config.get_config("test"), moe_train.RESUME_ALLOWED),
@@ -200,9 +205,6 @@ def test_changed_config_is_refused_before_anything_is_set_aside(tmp_path):
 # --- A full disk ---------------------------------------------------------------
 
 
-# orbax's save thread can leave an event-loop callback behind after the
-# injected failure; pytest reports it as an unraisable-exception warning.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("error", [
     OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
     # How tensorstore reports it (orbax's array writes): a ValueError.
