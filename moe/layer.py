@@ -11,7 +11,7 @@ ReLU FFN experts, dispatched dropless (default) or with a capacity limit by
     + router z-loss (Zoph et al. 2022, Eq. 5), optional.
 
 Example:
-  >>> layer = MoE(num_experts=8, k=2, expert_hidden=32)
+  >>> layer = MoE(num_experts=8, k=2, expert_hidden=32, block_sizes=(16, 8))
   >>> x = jnp.ones((16, 8))                               # [T, D]
   >>> variables = layer.init(jax.random.key(0), x, train=False)
   >>> y, aux = layer.apply(variables, x, train=True,

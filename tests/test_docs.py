@@ -14,10 +14,15 @@ What is checked:
   output captured (comments such as `# mean ~ (2, 2)` are for the reader and
   are not compared; the estimators' exact values are tested in
   tests/test_estimators.py).
-- README commands. Every `python -m <module>` in a bash block names a module
-  of the repository, every `--config=<file>[:preset]` names a config file
+- Commands in README.md and docs/*.md. Every `python -m <module>` in a bash
+  block names a module of the repository, every `--config=<file>[:preset]` names a config file
   that exists with a preset that its `get_config` accepts, and every
   `--config.<field>=` override on the same line names a field of that config.
+- Seed statistics in README.md and docs/*.md tables. Every "mean ± sample
+  std" cell equals numpy's mean and std (ddof=1) of the per-seed values it
+  summarises, to the precision shown: either the "per seed" cell of the same
+  row, or the numbers above it in its column when the row is labelled
+  "mean ± sample std".
 """
 
 import ast
@@ -29,10 +34,13 @@ import io
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+MARKDOWN = [README] + sorted((ROOT / "docs").glob("*.md"))
+MEAN_STD = "mean ± sample std"
 EXAMPLE_HEADERS = re.compile(r"^\s*(Example|Examples|Usage):\s*$")
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -131,9 +139,16 @@ def test_docstring_examples_run(name):
 # ---------------------------------------------------------------------------
 
 
+def fenced_blocks(language, paths=(README,)):
+  blocks = []
+  for path in paths:
+    text = path.read_text(encoding="utf-8")
+    blocks += re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
+  return blocks
+
+
 def readme_blocks(language):
-  text = README.read_text(encoding="utf-8")
-  return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
+  return fenced_blocks(language)
 
 
 def test_readme_has_python_blocks():
@@ -150,9 +165,9 @@ def test_readme_python_block_runs(index, monkeypatch):
 
 
 def readme_commands():
-  """Logical lines of the README's bash blocks (continuations joined)."""
+  """Logical lines of the bash blocks of README.md and docs/*.md."""
   commands = []
-  for block in readme_blocks("bash"):
+  for block in fenced_blocks("bash", MARKDOWN):
     for line in block.replace("\\\n", " ").splitlines():
       line = line.split("#", 1)[0].strip() if line.lstrip().startswith(
           "#") else line.strip()
@@ -183,3 +198,82 @@ def test_readme_commands_name_real_modules_and_configs():
         for part in field.split("."):
           assert part in node, f"{command}: no config field {field!r}"
           node = node[part]
+
+
+# ---------------------------------------------------------------------------
+# Seed statistics in tables.
+# ---------------------------------------------------------------------------
+
+
+def markdown_tables(path):
+  """Each table as a list of rows of stripped cells (separator row dropped)."""
+  tables, rows = [], []
+  for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+    if line.startswith("|"):
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+        rows.append(cells)
+    elif rows:
+      tables.append(rows)
+      rows = []
+  return tables
+
+
+NUMBER = r"[-+]?\d+(?:\.\d+)?"
+
+
+def parse_mean_std(cell):
+  m = re.fullmatch(rf"\**({NUMBER}) ± ({NUMBER})\**", cell)
+  return None if m is None else (m.group(1), m.group(2))
+
+
+def assert_matches(values, shown, where):
+  values = np.asarray(values, np.float64)
+  for label, exact, text in (("mean", values.mean(), shown[0]),
+                             ("sample std", values.std(ddof=1), shown[1])):
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    assert abs(exact - float(text)) <= 0.5 * 10.0**-decimals + 1e-9, (
+        f"{where}: {label} shown {text}, computed {exact:.4f} from "
+        f"{values.tolist()}")
+
+
+def seed_statistics():
+  """(where, per-seed values, (mean text, std text)) of every such cell."""
+  found = []
+  for path in MARKDOWN:
+    for table in markdown_tables(path):
+      header = table[0]
+      per_seed = [i for i, c in enumerate(header)
+                  if c.lower().startswith("per seed")]
+      if MEAN_STD in header and per_seed:
+        col = header.index(MEAN_STD)
+        for row in table[1:]:
+          values = [float(v) for v in re.findall(NUMBER, row[per_seed[0]])]
+          found.append((f"{path.name}: {row}", values,
+                        parse_mean_std(row[col])))
+      for r, row in enumerate(table):
+        if row[0].strip("*") == MEAN_STD:
+          for col, cell in enumerate(row[1:], start=1):
+            if parse_mean_std(cell) is not None:
+              values = [float(above[col].strip("*")) for above in table[1:r]]
+              found.append((f"{path.name}: {header[col]}", values,
+                            parse_mean_std(cell)))
+  return found
+
+
+def test_tables_name_the_sample_std():
+  """A table that quotes "± std" says which std: only the sample std is used."""
+  for path in MARKDOWN:
+    for table in markdown_tables(path):
+      for cell in table[0] + [row[0] for row in table]:
+        if "±" in cell and "std" in cell:
+          assert cell.strip("*") == MEAN_STD, f"{path.name}: {cell!r}"
+
+
+def test_seed_statistics_are_mean_and_sample_std_of_the_listed_values():
+  found = seed_statistics()
+  assert found, "no 'mean ± sample std' cell found"
+  for where, values, shown in found:
+    assert shown is not None, f"{where}: cell is not 'mean ± std'"
+    assert len(values) >= 2, where
+    assert_matches(values, shown, where)
