@@ -34,7 +34,7 @@ varies from run to run; it hits the MoE (2x the dense FFN's memory) harder.
 The "page faults/call" column shows it (median minor faults per timed call).
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.moe_throughput
 makes glibc back those buffers with transparent huge pages (glibc >= 2.35,
-THP "madvise" or "always"), ~30x fewer faults; docs/benchmarks.md records both.
+THP "madvise" or "always"), ~30x fewer faults; the README reports both.
 """
 
 from __future__ import annotations
