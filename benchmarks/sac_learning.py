@@ -1,6 +1,6 @@
 r"""SAC learning benchmarks: final deterministic eval return per seed.
 
-  # Pendulum-v1, 5 seeds vmapped in one process, 20k steps (issue bar: >= -200).
+  # Pendulum-v1, 5 seeds vmapped in one process, 20k steps.
   python benchmarks/sac_learning.py --suite=pendulum --num_seeds=5
 
   # Actor-gradient ablation: same, with the score-function estimator.

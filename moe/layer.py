@@ -10,12 +10,15 @@ ReLU FFN experts, dispatched dropless (default) or with a capacity limit by
     + Switch balance loss (Fedus et al. 2021, Eq. 4-6), optional
     + router z-loss (Zoph et al. 2022, Eq. 5), optional.
 
-Usage:
-  layer = MoE(num_experts=8, k=2, expert_hidden=256)
-  variables = layer.init(jax.random.key(0), x)          # x: [T, D]
-  y, aux = layer.apply(variables, x, train=True,
-                       rngs={"gating": key})
-  loss = task_loss(y) + aux.loss
+Example:
+  >>> layer = MoE(num_experts=8, k=2, expert_hidden=32, block_sizes=(16, 8))
+  >>> x = jnp.ones((16, 8))                               # [T, D]
+  >>> variables = layer.init(jax.random.key(0), x, train=False)
+  >>> y, aux = layer.apply(variables, x, train=True,
+  ...                      rngs={"gating": jax.random.key(1)})
+  >>> y.shape
+  (16, 8)
+  >>> loss = jnp.mean(y ** 2) + aux.loss                  # task loss + aux loss
 
 References:
   Shazeer et al. 2017, "Outrageously Large Neural Networks", Eq. 1, 3-10,

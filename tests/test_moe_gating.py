@@ -1,6 +1,25 @@
 """Tests of moe/gating.py: exact P(x, i), load estimator, losses, options.
 
 Monte-Carlo checks use fixed seeds and a 5-standard-error tolerance.
+
+- P(x, i) (Shazeer et al. 2017, Eq. 8-9) against a Monte-Carlo estimate that
+  redraws only expert i's noise and decides membership with a full `top_k`
+  (k = 1, 2, 3); the test also rejects the non-excluding threshold (the k-th
+  largest of all components rather than of the others). P(x, i) = 1 when
+  k = E.
+- The smooth load: E[sum_i load_i] = k T (5 SE); its gradients reach W_g and
+  W_noise and match central finite differences.
+- Routing equals a separate `lax.top_k`, and `load` equals the sum of
+  `prob_in_top_k` (k = 1, 3, E - 1, E; a zero token with tied logits routes to
+  the first experts). Gates are sparse, sum to one, and are the softmax over
+  the kept logits; eval mode has no noise and exact counts; routing at zero
+  initialisation is balanced.
+- `log_softplus` is stable; `cv_squared` and the balancing losses match
+  hand-computed values.
+- Routing gradients: straight-through has the paper's forward value and the
+  dense softmax's gradient; Gumbel top-1 selection frequencies equal the
+  softmax (5 SE).
+- Bad options, wrong ranks and a missing key raise errors naming the value.
 """
 
 import functools

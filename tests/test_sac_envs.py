@@ -1,4 +1,21 @@
-"""Autoreset bookkeeping, env snapshots and bad-input errors."""
+"""Autoreset bookkeeping, env snapshots and bad-input errors (sac/envs.py).
+
+How SAC's environment handling is tested:
+- Autoreset. The vector envs run in Gymnasium's SAME_STEP autoreset mode. A
+  scripted env (observation = [episode tag, t]) checks that each `step`
+  yields s' = the true final observation when an episode ends
+  (`info["final_obs"]`) and that the next action is chosen for the reset
+  observation; after a short training run, the replay buffer holds no
+  transition whose s and s' come from different episodes.
+- Snapshots. `snapshot`/`restore` round-trip the training environments'
+  state (wrapper counters, `np_random` generators, MuJoCo data, the vector
+  env's buffers and autoreset flags): a restored env steps exactly as the
+  original.
+- Action rescaling maps the unit box to the env's bounds.
+- Errors. Out-of-range config values and unusable envs (discrete or non-Box
+  action space, non-Box observation space, unknown id) raise `ValueError`
+  naming the value.
+"""
 
 import json
 import os

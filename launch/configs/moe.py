@@ -11,7 +11,7 @@ Ablations (Shazeer et al. 2017, Table 6):
 Expected result (seed 0, measured): eval_loss 2.23 nats against a Bayes loss
 of 1.72 (excess ~0.50 nats: short training, not converged), CV(Load) ~0.05
 and max/mean load ~1.08 on the eval set; with w_importance = w_load = 0 the
-load collapses (CV(Load) ~1.4, max/mean ~3.9). See the README ablation table.
+load collapses (CV(Load) ~1.4, max/mean ~3.9). See docs/benchmarks.md (MoE load balancing).
 """
 
 import ml_collections

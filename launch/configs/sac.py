@@ -50,7 +50,7 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   c.target_entropy = config_dict.placeholder(float)  # None = -|A| (paper, Sec. 5).
   # "log_alpha" (default): the authors' code and sbx, E[-log alpha (log pi +
   # target)], gradient (entropy - target) in log alpha; "alpha": Eq. 18 as
-  # written, gradient alpha * (entropy - target). README: HalfCheetah 100k.
+  # written, gradient alpha * (entropy - target). docs/benchmarks.md: HalfCheetah.
   c.temperature_loss = "log_alpha"
   # --- Actor gradient estimator ------------------------------------------------------
   c.actor_grad = "pathwise"    # "pathwise" (reparameterised) or "score_function".
