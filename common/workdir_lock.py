@@ -14,9 +14,11 @@ machine (flock is not reliable across NFS clients). The descriptor is not
 inherited by exec'd children; a forked child that never execs (e.g. a
 multiprocessing worker) would keep the lock alive until it exits.
 
-Usage:
-  with workdir_lock.hold(workdir):
-    ...  # the whole run
+Example:
+  >>> import tempfile
+  >>> with tempfile.TemporaryDirectory() as workdir:
+  ...   with hold(workdir):
+  ...     pass  # the whole run
 """
 
 from __future__ import annotations
