@@ -175,8 +175,7 @@ MOE = System(
 
 def _moe_row(w_importance: float, w_load: float, noise: bool) -> Condition:
   name = f"wi{w_importance:g}_wl{w_load:g}" + ("" if noise else "_nonoise")
-  label = (f"w_importance={w_importance:g}, w_load={w_load:g}, noise "
-           f"{'on' if noise else 'off'}")
+  label = f"({w_importance:g}, {w_load:g})" + ("" if noise else " no noise")
   return Condition(name=name, label=label, task="mixture", preset="",
                    overrides=(("w_importance", float(w_importance)),
                               ("w_load", float(w_load)), ("noise", noise)))
@@ -200,9 +199,10 @@ MOE_TABLE6 = Study(
         "Noisy top-k MoE balancing losses (Shazeer et al. 2017, Table 6) on "
         "the synthetic mixture-of-domains task (launch/configs/moe.py): the "
         "six (w_importance, w_load) rows of the paper plus (0.1, 0.1) "
-        "without gating noise. Final evaluation of each run: CV(Importance), "
-        "CV(Load) and max/mean load on the evaluation set (eval mode, no "
-        "noise), and the excess loss over the Bayes-optimal predictor. The "
+        "without gating noise; rows are labelled (w_importance, w_load). "
+        "Final evaluation of each run: CV(Importance), CV(Load) and max/mean "
+        "load on the evaluation set (eval mode, no noise), and the excess "
+        "loss over the Bayes-optimal predictor. The "
         "seed fixes the task, the initialisation and the data, so runs with "
         "the same seed are paired."),
     system=MOE, conditions=_MOE_ROWS, num_seeds=3, steps=None,
