@@ -40,12 +40,27 @@ def _seed_of(*names: str) -> int:
 
 
 def fmt(value: float) -> str:
-  """Fixed number format of the report."""
+  """Summary numbers: 4 significant digits (1 decimal from 1000 up), no exponent."""
+  value = float(value)
   if not np.isfinite(value):
     return "n/a"
-  if abs(value) >= 1e4:
-    return f"{value:.0f}"
-  return f"{value:.4g}"
+  if abs(value) >= 1000:
+    return f"{value:.1f}"
+  return np.format_float_positional(value, precision=4, unique=False,
+                                    fractional=False, trim="k")
+
+
+def fmt_exact(value: float) -> str:
+  """A logged value, shortest text that reads back to exactly the same float.
+
+  The trainers log float32 results, so their float32 text is short and exact;
+  other values get the float64 text. Never an exponent.
+  """
+  value = float(value)
+  if float(np.float32(value)) == value:
+    return np.format_float_positional(np.float32(value), unique=True,
+                                      trim="-")
+  return np.format_float_positional(value, unique=True, trim="-")
 
 
 def load_condition(study: studies.Study, workdir: str,
@@ -85,7 +100,7 @@ def load_condition(study: studies.Study, workdir: str,
 def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
   seeds = sorted(finals)
   values = np.array([finals[s] for s in seeds])
-  per_seed = ", ".join(f"{s}: {fmt(finals[s])}" for s in seeds)
+  per_seed = ", ".join(fmt_exact(finals[s]) for s in seeds)
   if len(values) >= 2:
     low, high = statistics.stratified_bootstrap_ci(
         [values], seed=_seed_of(study.name, metric.column, condition.name))
@@ -94,7 +109,8 @@ def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
   else:
     iqm = f"{fmt(statistics.iqm(values))} [n/a]"
     spread = f"{fmt(values.mean())} ± n/a"
-  return (f"| {condition.label} | {condition.task} | {len(values)} | {iqm} | "
+  seed_list = ", ".join(str(s) for s in seeds)
+  return (f"| {condition.label} | {condition.task} | {seed_list} | {iqm} | "
           f"{spread} | {per_seed} |")
 
 
@@ -186,8 +202,8 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
       "below 4 seeds) of the per-seed final values, with a 95% percentile "
       f"bootstrap CI ({statistics.NUM_RESAMPLES} resamples of the seeds, "
       "`scipy.stats.bootstrap` with a seeded generator); mean ± sample std "
-      "(ddof = 1); the finals per seed. Paired differences A − B use the "
-      "seeds both conditions ran (the same seed gives both the same "
+      "(ddof = 1); the finals per seed as logged. Paired differences A − B "
+      "use the seeds both conditions ran (the same seed gives both the same "
       "initialisation and data streams): their mean, its 95% bootstrap CI "
       "and the sample std of the differences. **Rule:** two conditions are "
       "called distinguishable on a metric when the 95% CI of their paired "
@@ -231,22 +247,25 @@ def write_report(study: studies.Study, workdir: str) -> str:
               for name, d in data.items()}
     lines += [f"## {metric.label}", "",
               f"`{metric.column}` at the final evaluation.", "",
-              "| condition | task | n | IQM [95% CI] | mean ± std | "
-              "final per seed |",
+              "| condition | task | seeds | IQM [95% CI] | mean ± sample std "
+              "| per seed (final, as logged) |",
               "|---|---|---|---|---|---|"]
     for condition in study.conditions:
       if finals[condition.name]:
         lines.append(_iqm_row(study, metric, condition,
                               finals[condition.name]))
       else:
-        lines.append(f"| {condition.label} | {condition.task} | 0 | "
+        lines.append(f"| {condition.label} | {condition.task} | none | "
                      f"not run | | |")
     pair_rows = [r for r in (_pair_row(study, metric, finals, a, b)
                              for a, b in study.pairs) if r]
     if pair_rows:
       lines += ["", "Paired differences (A − B, same seeds):", "",
-                "| A − B | task | seeds | mean [95% CI] | std | "
+                "| A − B | task | seeds | mean [95% CI] | sample std | "
                 "distinguishable |", "|---|---|---|---|---|---|"] + pair_rows
+      count = sum(r.endswith("| yes |") for r in pair_rows)
+      lines += ["", f"Distinguishable (95% CI of the paired difference "
+                f"excludes 0): {count} of {len(pair_rows)} pairs."]
     agg_rows = [r for r in (_aggregate_row(study, metric, finals, label, p)
                             for label, p in study.aggregates) if r]
     if agg_rows:

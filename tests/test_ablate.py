@@ -85,8 +85,9 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
   a = {s: finals["wi0.1_wl0.1", s] for s in (0, 1)}
   b = {s: finals["wi0_wl0", s] for s in (0, 1)}
   for name, values in (("wi0_wl0", b), ("wi0.1_wl0.1", a)):
-    per_seed = ", ".join(f"{s}: {study_report.fmt(v)}" for s, v in values.items())
-    assert per_seed in text
+    per_seed = ", ".join(study_report.fmt_exact(v) for v in values.values())
+    assert f"| mixture | 0, 1 | " in text and per_seed in text
+    assert [float(v) for v in per_seed.split(", ")] == list(values.values())
   diff = statistics.paired_difference(a, b, seed=study_report._seed_of(
       study.name, "cv_load", "wi0.1_wl0.1", "wi0_wl0"))
   assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | {study_report.fmt(diff.mean)} "
@@ -175,7 +176,19 @@ def test_report_is_deterministic_and_lists_unfinished_cells(tmp_path):
   assert "Finished cells: 11 of 21. Not finished (left out below): " in text
   assert "`cells/wi0_wl0/seed_1`" in text  # Shard 1's cells.
   assert "`cells/wi0_wl0/seed_0`" not in text
-  assert "| (0, 0) | mixture | 2 |" in text  # Seeds 0 and 2 finished.
+  assert "| (0, 0) | mixture | 0, 2 |" in text  # Seeds 0 and 2 finished.
+  # Every "mean ± sample std" cell is numpy's of the per-seed values shown.
+  rows = [line.split(" | ") for line in text.splitlines()
+          if line.startswith("| (") and " ± " in line
+          and " ± n/a" not in line]  # Rows 0, 2, 4, 6 have 2 seeds.
+  assert len(rows) == 4 * 4
+  for row in rows:
+    values = [float(v) for v in row[5].strip(" |").split(", ")]
+    mean, std = row[4].split(" ± ")
+    for shown, exact in ((mean, np.mean(values)),
+                         (std, np.std(values, ddof=1))):
+      decimals = len(shown.split(".")[1])
+      assert abs(float(shown) - exact) <= 0.5 * 10.0**-decimals + 1e-12, row
 
 
 def test_bad_input_is_named(tmp_path):
