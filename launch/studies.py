@@ -216,11 +216,17 @@ MOE_TABLE6 = Study(
 def _vae_config(preset: str, quick: bool, steps: int | None
                 ) -> ml_collections.ConfigDict:
   from launch.configs import vae as vae_config
-  config = vae_config.get_config(preset)
   if quick:
-    config.num_steps = 20
-    config.eval_every = 20
+    config = vae_config.get_config("test")  # Tiny nets and data, 200 steps.
+    config.model = preset
+  else:
+    config = vae_config.get_config(preset)
+  config.progress_bar = False  # Many runs in one log.
   if steps is not None:
+    if steps % config.eval_every:
+      raise ValueError(
+          f"--steps={steps} must be a multiple of the VAE config's "
+          f"eval_every ({config.eval_every}).")
     config.num_steps = steps
   return config
 

@@ -257,12 +257,15 @@ def test_cell_configs_pass_the_trainers_checks(quick):
 def test_vae_cell_configs():
   """Needs launch/configs/vae.py (the VAE issue); skipped until it exists."""
   pytest.importorskip("launch.configs.vae")
+  vae_train = pytest.importorskip("vae.train")
   study = studies.VAE_ESTIMATORS
   for quick in (True, False):
     settings = study_runner.resolve_settings(study, seeds=None, steps=None,
                                              quick=quick)
     for cell in study_runner.study_cells(study, settings):
       config = study_runner.cell_config(study, cell, settings)
+      vae_train.check_config(config)
+      assert config.model == cell.condition.task
       for field, value in cell.condition.overrides:
         assert config[field] == value
 
