@@ -51,10 +51,12 @@ def fmt(value: float) -> str:
 
 
 def fmt_exact(value: float) -> str:
-  """A logged value, shortest text that reads back to exactly the same float.
+  """A logged value as the shortest text that reads back to it, no exponent.
 
-  The trainers log float32 results, so their float32 text is short and exact;
-  other values get the float64 text. Never an exponent.
+  The trainers log float32 results: a value that is exactly a float32 gets
+  the shortest text that parses back to that float32 (within half a float32
+  ulp, ~6e-8 relative, of it as a float64); any other value gets the
+  shortest float64 text, which parses back exactly.
   """
   value = float(value)
   if float(np.float32(value)) == value:
@@ -263,9 +265,13 @@ def write_report(study: studies.Study, workdir: str) -> str:
       lines += ["", "Paired differences (A − B, same seeds):", "",
                 "| A − B | task | seeds | mean [95% CI] | sample std | "
                 "distinguishable |", "|---|---|---|---|---|---|"] + pair_rows
-      count = sum(r.endswith("| yes |") for r in pair_rows)
+      same = [r.split(" | ")[0].lstrip("| ").replace(" − ", " vs ")
+              for r in pair_rows if r.endswith("| no |")]
       lines += ["", f"Distinguishable (95% CI of the paired difference "
-                f"excludes 0): {count} of {len(pair_rows)} pairs."]
+                f"excludes 0): {len(pair_rows) - len(same)} of "
+                f"{len(pair_rows)} pairs."
+                + (f" Not distinguishable: {'; '.join(same)}." if same
+                   else "")]
     agg_rows = [r for r in (_aggregate_row(study, metric, finals, label, p)
                             for label, p in study.aggregates) if r]
     if agg_rows:

@@ -87,7 +87,8 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
   for name, values in (("wi0_wl0", b), ("wi0.1_wl0.1", a)):
     per_seed = ", ".join(study_report.fmt_exact(v) for v in values.values())
     assert f"| mixture | 0, 1 | " in text and per_seed in text
-    assert [float(v) for v in per_seed.split(", ")] == list(values.values())
+    assert [np.float32(v) for v in per_seed.split(", ")] == [
+        np.float32(v) for v in values.values()]
   diff = statistics.paired_difference(a, b, seed=study_report._seed_of(
       study.name, "cv_load", "wi0.1_wl0.1", "wi0_wl0"))
   assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | {study_report.fmt(diff.mean)} "
