@@ -223,12 +223,16 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
 
 def _check_done_config(done_path: str, config: ml_collections.ConfigDict
                        ) -> None:
+  """Refuses a finished cell whose recorded config differs from `config`."""
   with open(done_path) as f:
     saved = json.load(f)["config"]
   current = json.loads(config.to_json())
-  if saved != current:
-    changed = sorted(k for k in set(saved) | set(current)
-                     if saved.get(k) != current.get(k))
+  # Fields only one side has (a config field added or removed by a later
+  # version of the code) are not compared: the run finished without them.
+  changed = sorted(k for k in set(saved) & set(current)
+                   if saved[k] != current[k])
+  if changed:
     raise ValueError(
-        f"{done_path} records a finished run with a different config "
-        f"(fields {changed}); use a new workdir.")
+        f"{done_path} records a finished run with a different config: "
+        + ", ".join(f"{k} (saved {saved[k]!r}, now {current[k]!r})"
+                    for k in changed) + "; use a new workdir.")

@@ -280,9 +280,13 @@ def test_finished_cell_with_another_config_is_refused(tmp_path):
                          train=FakeTrainer(study))
   done = tmp_path / "cells" / "wi0_wl0" / "seed_0" / "cell_done.json"
   saved = json.loads(done.read_text())
+  saved["config"]["field_of_an_older_version"] = 1  # Not compared.
+  done.write_text(json.dumps(saved))
+  study_runner.run_study(study, workdir, settings, shard=(0, 7),
+                         train=FakeTrainer(study))
   saved["config"]["learning_rate"] = 1.0
   done.write_text(json.dumps(saved))
-  with pytest.raises(ValueError, match=r"different config \(fields "
-                     r"\['learning_rate'\]\)"):
+  with pytest.raises(ValueError, match=r"different config: learning_rate "
+                     r"\(saved 1.0, now 0.003\)"):
     study_runner.run_study(study, workdir, settings, shard=(0, 7),
                            train=FakeTrainer(study))
