@@ -31,9 +31,11 @@ are skipped, an interrupted cell resumes from its own checkpoints. DIR keeps
 a manifest (`study.json`); a DIR holding another study, or this study with
 other --seeds/--steps/--quick, is refused. Without --shard (or with n = 1)
 the report is written at the end of the run. The report gives per condition
-the IQM of the per-seed finals with a 95% stratified bootstrap CI, mean ±
-sample std (ddof = 1), the finals per seed, paired differences on shared
-seeds, and learning curves with CI bands; see launch/study_report.py.
+the IQM of the per-seed finals with a stratified bootstrap CI at level 0.95,
+mean ± sample std (ddof = 1), the finals per seed, paired differences on
+shared seeds, and learning curves with CI bands; see launch/study_report.py.
+Bad input (unknown study, shard out of range, a DIR of another study) exits
+with status 1 and one line naming the value.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def main(argv):
                report_only=_REPORT_ONLY.value,
                check_settings=given or not _REPORT_ONLY.value)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise SystemExit(f"launch.ablate: error: {e}") from e
   if path:
     print(f"Report: {path}")
 
