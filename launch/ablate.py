@@ -33,7 +33,9 @@ other --seeds/--steps/--quick, is refused. Without --shard (or with n = 1)
 the report is written at the end of the run. The report gives per condition
 the IQM of the per-seed finals with a stratified bootstrap CI at level 0.95,
 mean ± sample std (ddof = 1), the finals per seed, paired differences on
-shared seeds, and learning curves with CI bands; see launch/study_report.py.
+shared seeds, learning curves with CI bands, and each cell's logged speed
+(SAC: environment steps per second; MoE, VAE: training seconds); see
+launch/study_report.py.
 Bad input (unknown study, shard out of range, a DIR of another study) exits
 with status 1 and one line naming the value.
 """

@@ -28,6 +28,16 @@ class Metric:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cost:
+  """A run's speed, read from one of its CSV logs (wall clock: machine load
+  changes it)."""
+  csv: str     # File in the run directory.
+  column: str  # Column read.
+  label: str   # Name in the report.
+  reduce: str  # "median" over the rows of the first seed, or "last" row.
+
+
+@dataclasses.dataclass(frozen=True)
 class System:
   name: str
   # (preset, quick, steps or None) -> config before the condition overrides.
@@ -37,6 +47,7 @@ class System:
   vmapped_seeds: bool     # True: config.seed + range(config.num_seeds).
   seed_column: str | None  # eval.csv column naming the seed (vmapped only).
   metrics: tuple[Metric, ...]
+  cost: Cost | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +109,11 @@ def _sac_train(config, workdir):
 SAC = System(
     name="sac", make_config=_sac_config, train=_sac_train,
     steps_field="total_steps", vmapped_seeds=True, seed_column="seed",
-    metrics=(Metric("return_mean", "deterministic eval return"),))
+    metrics=(Metric("return_mean", "deterministic eval return"),),
+    cost=Cost("train.csv", "steps_per_sec",
+              "environment steps per second per seed, all seeds vmapped "
+              "(median over the train.csv log intervals; one gradient "
+              "update per step per seed after learning_starts)", "median"))
 
 
 def _sac_arm(task: str, actor_grad: str, samples: int | None) -> Condition:
@@ -170,7 +185,9 @@ MOE = System(
     metrics=(Metric("cv_importance", "CV(Importance)", log_y=True),
              Metric("cv_load", "CV(Load)", log_y=True),
              Metric("max_over_mean_load", "max/mean load", log_y=True),
-             Metric("excess_loss", "excess loss (nats)")))
+             Metric("excess_loss", "excess loss (nats)")),
+    cost=Cost("eval.csv", "seconds", "training wall seconds per run "
+              "(eval.csv, last row)", "last"))
 
 
 def _moe_row(w_importance: float, w_load: float, noise: bool) -> Condition:
@@ -239,7 +256,9 @@ def _vae_train(config, workdir):
 VAE = System(
     name="vae", make_config=_vae_config, train=_vae_train,
     steps_field="num_steps", vmapped_seeds=False, seed_column=None,
-    metrics=(Metric("test_neg_elbo", "test -ELBO (nats)"),))
+    metrics=(Metric("test_neg_elbo", "test -ELBO (nats)"),),
+    cost=Cost("eval.csv", "seconds", "training wall seconds per run "
+              "(eval.csv, last row)", "last"))
 
 
 def _vae_arm(preset: str, field: str, value: str) -> Condition:

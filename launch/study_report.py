@@ -190,6 +190,37 @@ def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
   return plotted
 
 
+def _cost_lines(study: studies.Study, workdir: str,
+                cells: Sequence[study_runner.Cell]) -> list[str]:
+  """One row per condition: the cost of each finished cell, as logged."""
+  cost = study.system.cost
+  if cost is None:
+    return []
+  rows = []
+  for condition in study.conditions:
+    values = []
+    for cell in cells:
+      if cell.condition != condition or not study_runner.is_done(workdir,
+                                                                 cell):
+        continue
+      logged = csv_logs.read_csv(os.path.join(workdir, cell.path, cost.csv))
+      if study.system.seed_column is not None:
+        logged = [r for r in logged
+                  if int(float(r[study.system.seed_column])) == cell.seeds[0]]
+      column = [float(r[cost.column]) for r in logged]
+      if column:
+        values.append(float(np.median(column)) if cost.reduce == "median"
+                      else column[-1])
+    if values:
+      rows.append(f"| {condition.label} | {condition.task} | "
+                  f"{', '.join(fmt(v) for v in values)} |")
+  if not rows:
+    return []
+  return [f"## Cost: {cost.label}", "",
+          "Wall-clock figures: they depend on the machine and its load.", "",
+          "| condition | task | per cell |", "|---|---|---|"] + rows + [""]
+
+
 def _statistics_text(settings: study_runner.Settings) -> list[str]:
   n = settings.num_seeds
   coverage = (f" With {n} seeds, the percentile interval of a mean of normal "
@@ -284,6 +315,7 @@ def write_report(study: studies.Study, workdir: str) -> str:
     if _plot_metric(study, metric, data, os.path.join(workdir, figure)):
       lines += ["", f"![{metric.label}]({figure})"]
     lines.append("")
+  lines += _cost_lines(study, workdir, cells)
   path = os.path.join(workdir, "report.md")
   tmp = path + ".tmp"
   with open(tmp, "w") as f:

@@ -55,6 +55,17 @@ class FakeTrainer:
         if self.system.seed_column:
           row[self.system.seed_column] = seed
         rows.append(row)
+    cost = self.system.cost
+    if cost.csv == "eval.csv":
+      for row in rows:
+        row[cost.column] = 10.0 + row["step"]
+    else:
+      cost_rows = [{"step": r["step"], self.system.seed_column: r[
+          self.system.seed_column], cost.column: 100.0 + r["step"]}
+                   for r in rows]
+      log = csv_logs.CsvLog(os.path.join(workdir, cost.csv), list(cost_rows[0]))
+      log.start(None)
+      log.write(cost_rows)
     log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), list(rows[0]))
     log.start(None)
     log.write(rows)
@@ -75,6 +86,7 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
   report = ablate.run(study.name, workdir, quick=True, seeds=2, steps=20)
   text = open(report).read()
   assert "Finished cells: 4 of 4." in text
+  assert "## Cost: training wall seconds per run" in text
   finals = {}
   for row in rows:
     for seed in (0, 1):
@@ -160,6 +172,8 @@ def test_sharded_runs_train_each_cell_once_then_report(tmp_path):
   assert "Finished cells: 5 of 5." in text
   assert "score_function (8) vs pathwise, both tasks" in text
   assert "| score_function (2 samples) − pathwise | HalfCheetah-v5 | 0, 1, 2 |" in text
+  # Cost: median of the first seed's steps_per_sec rows (100 + 300, 100 + 600).
+  assert "| pathwise | Hopper-v5 | 550.0 |" in text
 
 
 def test_report_is_deterministic_and_lists_unfinished_cells(tmp_path):
