@@ -1,0 +1,307 @@
+"""The ablation studies of `launch.ablate`: an explicit registry of grids.
+
+A study is a named grid of conditions (config overrides of one system) times
+seeds. `STUDIES` maps each name to its `Study`; the runner looks names up in
+that dict only.
+
+A `System` says how to build a condition's config (full or quick), how to
+train it (the trainer's own `train(config, workdir)`, imported when the first
+cell runs, so a study never needs another system's code), whether its trainer
+vmaps seeds (SAC: one cell = one condition with all its seeds; MoE and VAE: one
+cell per seed), and which eval.csv columns the report summarises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Callable
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  column: str  # eval.csv column, read at the final evaluation.
+  label: str   # Name in the report.
+  log_y: bool = False  # Learning curves on a log scale.
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+  """A run's speed, read from one of its CSV logs (wall clock: machine load
+  changes it)."""
+  csv: str     # File in the run directory.
+  column: str  # Column read.
+  label: str   # Name in the report.
+  reduce: str  # "median" over the rows of the first seed, or "last" row.
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+  name: str
+  # (preset, quick, steps or None) -> config before the condition overrides.
+  make_config: Callable[[str, bool, int | None], ml_collections.ConfigDict]
+  train: Callable[[ml_collections.ConfigDict, str], Any]  # Trainer entry.
+  steps_field: str        # Config field of the step budget.
+  vmapped_seeds: bool     # True: config.seed + range(config.num_seeds).
+  seed_column: str | None  # eval.csv column naming the seed (vmapped only).
+  metrics: tuple[Metric, ...]
+  cost: Cost | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+  name: str    # Unique in the study; the cell directory name.
+  label: str   # Row name in the report.
+  task: str    # Stratum: conditions of one task are compared with each other.
+  preset: str  # Config preset passed to System.make_config.
+  overrides: tuple[tuple[str, Any], ...]  # (field, value) applied in order.
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  name: str
+  description: str  # One paragraph, printed at the top of the report.
+  system: System
+  conditions: tuple[Condition, ...]
+  num_seeds: int  # Default seeds: 0 .. num_seeds - 1.
+  steps: int | None  # Default step budget; None = the preset's.
+  pairs: tuple[tuple[str, str], ...]  # (A, B) condition names: A - B.
+  # Aggregates over tasks: (label, ((A, B) per task, ...)), reported as the
+  # mean over tasks of (A - B) / |mean B| per seed, stratified by task.
+  aggregates: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+  def condition(self, name: str) -> Condition:
+    for c in self.conditions:
+      if c.name == name:
+        return c
+    raise ValueError(f"study {self.name!r} has no condition {name!r}; it has "
+                     f"{[c.name for c in self.conditions]}.")
+
+
+# --- SAC ---------------------------------------------------------------------
+
+
+def _sac_config(preset: str, quick: bool, steps: int | None
+                ) -> ml_collections.ConfigDict:
+  from launch.configs import sac as sac_config
+  if quick:
+    config = sac_config.get_config("test")  # Tiny networks, 600 steps.
+    config.env_id = preset
+    config.eval_every = 300
+  else:
+    config = sac_config.get_config(preset)
+  if steps is not None:
+    config.total_steps = steps
+  # A buffer at least as large as the run never wraps, and sampling draws
+  # rows in [0, size), so capacity min(preset, total_steps) gives the same
+  # run as the preset's 1M with a tenth of the memory and checkpoint size.
+  config.buffer_size = min(config.buffer_size, config.total_steps)
+  return config
+
+
+def _sac_train(config, workdir):
+  from sac import train
+  return train.train(config, workdir)
+
+
+SAC = System(
+    name="sac", make_config=_sac_config, train=_sac_train,
+    steps_field="total_steps", vmapped_seeds=True, seed_column="seed",
+    metrics=(Metric("return_mean", "deterministic eval return"),),
+    cost=Cost("train.csv", "steps_per_sec",
+              "environment steps per second per seed, all seeds vmapped "
+              "(median over the train.csv log intervals; one gradient "
+              "update per step per seed after learning_starts)", "median"))
+
+
+def _sac_arm(task: str, actor_grad: str, samples: int | None) -> Condition:
+  if actor_grad == "pathwise":
+    name, label, extra = f"{task}_pathwise", "pathwise", ()
+  else:
+    name = f"{task}_score_function_{samples}"
+    label = f"score_function ({samples} samples)"
+    extra = (("score_function_samples", samples),)
+  return Condition(name=name, label=label, task=task, preset=task,
+                   overrides=(("actor_grad", actor_grad),) + extra)
+
+
+SAC_ACTOR_GRAD = Study(
+    name="sac_actor_grad",
+    description=(
+        "SAC actor-gradient estimator (Haarnoja et al. 2018 MuJoCo presets): "
+        "pathwise (reparameterised) vs score function with a leave-one-out "
+        "baseline over 8 actions per state, on HalfCheetah-v5 and Hopper-v5 "
+        "(|A| = 6 and 3), plus score function with 2 actions on "
+        "HalfCheetah-v5. Final deterministic evaluation return per seed "
+        "(mean over the evaluation episodes)."),
+    system=SAC,
+    conditions=(
+        _sac_arm("HalfCheetah-v5", "pathwise", None),
+        _sac_arm("HalfCheetah-v5", "score_function", 8),
+        _sac_arm("HalfCheetah-v5", "score_function", 2),
+        _sac_arm("Hopper-v5", "pathwise", None),
+        _sac_arm("Hopper-v5", "score_function", 8),
+    ),
+    num_seeds=5, steps=100_000,
+    pairs=(
+        ("HalfCheetah-v5_score_function_8", "HalfCheetah-v5_pathwise"),
+        ("HalfCheetah-v5_score_function_2", "HalfCheetah-v5_pathwise"),
+        ("HalfCheetah-v5_score_function_2", "HalfCheetah-v5_score_function_8"),
+        ("Hopper-v5_score_function_8", "Hopper-v5_pathwise"),
+    ),
+    aggregates=((
+        "score_function (8) vs pathwise, both tasks",
+        (("HalfCheetah-v5_score_function_8", "HalfCheetah-v5_pathwise"),
+         ("Hopper-v5_score_function_8", "Hopper-v5_pathwise"))),))
+
+
+# --- MoE ---------------------------------------------------------------------
+
+
+def _moe_config(preset: str, quick: bool, steps: int | None
+                ) -> ml_collections.ConfigDict:
+  from launch.configs import moe as moe_config
+  config = moe_config.get_config("test" if quick else preset)
+  config.progress_bar = False  # Many runs in one log.
+  if steps is not None:
+    if steps % config.eval_every:
+      raise ValueError(
+          f"--steps={steps} must be a multiple of the MoE config's "
+          f"eval_every ({config.eval_every}).")
+    config.num_steps = steps
+  return config
+
+
+def _moe_train(config, workdir):
+  from moe import train
+  return train.train(config, workdir)
+
+
+MOE = System(
+    name="moe", make_config=_moe_config, train=_moe_train,
+    steps_field="num_steps", vmapped_seeds=False, seed_column=None,
+    metrics=(Metric("cv_importance", "CV(Importance)", log_y=True),
+             Metric("cv_load", "CV(Load)", log_y=True),
+             Metric("max_over_mean_load", "max/mean load", log_y=True),
+             Metric("excess_loss", "excess loss (nats)")),
+    cost=Cost("eval.csv", "seconds", "training wall seconds per run "
+              "(eval.csv, last row)", "last"))
+
+
+def _moe_row(w_importance: float, w_load: float, noise: bool) -> Condition:
+  name = f"wi{w_importance:g}_wl{w_load:g}" + ("" if noise else "_nonoise")
+  label = f"({w_importance:g}, {w_load:g})" + ("" if noise else " no noise")
+  return Condition(name=name, label=label, task="mixture", preset="",
+                   overrides=(("w_importance", float(w_importance)),
+                              ("w_load", float(w_load)), ("noise", noise)))
+
+
+_MOE_ROWS = (
+    # Shazeer et al. 2017, Table 6 (its six rows), then the README table's
+    # seventh: both losses at 0.1 without gating noise (no load-loss gradient).
+    _moe_row(0.0, 0.0, True),
+    _moe_row(0.2, 0.0, True),
+    _moe_row(0.0, 0.2, True),
+    _moe_row(0.1, 0.1, True),
+    _moe_row(0.01, 0.01, True),
+    _moe_row(1.0, 1.0, True),
+    _moe_row(0.1, 0.1, False),
+)
+
+MOE_TABLE6 = Study(
+    name="moe_table6",
+    description=(
+        "Noisy top-k MoE balancing losses (Shazeer et al. 2017, Table 6) on "
+        "the synthetic mixture-of-domains task (launch/configs/moe.py): the "
+        "six (w_importance, w_load) rows of the paper plus (0.1, 0.1) "
+        "without gating noise; rows are labelled (w_importance, w_load). "
+        "Final evaluation of each run: CV(Importance), CV(Load) and max/mean "
+        "load on the evaluation set (eval mode, no noise), and the excess "
+        "loss over the Bayes-optimal predictor. The "
+        "seed fixes the task, the initialisation and the data, so runs with "
+        "the same seed are paired."),
+    system=MOE, conditions=_MOE_ROWS, num_seeds=3, steps=None,
+    pairs=tuple((a.name, b.name)
+                for a, b in itertools.combinations(_MOE_ROWS, 2)))
+
+
+# --- VAE (trainer: vae.train.train; configs: launch/configs/vae.py) ------------
+
+
+def _vae_config(preset: str, quick: bool, steps: int | None
+                ) -> ml_collections.ConfigDict:
+  from launch.configs import vae as vae_config
+  if quick:
+    config = vae_config.get_config("test")  # Tiny nets and data, 200 steps.
+    config.model = preset
+  else:
+    config = vae_config.get_config(preset)
+  config.progress_bar = False  # Many runs in one log.
+  if steps is not None:
+    if steps % config.eval_every:
+      raise ValueError(
+          f"--steps={steps} must be a multiple of the VAE config's "
+          f"eval_every ({config.eval_every}).")
+    config.num_steps = steps
+  return config
+
+
+def _vae_train(config, workdir):
+  from vae import train
+  return train.train(config, workdir)
+
+
+VAE = System(
+    name="vae", make_config=_vae_config, train=_vae_train,
+    steps_field="num_steps", vmapped_seeds=False, seed_column=None,
+    metrics=(Metric("test_neg_elbo", "test -ELBO (nats)"),),
+    cost=Cost("eval.csv", "seconds", "training wall seconds per run "
+              "(eval.csv, last row)", "last"))
+
+
+def _vae_arm(preset: str, field: str, value: str) -> Condition:
+  return Condition(name=f"{preset}_{value}", label=value, task=preset,
+                   preset=preset, overrides=((field, value),))
+
+
+VAE_ESTIMATORS = Study(
+    name="vae_estimators",
+    description=(
+        "VAE encoder-gradient estimators (launch/configs/vae.py): the "
+        "Gaussian VAE with pathwise vs score-function encoder gradients, and "
+        "the categorical VAE with Gumbel-softmax, straight-through "
+        "Gumbel-softmax, score function, REBAR and RELAX. Final test "
+        "negative ELBO per seed."),
+    system=VAE,
+    conditions=(
+        _vae_arm("gaussian", "encoder_grad", "pathwise"),
+        _vae_arm("gaussian", "encoder_grad", "score_function"),
+        _vae_arm("categorical", "estimator", "gumbel_softmax"),
+        _vae_arm("categorical", "estimator", "st_gumbel_softmax"),
+        _vae_arm("categorical", "estimator", "score_function"),
+        _vae_arm("categorical", "estimator", "rebar"),
+        _vae_arm("categorical", "estimator", "relax"),
+    ),
+    num_seeds=3, steps=None,
+    pairs=(
+        ("gaussian_score_function", "gaussian_pathwise"),
+        ("categorical_st_gumbel_softmax", "categorical_gumbel_softmax"),
+        ("categorical_score_function", "categorical_gumbel_softmax"),
+        ("categorical_rebar", "categorical_score_function"),
+        ("categorical_relax", "categorical_score_function"),
+        ("categorical_relax", "categorical_rebar"),
+    ))
+
+
+STUDIES: dict[str, Study] = {
+    s.name: s for s in (SAC_ACTOR_GRAD, MOE_TABLE6, VAE_ESTIMATORS)}
+
+
+def get_study(name: str) -> Study:
+  """The registered study `name`; ValueError naming it otherwise."""
+  if name not in STUDIES:
+    raise ValueError(f"unknown study {name!r}; expected one of "
+                     f"{sorted(STUDIES)}.")
+  return STUDIES[name]

@@ -1,0 +1,238 @@
+"""Cells, shards, the study manifest and the resumable run loop of `launch.ablate`.
+
+Layout of a study directory DIR:
+
+  DIR/study.json                 the manifest: study name, seeds, steps, quick
+  DIR/cells/CONDITION/           a vmapped-seed cell (SAC): one trainer run dir
+  DIR/cells/CONDITION/seed_S/    a one-seed cell (MoE, VAE): one trainer run dir
+  .../cell_done.json             written after the trainer returns: the cell's
+                                 config; a cell with it is never rerun
+  DIR/report.md, DIR/figures/    written by `launch.study_report`
+
+A cell is an ordinary run directory of its trainer, so an interrupted cell
+resumes from its own checkpoints when the study is rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Sequence
+
+from absl import logging
+import ml_collections
+
+from launch import studies
+
+MANIFEST = "study.json"
+DONE = "cell_done.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What makes two invocations the same study run (kept in the manifest)."""
+  num_seeds: int
+  steps: int | None  # None: the study's default (or the quick preset's).
+  quick: bool
+
+  def as_json(self) -> dict:
+    return {"seeds": self.num_seeds, "steps": self.steps, "quick": self.quick}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  condition: studies.Condition
+  seeds: tuple[int, ...]  # All seeds (vmapped system) or one.
+  path: str               # Run directory relative to DIR.
+
+
+def resolve_settings(study: studies.Study, *, seeds: int | None,
+                     steps: int | None, quick: bool) -> Settings:
+  """Flags -> Settings: --seeds and --steps default to the study's values.
+
+  In quick mode the step budget defaults to the quick preset's.
+  """
+  for name, value in (("--seeds", seeds), ("--steps", steps)):
+    if value is not None and (isinstance(value, bool) or
+                              not isinstance(value, int) or value < 1):
+      raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
+  default_steps = None if quick else study.steps
+  return Settings(num_seeds=study.num_seeds if seeds is None else seeds,
+                  steps=default_steps if steps is None else steps,
+                  quick=bool(quick))
+
+
+def study_cells(study: studies.Study, settings: Settings) -> list[Cell]:
+  """Every cell of the study, in registry order (conditions, then seeds)."""
+  seeds = tuple(range(settings.num_seeds))
+  cells = []
+  for condition in study.conditions:
+    if study.system.vmapped_seeds:
+      cells.append(Cell(condition, seeds, os.path.join("cells", condition.name)))
+    else:
+      cells.extend(Cell(condition, (s,), os.path.join(
+          "cells", condition.name, f"seed_{s}")) for s in seeds)
+  return cells
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """'i/n' -> (i, n) with 0 <= i < n; ValueError naming the value otherwise."""
+  parts = text.split("/")
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise ValueError(f"--shard must look like i/n (e.g. 0/4); got {text!r}.")
+  index, count = int(parts[0]), int(parts[1])
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"--shard={text!r} is out of range: need n >= 1 and "
+                     f"0 <= i < n.")
+  return index, count
+
+
+def shard_cells(cells: Sequence[Cell], index: int, count: int) -> list[Cell]:
+  """Cell group `index` of `count`: cells index, index + count, ...
+
+  Round-robin over the registry order, so the groups are disjoint, their
+  union is the study and their sizes differ by at most one.
+  """
+  return list(cells[index::count])
+
+
+def cell_config(study: studies.Study, cell: Cell, settings: Settings
+                ) -> ml_collections.ConfigDict:
+  """The trainer config of `cell` (locked: an unknown field is an error)."""
+  config = study.system.make_config(cell.condition.preset, settings.quick,
+                                    settings.steps)
+  config.lock()
+  for field, value in cell.condition.overrides:
+    config[field] = value
+  config.seed = cell.seeds[0]
+  if study.system.vmapped_seeds:
+    config.num_seeds = len(cell.seeds)
+  return config
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def read_manifest(workdir: str) -> dict | None:
+  path = os.path.join(workdir, MANIFEST)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def check_manifest(workdir: str, study: studies.Study,
+                   settings: Settings | None) -> dict | None:
+  """Refuses a workdir holding another study, or this one under other settings.
+
+  `settings=None` checks only the study name. Returns the manifest (None if
+  the directory has none yet and holds no cells).
+  """
+  manifest = read_manifest(workdir)
+  if manifest is None:
+    if os.path.isdir(os.path.join(workdir, "cells")):
+      raise ValueError(
+          f"workdir {workdir!r} holds cells/ but no {MANIFEST}: it is not a "
+          f"study directory of launch.ablate; use a new workdir.")
+    return None
+  if manifest.get("study") != study.name:
+    raise ValueError(
+        f"workdir {workdir!r} holds study {manifest.get('study')!r}, not "
+        f"{study.name!r}; use a new workdir for {study.name!r}.")
+  if settings is not None:
+    saved = {k: manifest.get(k) for k in settings.as_json()}
+    changed = [f"{k} (saved {saved[k]!r}, now {v!r})"
+               for k, v in settings.as_json().items() if saved[k] != v]
+    if changed:
+      raise ValueError(
+          f"workdir {workdir!r} holds study {study.name!r} run with other "
+          f"settings: {', '.join(changed)}; rerun with the saved values or "
+          f"use a new workdir.")
+  return manifest
+
+
+def manifest_settings(manifest: dict) -> Settings:
+  return Settings(num_seeds=manifest["seeds"], steps=manifest["steps"],
+                  quick=manifest["quick"])
+
+
+def is_done(workdir: str, cell: Cell) -> bool:
+  return os.path.exists(os.path.join(workdir, cell.path, DONE))
+
+
+def run_study(study: studies.Study, workdir: str, settings: Settings, *,
+              shard: tuple[int, int] = (0, 1),
+              train: Callable | None = None) -> list[Cell]:
+  """Runs the unfinished cells of shard `shard` of the study; returns them.
+
+  Args:
+    study: the study.
+    workdir: the study directory (created; its manifest is written or checked).
+    settings: seeds, steps and quick mode.
+    shard: (i, n): run only cell group i of n.
+    train: the trainer to call instead of the system's (for tests).
+
+  Raises:
+    ValueError: another study (or other settings) in `workdir`.
+    RuntimeError: after trying every cell, naming the cells that failed.
+  """
+  check_manifest(workdir, study, settings)
+  cells = study_cells(study, settings)
+  configs = [cell_config(study, c, settings) for c in cells]  # Fail early.
+  os.makedirs(workdir, exist_ok=True)
+  if read_manifest(workdir) is None:
+    _write_json(os.path.join(workdir, MANIFEST),
+                {"study": study.name, **settings.as_json()})
+  train = train or study.system.train
+  mine = set(id(c) for c in shard_cells(cells, *shard))
+  ran, failed = [], []
+  for number, (cell, config) in enumerate(zip(cells, configs), 1):
+    if id(cell) not in mine:
+      continue
+    run_dir = os.path.join(workdir, cell.path)
+    done = os.path.join(run_dir, DONE)
+    if os.path.exists(done):
+      _check_done_config(done, config)
+      logging.info("[%d/%d] %s: finished earlier, skipped.", number,
+                   len(cells), cell.path)
+      continue
+    logging.info("[%d/%d] %s: training.", number, len(cells), cell.path)
+    start = time.time()
+    try:
+      train(config, run_dir)
+    except Exception as e:  # Reported below; the other cells still run.
+      logging.exception("%s failed", cell.path)
+      failed.append(f"{cell.path}: {type(e).__name__}: {e}")
+      continue
+    _write_json(done, {"config": json.loads(config.to_json())})
+    logging.info("[%d/%d] %s: done in %.0f s.", number, len(cells), cell.path,
+                 time.time() - start)
+    ran.append(cell)
+  if failed:
+    raise RuntimeError("cells failed (rerun the same command to retry them): "
+                       + "; ".join(failed))
+  return ran
+
+
+def _check_done_config(done_path: str, config: ml_collections.ConfigDict
+                       ) -> None:
+  """Refuses a finished cell whose recorded config differs from `config`."""
+  with open(done_path) as f:
+    saved = json.load(f)["config"]
+  current = json.loads(config.to_json())
+  # Fields only one side has (a config field added or removed by a later
+  # version of the code) are not compared: the run finished without them.
+  changed = sorted(k for k in set(saved) & set(current)
+                   if saved[k] != current[k])
+  if changed:
+    raise ValueError(
+        f"{done_path} records a finished run with a different config: "
+        + ", ".join(f"{k} (saved {saved[k]!r}, now {current[k]!r})"
+                    for k in changed) + "; use a new workdir.")

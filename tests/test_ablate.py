@@ -1,0 +1,306 @@
+"""Tests of the study runner (launch/ablate.py, studies.py, study_runner.py, study_report.py).
+
+One end-to-end study trains the real MoE trainer (two Table 6 rows, quick
+configs, 2 seeds, 4 runs of 20 steps) and checks the report's numbers against
+the runs' eval.csv and `common.statistics`. The other tests use a fake
+trainer that writes an eval.csv in the system's format (SAC: a `seed` column,
+all seeds in one run directory), so the cell bookkeeping (resume, shards,
+manifest) and the report's determinism are checked in milliseconds per run.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from common import csv_logs
+from common import statistics
+from launch import ablate
+from launch import studies
+from launch import study_report
+from launch import study_runner
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class FakeTrainer:
+  """Writes eval.csv (two evaluations) like the system's trainer; counts calls."""
+
+  def __init__(self, study, stop_after=None):
+    self.system = study.system
+    self.calls = []
+    self.stop_after = stop_after  # Raise KeyboardInterrupt on call N + 1.
+
+  def __call__(self, config, workdir):
+    if self.stop_after is not None and len(self.calls) == self.stop_after:
+      raise KeyboardInterrupt  # A kill: not caught by the runner.
+    self.calls.append(os.path.relpath(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    final = config[self.system.steps_field]
+    num = config.num_seeds if self.system.vmapped_seeds else 1
+    rows = []
+    for seed in range(config.seed, config.seed + num):
+      rng = np.random.default_rng(
+          zlib.crc32((config.to_json() + str(seed)).encode()))
+      for step in (final // 2, final):
+        row = {"step": step,
+               **{m.column: float(rng.normal(1.0, 0.3))
+                  for m in self.system.metrics}}
+        if self.system.seed_column:
+          row[self.system.seed_column] = seed
+        rows.append(row)
+    cost = self.system.cost
+    if cost.csv == "eval.csv":
+      for row in rows:
+        row[cost.column] = 10.0 + row["step"]
+    else:
+      cost_rows = [{"step": r["step"], self.system.seed_column: r[
+          self.system.seed_column], cost.column: 100.0 + r["step"]}
+                   for r in rows]
+      log = csv_logs.CsvLog(os.path.join(workdir, cost.csv), list(cost_rows[0]))
+      log.start(None)
+      log.write(cost_rows)
+    log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), list(rows[0]))
+    log.start(None)
+    log.write(rows)
+
+
+def _cells(study, settings):
+  return [c.path for c in study_runner.study_cells(study, settings)]
+
+
+def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
+  """Two rows x 2 seeds, quick configs; then a rerun trains nothing."""
+  base = studies.MOE_TABLE6
+  rows = (base.condition("wi0_wl0"), base.condition("wi0.1_wl0.1"))
+  study = dataclasses.replace(base, name="moe_two_rows", conditions=rows,
+                              pairs=(("wi0.1_wl0.1", "wi0_wl0"),))
+  monkeypatch.setitem(studies.STUDIES, study.name, study)
+  workdir = str(tmp_path / "study")
+  report = ablate.run(study.name, workdir, quick=True, seeds=2, steps=20)
+  text = open(report).read()
+  assert "Finished cells: 4 of 4." in text
+  assert "## Cost: training wall seconds per run" in text
+  finals = {}
+  for row in rows:
+    for seed in (0, 1):
+      csv = csv_logs.read_csv(os.path.join(
+          workdir, "cells", row.name, f"seed_{seed}", "eval.csv"))
+      assert int(csv[-1]["step"]) == 20
+      finals[row.name, seed] = float(csv[-1]["cv_load"])
+  a = {s: finals["wi0.1_wl0.1", s] for s in (0, 1)}
+  b = {s: finals["wi0_wl0", s] for s in (0, 1)}
+  for name, values in (("wi0_wl0", b), ("wi0.1_wl0.1", a)):
+    per_seed = ", ".join(study_report.fmt_exact(v) for v in values.values())
+    assert f"| mixture | 0, 1 | " in text and per_seed in text
+    assert [np.float32(v) for v in per_seed.split(", ")] == [
+        np.float32(v) for v in values.values()]
+  diff = statistics.paired_difference(a, b, seed=study_report._seed_of(
+      study.name, "cv_load", "wi0.1_wl0.1", "wi0_wl0"))
+  assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | {study_report.fmt(diff.mean)} "
+          f"[{study_report.fmt(diff.ci[0])}, {study_report.fmt(diff.ci[1])}]"
+          in text)
+  for metric in study.system.metrics:
+    assert os.path.exists(os.path.join(
+        workdir, "figures", f"{study.name}_{metric.column}.png"))
+  # Resume: every cell is finished, so the same command trains nothing.
+  counting = FakeTrainer(study)
+  ablate.run(study.name, workdir, quick=True, seeds=2, steps=20,
+             train=counting)
+  assert counting.calls == []
+
+
+def test_resume_after_a_kill_skips_finished_cells(tmp_path):
+  study = studies.MOE_TABLE6
+  settings = study_runner.resolve_settings(study, seeds=2, steps=None,
+                                           quick=True)
+  workdir = str(tmp_path)
+  killed = FakeTrainer(study, stop_after=5)
+  with pytest.raises(KeyboardInterrupt):
+    study_runner.run_study(study, workdir, settings, train=killed)
+  assert len(killed.calls) == 5
+  resumed = FakeTrainer(study)
+  study_runner.run_study(study, workdir, settings, train=resumed)
+  all_cells = _cells(study, settings)
+  # The five finished cells are skipped; the killed sixth and the rest run.
+  assert [os.path.relpath(c, workdir) for c in resumed.calls] == all_cells[5:]
+  again = FakeTrainer(study)
+  study_runner.run_study(study, workdir, settings, train=again)
+  assert again.calls == []
+
+
+@pytest.mark.parametrize("name", ["sac_actor_grad", "moe_table6",
+                                  "vae_estimators"])
+def test_shards_partition_the_cells(name):
+  study = studies.STUDIES[name]
+  settings = study_runner.resolve_settings(study, seeds=None, steps=None,
+                                           quick=False)
+  cells = _cells(study, settings)
+  assert len(cells) == len(set(cells)) == len(study.conditions) * (
+      1 if study.system.vmapped_seeds else study.num_seeds)
+  for count in range(1, len(cells) + 2):
+    groups = [[c.path for c in study_runner.shard_cells(
+        study_runner.study_cells(study, settings), i, count)]
+              for i in range(count)]
+    flat = [c for g in groups for c in g]
+    assert sorted(flat) == sorted(cells)  # Union is the study, no overlap.
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+
+
+def test_sharded_runs_train_each_cell_once_then_report(tmp_path):
+  study = studies.SAC_ACTOR_GRAD
+  workdir = str(tmp_path)
+  trained = []
+  for i in range(3):
+    fake = FakeTrainer(study)
+    assert ablate.run(study.name, workdir, quick=True, seeds=3,
+                      shard=f"{i}/3", train=fake) is None
+    trained.append(fake.calls)
+  settings = study_runner.resolve_settings(study, seeds=3, steps=None,
+                                           quick=True)
+  flat = [os.path.relpath(c, workdir) for g in trained for c in g]
+  assert sorted(flat) == sorted(_cells(study, settings))
+  assert [len(g) for g in trained] == [2, 2, 1]
+  text = open(ablate.run(study.name, workdir, report_only=True,
+                         check_settings=False)).read()
+  assert "Finished cells: 5 of 5." in text
+  assert "score_function (8) vs pathwise, both tasks" in text
+  assert "| score_function (2 samples) − pathwise | HalfCheetah-v5 | 0, 1, 2 |" in text
+  # Cost: median of the first seed's steps_per_sec rows (100 + 300, 100 + 600).
+  assert "| pathwise | Hopper-v5 | 550.0 |" in text
+
+
+def test_report_is_deterministic_and_lists_unfinished_cells(tmp_path):
+  study = studies.MOE_TABLE6
+  workdir = str(tmp_path)
+  ablate.run(study.name, workdir, quick=True, seeds=3, shard="0/2",
+             train=FakeTrainer(study))
+  first = open(ablate.run(study.name, workdir, report_only=True,
+                          check_settings=False), "rb").read()
+  for png in os.listdir(tmp_path / "figures"):
+    os.remove(tmp_path / "figures" / png)
+  second = open(study_report.write_report(study, workdir), "rb").read()
+  assert first == second
+  text = first.decode()
+  assert "Finished cells: 11 of 21. Not finished (left out below): " in text
+  assert "`cells/wi0_wl0/seed_1`" in text  # Shard 1's cells.
+  assert "`cells/wi0_wl0/seed_0`" not in text
+  assert "| (0, 0) | mixture | 0, 2 |" in text  # Seeds 0 and 2 finished.
+  # Every "mean ± sample std" cell is numpy's of the per-seed values shown.
+  rows = [line.split(" | ") for line in text.splitlines()
+          if line.startswith("| (") and " ± " in line
+          and " ± n/a" not in line]  # Rows 0, 2, 4, 6 have 2 seeds.
+  assert len(rows) == 4 * 4
+  for row in rows:
+    values = [float(v) for v in row[5].strip(" |").split(", ")]
+    mean, std = row[4].split(" ± ")
+    for shown, exact in ((mean, np.mean(values)),
+                         (std, np.std(values, ddof=1))):
+      decimals = len(shown.split(".")[1])
+      assert abs(float(shown) - exact) <= 0.5 * 10.0**-decimals + 1e-12, row
+
+
+def test_bad_input_is_named(tmp_path):
+  with pytest.raises(ValueError, match="unknown study 'nope'"):
+    ablate.run("nope", str(tmp_path))
+  for shard in ("3/3", "5/2", "1/0"):
+    with pytest.raises(ValueError, match=f"--shard={shard!r} is out of range"):
+      ablate.run("moe_table6", str(tmp_path), shard=shard)
+  for shard in ("a/b", "-1/2", "2"):
+    with pytest.raises(ValueError, match=f"--shard must look like i/n.*{shard!r}"):
+      ablate.run("moe_table6", str(tmp_path), shard=shard)
+  with pytest.raises(ValueError, match="--seeds must be an int >= 1; got 0"):
+    ablate.run("moe_table6", str(tmp_path), seeds=0)
+  with pytest.raises(ValueError, match="--steps=30 must be a multiple"):
+    ablate.run("moe_table6", str(tmp_path), quick=True, steps=30)
+  with pytest.raises(ValueError, match="has no study.json"):
+    ablate.run("moe_table6", str(tmp_path / "empty"), report_only=True,
+               check_settings=False)
+  workdir = str(tmp_path / "moe")
+  ablate.run("moe_table6", workdir, quick=True, seeds=2, shard="0/20",
+             train=FakeTrainer(studies.MOE_TABLE6))
+  with pytest.raises(ValueError, match="holds study 'moe_table6', not "
+                     "'sac_actor_grad'"):
+    ablate.run("sac_actor_grad", workdir, quick=True, seeds=2,
+               train=FakeTrainer(studies.SAC_ACTOR_GRAD))
+  with pytest.raises(ValueError, match=r"seeds \(saved 2, now 3\)"):
+    ablate.run("moe_table6", workdir, quick=True, seeds=3)
+  os.makedirs(tmp_path / "stray" / "cells")
+  with pytest.raises(ValueError, match="holds cells/ but no study.json"):
+    ablate.run("moe_table6", str(tmp_path / "stray"), quick=True)
+
+
+def test_cli_reports_bad_input_without_a_traceback():
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.ablate", "--study=nope",
+       "--workdir=/nonexistent"], cwd=ROOT, capture_output=True, text=True,
+      env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+  assert result.returncode != 0
+  assert "unknown study 'nope'" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_cell_configs_pass_the_trainers_checks(quick):
+  from moe import train as moe_train
+  from sac import validation as sac_validation
+  checks = {"sac": sac_validation.check_config, "moe": moe_train.check_config}
+  for study in (studies.SAC_ACTOR_GRAD, studies.MOE_TABLE6):
+    settings = study_runner.resolve_settings(study, seeds=None, steps=None,
+                                             quick=quick)
+    for cell in study_runner.study_cells(study, settings):
+      config = study_runner.cell_config(study, cell, settings)
+      checks[study.system.name](config)
+      for field, value in cell.condition.overrides:
+        assert config[field] == value
+  full = study_runner.cell_config(
+      studies.SAC_ACTOR_GRAD,
+      study_runner.study_cells(studies.SAC_ACTOR_GRAD, study_runner.Settings(
+          5, 100_000, False))[2], study_runner.Settings(5, 100_000, False))
+  assert (full.env_id, full.total_steps, full.num_seeds, full.seed) == (
+      "HalfCheetah-v5", 100_000, 5, 0)
+  assert (full.actor_grad, full.score_function_samples) == ("score_function", 2)
+  assert full.actor_lr == 3e-4 and full.learning_starts == 10_000
+
+
+def test_vae_cell_configs():
+  """Needs launch/configs/vae.py (the VAE issue); skipped until it exists."""
+  pytest.importorskip("launch.configs.vae")
+  vae_train = pytest.importorskip("vae.train")
+  study = studies.VAE_ESTIMATORS
+  for quick in (True, False):
+    settings = study_runner.resolve_settings(study, seeds=None, steps=None,
+                                             quick=quick)
+    for cell in study_runner.study_cells(study, settings):
+      config = study_runner.cell_config(study, cell, settings)
+      vae_train.check_config(config)
+      assert config.model == cell.condition.task
+      for field, value in cell.condition.overrides:
+        assert config[field] == value
+
+
+def test_finished_cell_with_another_config_is_refused(tmp_path):
+  study = studies.MOE_TABLE6
+  settings = study_runner.resolve_settings(study, seeds=1, steps=None,
+                                           quick=True)
+  workdir = str(tmp_path)
+  study_runner.run_study(study, workdir, settings, shard=(0, 7),
+                         train=FakeTrainer(study))
+  done = tmp_path / "cells" / "wi0_wl0" / "seed_0" / "cell_done.json"
+  saved = json.loads(done.read_text())
+  saved["config"]["field_of_an_older_version"] = 1  # Not compared.
+  done.write_text(json.dumps(saved))
+  study_runner.run_study(study, workdir, settings, shard=(0, 7),
+                         train=FakeTrainer(study))
+  saved["config"]["learning_rate"] = 1.0
+  done.write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=r"different config: learning_rate "
+                     r"\(saved 1.0, now 0.003\)"):
+    study_runner.run_study(study, workdir, settings, shard=(0, 7),
+                           train=FakeTrainer(study))
