@@ -35,17 +35,26 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Save/restore of (state, host arrays, metadata) under DIR/checkpoints."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 2):
+  def __init__(self, workdir: str, max_to_keep: int = 2,
+               keep_steps: Sequence[int] = ()):
+    """Keeps the latest `max_to_keep` checkpoints and, permanently, any whose
+    step is in `keep_steps` (orbax's LatestN and CustomSteps policies)."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    policies = ocp.checkpoint_managers
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=False,
-            create=True),
+            preservation_policy=policies.AnyPreservationPolicy([
+                policies.LatestN(n=max_to_keep),
+                policies.CustomSteps(steps=tuple(keep_steps))]),
+            enable_async_checkpointing=False, create=True),
         item_names=("state", "host", "meta"))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: Any, host: dict[str, np.ndarray] | None,
            meta: dict[str, Any]) -> None:

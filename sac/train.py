@@ -78,7 +78,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   agent = build_agent(config, obs_dim, action_dim)
   state = init_states(agent, config, seeds)
 
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpointing.Checkpointer(
+      workdir, keep_steps=config.keep_checkpoint_steps)
   resume_step = checkpointer.latest_step()
   if resume_step is None:
     obs, _ = env.reset(seed=envs.env_seeds(seeds, num_envs))
@@ -192,7 +193,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.add_scalar("eval/return_mean", returns.mean(), step)
       bar.set_postfix(eval=f"{returns.mean():.1f}", refresh=False)
 
-    if _crossed(step, num_envs, config.checkpoint_every) or step >= config.total_steps:
+    if (_crossed(step, num_envs, config.checkpoint_every)
+        or step in config.keep_checkpoint_steps or step >= config.total_steps):
       save_checkpoint()
     bar.update(num_envs)
 
