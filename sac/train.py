@@ -29,6 +29,7 @@ from sac import evaluation
 from sac import learner
 from sac import replay
 from sac import run_logs
+from sac import seed_sharding
 from sac import validation
 
 TRAIN_COLUMNS = ("step", "seed") + learner.METRIC_NAMES + (
@@ -76,7 +77,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   obs_dim = env.single_observation_space.shape[0]
   action_dim = env.single_action_space.shape[0]
   agent = build_agent(config, obs_dim, action_dim)
-  state = init_states(agent, config, seeds)
+  sharding = seed_sharding.seed_sharding(num_seeds)  # None on one device.
+  state = seed_sharding.place(init_states(agent, config, seeds), sharding)
 
   checkpointer = checkpointing.Checkpointer(
       workdir, keep_steps=config.keep_checkpoint_steps)
@@ -85,7 +87,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     obs, _ = env.reset(seed=envs.env_seeds(seeds, num_envs))
     obs = np.asarray(obs, np.float32).reshape(num_seeds, num_envs, obs_dim)
     state, action = learner.make_act_fn(
-        agent, random=config.learning_starts > 0)(state, obs)
+        agent, random=config.learning_starts > 0)(
+            state, seed_sharding.place(obs, sharding))
     action = np.asarray(action)
     step, iteration, eval_round = 0, 0, 0
     episode_return = np.zeros(num_seeds * num_envs)
@@ -149,7 +152,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if fn_key not in step_fns:
       step_fns[fn_key] = learner.make_step_fn(
           agent, num_updates=num_updates, random_action=random_action)
-    state, action, metrics = step_fns[fn_key](state, transition, obs)
+    state, action, metrics = step_fns[fn_key](
+        state, *seed_sharding.place((transition, obs), sharding))
     action, metrics = jax.device_get((action, metrics))
     if num_updates:
       if not np.all(np.isfinite(metrics)):
