@@ -26,6 +26,10 @@ only in variance. Reported per seed, checkpoint and arm:
                       averaged over the batches; `ratio` divides by pathwise's.
   cosine              cosine similarity of the arm's mean gradient with
                       pathwise's (all batches' coordinates concatenated).
+                      Both means are noisy: `mean rel. SE`, sqrt(sum of
+                      variances / R) / |pathwise mean|, is the noise-to-
+                      signal ratio of an arm's mean; when it is large, a low
+                      cosine says nothing about bias (the z-test does).
   z-test              per coordinate, the paired difference d = g_arm -
                       g_pathwise over the same keys: z = mean(d) / (std(d) /
                       sqrt(R)). Unbiased estimators give z ~ t(R-1): about 5% of
@@ -226,7 +230,10 @@ def summarize(per_batch: Sequence[dict[str, Any]], num_repeats: int
            "ratio": float(tv.mean() / path_tv.mean()),
            "ratio_min_batch": float((tv / path_tv).min()),
            "ratio_max_batch": float((tv / path_tv).max()),
-           "cosine": cosine}
+           "cosine": cosine,
+           "mean_rel_se": float(np.sqrt(sum(m["variance"][arm].sum()
+                                            for m in per_batch) / num_repeats)
+                                / np.linalg.norm(path_mean))}
     if arm != PATHWISE:   # Paired difference to pathwise, per coordinate.
       d_mean = np.concatenate([m["diff_mean"][arm] for m in per_batch])
       d_var = np.concatenate([m["diff_variance"][arm] for m in per_batch])
@@ -363,8 +370,8 @@ def markdown(results: dict[str, Any]) -> str:
       "difference to pathwise per coordinate (unbiased: ~0.05, ~0.001, ~1).",
       "",
       "| step | seed | arm | total variance | ratio | ratio range | cosine "
-      "| frac abs(z)>1.96 | frac abs(z)>3.29 | mean z^2 |",
-      "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+      "| mean rel. SE | frac abs(z)>1.96 | frac abs(z)>3.29 | mean z^2 |",
+      "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for entry in results["variance"]:
     for arm, r in entry["arms"].items():
       z = (("-",) * 3 if arm == PATHWISE else
@@ -374,7 +381,8 @@ def markdown(results: dict[str, Any]) -> str:
           f"| {entry['step']} | {entry['seed']} | {arm} | "
           f"{r['total_variance']:.4g} | {r['ratio']:.2f} | "
           f"{r['ratio_min_batch']:.2f}-{r['ratio_max_batch']:.2f} | "
-          f"{r['cosine']:.4f} | " + " | ".join(z) + " |")
+          f"{r['cosine']:.4f} | {r['mean_rel_se']:.3g} | " + " | ".join(z)
+          + " |")
   lines += ["", f"Cost per update ({o['timing_rounds']} interleaved rounds; "
             "ratio to pathwise: median, min):", "",
             "| arm | actor gradient (ms) | ratio | gradient_step (ms) | ratio |",
