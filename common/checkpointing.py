@@ -102,13 +102,19 @@ def config_to_dict(config) -> dict[str, Any]:
 class Checkpointer:
   """Save/restore of (state, host arrays, metadata, config) under DIR/checkpoints."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 2):
+  def __init__(self, workdir: str, max_to_keep: int = 2,
+               keep_steps: Sequence[int] = ()):
+    """Keeps the latest `max_to_keep` checkpoints and, permanently, any whose
+    step is in `keep_steps` (orbax's LatestN and CustomSteps policies)."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    policies = ocp.checkpoint_managers
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=False,
-            create=True),
+            preservation_policy=policies.AnyPreservationPolicy([
+                policies.LatestN(n=max_to_keep),
+                policies.CustomSteps(steps=tuple(keep_steps))]),
+            enable_async_checkpointing=False, create=True),
         item_names=_ITEMS)
 
   def latest_step(self) -> int | None:
@@ -252,7 +258,8 @@ class Run:
   """
 
   def __init__(self, workdir: str, config, *,
-               allowed_changes: Sequence[str], max_to_keep: int = 2):
+               allowed_changes: Sequence[str], max_to_keep: int = 2,
+               keep_steps: Sequence[int] = ()):
     self.workdir = workdir
     self.config = config_to_dict(config)
     self.allowed_changes = tuple(allowed_changes)
@@ -262,7 +269,7 @@ class Run:
                        "the config does not have.")
     self.lock = workdir_lock.acquire(workdir)
     try:
-      self.checkpointer = Checkpointer(workdir, max_to_keep)
+      self.checkpointer = Checkpointer(workdir, max_to_keep, keep_steps)
     except BaseException:
       self.lock.release()
       raise
@@ -352,10 +359,13 @@ class Run:
 
 
 def open_run(workdir: str, config, *, allowed_changes: Sequence[str],
-             max_to_keep: int = 2) -> Run:
+             max_to_keep: int = 2, keep_steps: Sequence[int] = ()) -> Run:
   """Locks `workdir` (creating it) and opens its checkpoints; see module doc.
+
+  The latest `max_to_keep` checkpoints are kept, and permanently those whose
+  step is in `keep_steps`.
 
   Raises `workdir_lock.WorkdirLockedError` if another process holds it.
   """
   return Run(workdir, config, allowed_changes=allowed_changes,
-             max_to_keep=max_to_keep)
+             max_to_keep=max_to_keep, keep_steps=keep_steps)

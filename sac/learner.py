@@ -158,6 +158,20 @@ def _actor_objective(agent: Agent, actor_params, critic_params, alpha, obs, key)
   return loss, log_prob[0]
 
 
+def actor_gradient(agent: Agent, actor_params, critic_params, log_alpha, obs,
+                   key):
+  """The actor-gradient estimate of `gradient_step` for fixed critics.
+
+  Gradient in the actor parameters of the pathwise (Eq. 12) or score-function
+  actor loss of `agent.actor_grad`, on obs [B, O] with the action noise drawn
+  from `key`; the critics and alpha = exp(log_alpha) are held fixed. Used by
+  benchmarks/sac_grad_variance.py.
+  """
+  objective = functools.partial(_actor_objective, agent)
+  return jax.grad(lambda p: objective(p, critic_params, jnp.exp(log_alpha),
+                                      obs, key)[0])(actor_params)
+
+
 def gradient_step(agent: Agent, state: SACState, batch: replay.Transition):
   """One SAC gradient step on a batch (Haarnoja et al. 2018, Algorithm 1).
 

@@ -103,7 +103,10 @@ def actor_loss_score_function(log_prob: Array, q_values: Array,
   2020, Eq. 13). So the score-function estimator with
   f = alpha * sg(log pi) - sg(min Q) is unbiased for grad J. Subtracting the
   leave-one-out baseline b_m = mean_{j != m} f_j over the M actions sampled
-  for the same state (Kool et al. 2019, Eq. 8) keeps it unbiased.
+  for the same state (Kool et al. 2019, Eq. 8) keeps it unbiased. With
+  M = 1 no other sample exists and b = 0 (plain REINFORCE): the M = 1 arm of
+  benchmarks/sac_grad_variance.py; training requires M >= 2
+  (sac/validation.py).
 
   The actions are sampled with stopped gradients; `log_prob` must be their
   log-density under the *current* policy as a differentiable function of the
@@ -114,7 +117,7 @@ def actor_loss_score_function(log_prob: Array, q_values: Array,
   `common.estimators.score_function_surrogate`.
 
   Args:
-    log_prob: [M, B], differentiable log pi(a_mb | s_b), M >= 2.
+    log_prob: [M, B], differentiable log pi(a_mb | s_b), M >= 1.
     q_values: [N, M, B], critics at the sampled actions (never differentiated).
     alpha: scalar temperature (never differentiated).
   """
@@ -122,7 +125,8 @@ def actor_loss_score_function(log_prob: Array, q_values: Array,
   alpha = jax.lax.stop_gradient(alpha)
   f_value = jax.lax.stop_gradient(
       alpha * log_prob - jnp.min(q_values, axis=0))
-  baseline = estimators.leave_one_out_baseline(f_value, axis=0)
+  baseline = (estimators.leave_one_out_baseline(f_value, axis=0)
+              if log_prob.shape[0] >= 2 else 0.0)
   return estimators.score_function_surrogate(log_prob, f_value, baseline)
 
 

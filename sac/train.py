@@ -35,6 +35,7 @@ from sac import evaluation
 from sac import learner
 from sac import replay
 from sac import run_logs
+from sac import seed_sharding
 from sac import validation
 
 TRAIN_COLUMNS = ("step", "seed") + learner.METRIC_NAMES + (
@@ -77,7 +78,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) SAC; returns {"eval_returns": [S] final eval returns}."""
   validation.check_config(config)
   with checkpointing.open_run(workdir, config,
-                              allowed_changes=RESUME_ALLOWED) as run:
+                              allowed_changes=RESUME_ALLOWED,
+                              keep_steps=config.keep_checkpoint_steps) as run:
     return _train(config, workdir, run)
 
 
@@ -92,7 +94,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   obs_dim = env.single_observation_space.shape[0]
   action_dim = env.single_action_space.shape[0]
   agent = build_agent(config, obs_dim, action_dim)
-  state = init_states(agent, config, seeds)
+  sharding = seed_sharding.seed_sharding(num_seeds)  # None on one device.
+  state = seed_sharding.place(init_states(agent, config, seeds), sharding)
 
   restored = run.restore_latest(
       state, with_host=True,
@@ -102,7 +105,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     obs, _ = env.reset(seed=envs.env_seeds(seeds, num_envs))
     obs = np.asarray(obs, np.float32).reshape(num_seeds, num_envs, obs_dim)
     state, action = learner.make_act_fn(
-        agent, random=config.learning_starts > 0)(state, obs)
+        agent, random=config.learning_starts > 0)(
+            state, seed_sharding.place(obs, sharding))
     action = np.asarray(action)
     step, iteration, eval_round = 0, 0, 0
     episode_return = np.zeros(num_seeds * num_envs)
@@ -162,7 +166,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     if fn_key not in step_fns:
       step_fns[fn_key] = learner.make_step_fn(
           agent, num_updates=num_updates, random_action=random_action)
-    state, action, metrics = step_fns[fn_key](state, transition, obs)
+    state, action, metrics = step_fns[fn_key](
+        state, *seed_sharding.place((transition, obs), sharding))
     action, metrics = jax.device_get((action, metrics))
     if num_updates:
       if not np.all(np.isfinite(metrics)):
@@ -206,7 +211,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       writer.add_scalar("eval/return_mean", returns.mean(), step)
       bar.set_postfix(eval=f"{returns.mean():.1f}", refresh=False)
 
-    if _crossed(step, num_envs, config.checkpoint_every) or step >= config.total_steps:
+    if (_crossed(step, num_envs, config.checkpoint_every)
+        or step in config.keep_checkpoint_steps or step >= config.total_steps):
       save_checkpoint()
     bar.update(num_envs)
 

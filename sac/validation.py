@@ -56,5 +56,13 @@ def check_config(config) -> None:
     raise ValueError(
         f"config.hidden_sizes must be positive layer widths; got "
         f"{tuple(config.hidden_sizes)!r}.")
+  keep = config.keep_checkpoint_steps
+  if not isinstance(keep, (tuple, list)) or any(
+      isinstance(k, bool) or not isinstance(k, int) or k < 1
+      or k % config.num_envs for k in keep):
+    raise ValueError(
+        "config.keep_checkpoint_steps must be a tuple of positive step "
+        f"counts, each a multiple of config.num_envs={config.num_envs}; got "
+        f"{keep!r}.")
   if config.seed < 0:
     raise ValueError(f"config.seed must be >= 0; got {config.seed!r}.")

@@ -60,6 +60,10 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   c.eval_episodes = 5          # Evaluation episodes per seed.
   c.log_every = 1_000          # train.csv / TensorBoard period (steps per seed).
   c.checkpoint_every = 10_000  # Checkpoint period (steps per seed); also at the end.
+  # Steps per seed whose checkpoints are also written and never deleted (the
+  # latest 2 are kept as well), e.g. for benchmarks/sac_grad_variance.py:
+  # --config.keep_checkpoint_steps=20000,50000,100000. Multiples of num_envs.
+  c.keep_checkpoint_steps = ()
   c.progress_bar = True        # tqdm bar with steps/s and the latest return.
 
   if preset == "pendulum":
