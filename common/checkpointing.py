@@ -62,6 +62,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -72,6 +73,8 @@ from absl import logging
 from common import workdir_lock
 
 _ITEMS = ("state", "host", "meta", "config")
+# How long a failed save waits for its other writer threads to end.
+_SAVE_THREAD_TIMEOUT_S = 60.0
 _ABSENT = "<absent>"
 
 
@@ -135,6 +138,7 @@ class Checkpointer:
              "config": ocp.args.JsonSave(config)}
     if host is not None:
       items["host"] = ocp.args.StandardSave(host)
+    threads_before = set(threading.enumerate())
     try:
       self.manager.save(step, args=ocp.args.Composite(**items), force=True)
       self.manager.wait_until_finished()
@@ -142,6 +146,11 @@ class Checkpointer:
       if not _is_disk_full(err):
         err.add_note(f"while saving checkpoint {step} to {self.directory}")
         raise
+      # orbax raises on the first failed item while the threads writing the
+      # other items may still run; let them end before deleting their files.
+      for thread in set(threading.enumerate()) - threads_before:
+        # The base join: orbax's override re-raises the thread's error.
+        threading.Thread.join(thread, timeout=_SAVE_THREAD_TIMEOUT_S)
       self._remove_partial(step)
       self.manager.reload()
       raise CheckpointDiskFullError(

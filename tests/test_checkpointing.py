@@ -46,7 +46,7 @@ def _changed(value):
   if isinstance(value, str):
     return value + "_changed"
   if isinstance(value, tuple):
-    return value + (value[-1],)
+    return value + (value[-1] if value else 1,)
   if value is None:   # Float placeholders (SAC alpha, target_entropy; MoE
     return 0.5        # capacity_factor).
   raise TypeError(f"no changed value for {value!r}")
