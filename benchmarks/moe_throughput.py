@@ -32,9 +32,13 @@ serves allocations above 32 MB with mmap, so every call first-touches (page
 faults on) most of its memory. On our VMs that costs tens of ms per call and
 varies from run to run; it hits the MoE (2x the dense FFN's memory) harder.
 The "page faults/call" column shows it (median minor faults per timed call).
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.moe_throughput
-makes glibc back those buffers with transparent huge pages (glibc >= 2.35,
-THP "madvise" or "always"), ~30x fewer faults; the README reports both.
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes glibc back those buffers with
+transparent huge pages (glibc >= 2.35, THP "madvise" or "always"), ~30x fewer
+faults. As the MoE launcher does, this benchmark re-executes itself once with
+that setting on glibc >= 2.35 (`launch.hugepages`); to measure glibc's
+defaults instead:
+  STOCHGRAD_HUGETLB=0 python -m benchmarks.moe_throughput
+The header line prints the GLIBC_TUNABLES the run used.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from launch import hugepages
 from moe import dispatch
 from moe import gating
 from moe import layer as moe_layer
@@ -296,4 +301,5 @@ def main():
 
 
 if __name__ == "__main__":
+  hugepages.reexec_with_hugetlb()
   main()
