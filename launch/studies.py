@@ -98,6 +98,14 @@ def _sac_config(preset: str, quick: bool, steps: int | None
   # rows in [0, size), so capacity min(preset, total_steps) gives the same
   # run as the preset's 1M with a tenth of the memory and checkpoint size.
   config.buffer_size = min(config.buffer_size, config.total_steps)
+  if not quick:
+    # Checkpoints every 10k steps (a killed cell loses little), and kept
+    # permanently at 20%, 50% and 100% of the budget for
+    # benchmarks/sac_grad_variance.py (20k, 50k and 100k at 100k steps).
+    config.checkpoint_every = 10_000
+    config.keep_checkpoint_steps = tuple(
+        config.total_steps * p // 10 // config.num_envs * config.num_envs
+        for p in (2, 5, 10))
   return config
 
 
