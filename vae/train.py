@@ -9,8 +9,10 @@ so the data and the noise of step t depend only on the seed and t.
 Written to `workdir`:
   eval.csv       per evaluation: step, test_neg_elbo (nats, on the fixed
                  binarised test set; VQ-VAE: test_recon_loss and
-                 codebook_perplexity), the last training batch's loss and
-                 the wall-clock seconds;
+                 codebook_perplexity), the last training batch's loss, for
+                 the categorical VAE the temperature of the last step (the
+                 annealed Gumbel-softmax tau, or REBAR/RELAX's learned
+                 lambda) and the wall-clock seconds;
   final.json     at the end, for the Gaussian and categorical VAEs, the
                  importance-weighted estimate of test log p(x) with
                  `iw_samples` samples (Burda et al. 2016, Eq. 8);
@@ -203,7 +205,9 @@ def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
           model, params, cv_params, x, key, estimator=config.estimator,
           num_samples=config.num_samples, temperature=temperature,
           relax_hidden=config.relax_hidden)
-      if not _has_control_variate(config):
+      if _has_control_variate(config):
+        temperature = jnp.exp(cv_params["log_temperature"])
+      else:
         cv_grads = jnp.zeros_like(cv_params)
       return grads, cv_grads, {"train_neg_elbo": loss,
                                "temperature": temperature}
