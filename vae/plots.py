@@ -67,7 +67,7 @@ def plot_digit_grid(png_path: str, *, test_digits: np.ndarray,
   if prior_samples is not None:
     panels.append(("samples from the prior (decoder means)",
                    np.asarray(prior_samples)))
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.5),
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4),
                            squeeze=False)
   for ax, (label, images) in zip(axes[0], panels):
     ax.imshow(_tile(images, columns), cmap="gray_r", vmin=0, vmax=1)
