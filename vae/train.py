@@ -29,6 +29,7 @@ the run with an error naming the step; the last good checkpoint stays.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -219,11 +220,14 @@ def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
 
 def init_state(model, config: ml_collections.ConfigDict, key: chex.PRNGKey,
                optimizer, cv_optimizer) -> TrainState:
-  k_params, k_cv = jax.random.split(key)
-  params = model.init(k_params)
-  cv_params = init_cv_params(k_cv, config)
-  return TrainState(params, optimizer.init(params), cv_params,
-                    cv_optimizer.init(cv_params), jnp.zeros((), jnp.int32))
+  def init(key):
+    k_params, k_cv = jax.random.split(key)
+    params = model.init(k_params)
+    cv_params = init_cv_params(k_cv, config)
+    return TrainState(params, optimizer.init(params), cv_params,
+                      cv_optimizer.init(cv_params), jnp.zeros((), jnp.int32))
+
+  return jax.jit(init)(key)  # One compilation instead of many eager ops.
 
 
 def make_train_chunk(model, optimizer, cv_optimizer,
@@ -278,6 +282,7 @@ def make_evaluate(model, config: ml_collections.ConfigDict):
   return jax.jit(evaluate)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "num_samples", "chunk"))
 def importance_weighted_log_px(model, params, test: Array, key: chex.PRNGKey,
                                *, num_samples: int, chunk: int) -> Array:
   """Mean over test digits of L_k (Burda et al. 2016, Eq. 8), k=num_samples.
@@ -351,11 +356,12 @@ def write_figures(model, params, digits: vae_data.Digits, key, workdir,
                             columns=columns, title=title)
   k_recon, k_prior = jax.random.split(key)
   shown = digits.test[:20]
-  prior = (None if config.model == "vqvae"
-           else np.asarray(model.sample_prior(params, k_prior, 20)))
+  prior = (None if config.model == "vqvae" else np.asarray(
+      jax.jit(model.sample_prior, static_argnums=2)(params, k_prior, 20)))
   plots.plot_digit_grid(
       os.path.join(workdir, "digits.png"), test_digits=np.asarray(shown),
-      reconstructions=np.asarray(model.reconstruct(params, shown, k_recon)),
+      reconstructions=np.asarray(
+          jax.jit(model.reconstruct)(params, shown, k_recon)),
       prior_samples=prior, title=title)
 
 
