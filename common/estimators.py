@@ -606,7 +606,7 @@ def _categorical_relaxed(logits: Array, gumbels: Array) -> Array:
   """z = log p + g, g ~ Gumbel(0, 1): the Gumbel-max relaxation (Jang et al.
 
   2017, Eq. 1; Maddison et al. 2017). Normalising the logits (log_softmax)
-  follows Tucker et al. 2017, Appendix C, and makes z independent of the
+  follows Tucker et al. 2017 (their categorical construction) and makes z independent of the
   logits' arbitrary additive offset.
   """
   return jax.nn.log_softmax(logits, axis=-1) + gumbels
@@ -619,8 +619,8 @@ def _categorical_hard(z: Array) -> Array:
 def _categorical_conditional(logits: Array, gumbels: Array, b: Array) -> Array:
   """z~ ~ p(z | b) for z = log p + Gumbel noise and b = one_hot(argmax z).
 
-  Tucker et al. 2017, Appendix C; Grathwohl et al. 2018, Appendix B: with
-  v_k ~ U(0, 1) and p_k = softmax(logits)_k,
+  Tucker et al. 2017 (appendix, categorical case); Grathwohl et al. 2018,
+  Appendix B: with v_k ~ U(0, 1) and p_k = softmax(logits)_k,
 
       z~_b = -log(-log v_b),
       z~_k = -log(-log(v_k) / p_k - log v_b),   k != b.
@@ -657,7 +657,8 @@ def _bernoulli_draw_noise(key: PRNGKey, logits: Array) -> tuple[Array, Array]:
 
 
 def _bernoulli_relaxed(logits: Array, logistic_noise: Array) -> Array:
-  """z = logits + log u - log(1 - u), u ~ U(0, 1) (Tucker et al. 2017, Sec. 2.2).
+  """z = logits + log u - log(1 - u), u ~ U(0, 1) (Tucker et al. 2017;
+  Maddison et al. 2017).
 
   b = H(z) = 1[z > 0] is then Bernoulli(sigmoid(logits)).
   """
@@ -671,8 +672,8 @@ def _bernoulli_hard(z: Array) -> Array:
 def _bernoulli_conditional(logits: Array, v: Array, b: Array) -> Array:
   """z~ ~ p(z | b) for z = logits + logistic noise and b = 1[z > 0].
 
-  Tucker et al. 2017, Appendix A; Grathwohl et al. 2018, Appendix B: with
-  theta = sigmoid(logits) and v ~ U(0, 1), the uniform behind z is
+  Tucker et al. 2017 (appendix, binary case); Grathwohl et al. 2018,
+  Appendix B: with theta = sigmoid(logits) and v ~ U(0, 1), the uniform behind z is
   u' = v (1 - theta) given b = 0 and u' = 1 - v theta given b = 1 (uniform on
   (0, 1 - theta) and on (1 - theta, 1); the paper writes v theta + 1 - theta,
   which has the same law), and z~ = logits + log u' - log(1 - u'). Both cases
@@ -808,7 +809,7 @@ def relax_grad(
 ) -> tuple[Array, PyTree]:
   """RELAX estimate of grad_logits E_b[f(b)] for discrete b, and its CV gradient.
 
-  Grathwohl, Choi, Wu, Roeder & Duvenaud 2018, Sec. 3.3, Eq. 8 and Alg. 2
+  Grathwohl, Choi, Wu, Roeder & Duvenaud 2018, Sec. 3.3 and Alg. 2
   (discrete case). With z ~ p(z | logits) a continuous relaxation, b = H(z),
   and z~ ~ p(z | b) (the conditional sample of their Appendix B, the
   construction of Tucker et al. 2017), each draw gives
@@ -819,7 +820,7 @@ def relax_grad(
   score function (f is evaluated at the hard b and never differentiated),
   the last two are pathwise, through the reparameterised z(logits, u) and
   z~(logits, v, b). Unbiased for any c_phi differentiable in z
-  (Eq. 8: E[c(z~) grad log p(b)] + E[grad c(z~)] = grad E[c(z)]).
+  (Sec. 3.3: E[c(z~) grad log p(b)] + E[grad c(z~)] = grad E[c(z)]).
 
   The relaxations:
     * "categorical": b is one-hot over the last axis of logits [..., K],
@@ -829,7 +830,7 @@ def relax_grad(
       sigmoid(logits); z = logits + Logistic(0, 1) noise and b = 1[z > 0].
 
   The second output is d ||g||^2 / d phi averaged over draws: the gradient of
-  the single-sample variance objective of Grathwohl et al. 2018, Eq. 5 (E[g]
+  the single-sample variance objective of Grathwohl et al. 2018, Sec. 3.2 (E[g]
   does not depend on phi, so d Var / d phi = d E||g||^2 / d phi). Descend it
   to train the control variate (Alg. 2).
 
@@ -850,8 +851,10 @@ def relax_grad(
       (g_encoder,) = encoder_vjp(g_logits / len(xs))  # grad of the batch mean
       g_cv = jax.tree.map(lambda x: x.mean(axis=0), g_cv)  # descend it
 
-  A term of f that depends on the logits themselves (such as -log q(b | x))
-  enters f with the logits stopped: its direct gradient has expectation zero.
+  The control variate may close over the datum in the same way (e.g.
+  `control_variate=lambda phi, z: mlp.apply(phi, z, x)`). A term of f that
+  depends on the logits themselves (such as -log q(b | x)) enters f with the
+  logits stopped: its direct gradient has expectation zero.
 
   Args:
     f: b -> scalar, for one sample b (float, the shape of `logits`). Called
@@ -912,9 +915,9 @@ def rebar_grad(
 ) -> tuple[Array, dict[str, Array]]:
   """REBAR estimate of grad_logits E_b[f(b)], and its (eta, temperature) gradient.
 
-  Tucker et al. 2017, Eq. 6 (Sec. 3.2): RELAX with the control variate
-  c(z) = eta * f(sigma_lambda(z)), where sigma_lambda is the tempered softmax
-  (categorical) or sigmoid (Bernoulli), lambda = exp(log_temperature):
+  Tucker et al. 2017, Sec. 3 (the REBAR estimator): RELAX with the control
+  variate c(z) = eta * f(sigma_lambda(z)), where sigma_lambda is the tempered
+  softmax (categorical) or sigmoid (Bernoulli), lambda = exp(log_temperature):
 
       g = [f(b) - eta f(sigma_lambda(z~))] grad log p(b)
           + eta grad f(sigma_lambda(z)) - eta grad f(sigma_lambda(z~)).
@@ -926,8 +929,12 @@ def rebar_grad(
 
   The second output is {"eta": d ||g||^2 / d eta, "log_temperature":
   d ||g||^2 / d log_temperature}, averaged over draws: the single-sample
-  variance gradient used in Tucker et al. 2017, Sec. 3.3, to tune eta and
-  lambda online (it needs f twice differentiable at relaxed inputs).
+  variance gradient with which Tucker et al. 2017 (Sec. 3) tune eta and
+  lambda online (it needs f twice differentiable at relaxed inputs). On a
+  single Bernoulli variable with f(b) = (b - 0.45)^2, eta = 1 raises the
+  variance above plain REINFORCE at every lambda in [0.03, 2] (measured);
+  with several variables or categorical variables it lowers it, so tune
+  eta rather than fixing it where it matters.
 
   Use per data point with `jax.vmap` and chain into an encoder with `jax.vjp`
   exactly as described in `relax_grad`.
