@@ -21,8 +21,10 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from common import checkpointing
 from launch.configs import moe as moe_config
 from launch.configs import sac as sac_config
+from launch.configs import vae as vae_config
 from moe import train as moe_train
 from sac import train as sac_train
+from vae import train as vae_train
 
 # After a failed save or restore, orbax's worker threads can leave an
 # event-loop callback behind; pytest reports it as an unraisable exception.
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.filterwarnings(
 TRAINERS = {
     "sac": (lambda: sac_config.get_config("test"), sac_train.RESUME_ALLOWED),
     "moe": (lambda: moe_config.get_config("test"), moe_train.RESUME_ALLOWED),
+    "vae": (lambda: vae_config.get_config("test"), vae_train.RESUME_ALLOWED),
 }
 
 
@@ -82,7 +85,7 @@ def test_allow_lists_name_existing_fields(saved_configs):
 
 
 @pytest.mark.parametrize("trainer,field",
-                         _fields("sac") + _fields("moe"))
+                         _fields("sac") + _fields("moe") + _fields("vae"))
 def test_resume_refuses_every_field_outside_the_allow_list(
     saved_configs, trainer, field):
   make_config, allowed = TRAINERS[trainer]

@@ -122,7 +122,8 @@ def test_control_variate_state_is_checkpointed(tmp_path, estimator):
   state = state._replace(cv_params=jax.tree.map(lambda p: p + 0.125,
                                                 state.cv_params))
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
-  checkpointer.save(7, state, None, {"step": 7, "seconds": 0.0})
+  checkpointer.save(7, state, None, {"step": 7, "seconds": 0.0},
+                    config={})
   like = vae_train.init_state(model, config, jax.random.key(4),
                               optax.adam(1.0), optax.adam(1.0))
   restored = checkpointer.restore(7, like, with_host=False)[0]

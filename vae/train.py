@@ -61,10 +61,12 @@ EVAL_COLUMNS = {
     "vqvae": ("step", "test_recon_loss", "codebook_perplexity", "train_loss",
               "train_recon_loss", "train_perplexity", "seconds"),
 }
-# Config fields that may change between a checkpoint and its resume:
-# num_steps may grow (that extends the run), the rest only affects output.
-_RESUME_VARIABLE = ("num_steps", "iw_samples", "iw_batch", "tensorboard",
-                    "progress_bar")
+# Config fields that may change between a checkpoint and its resume (every
+# other field must equal the one stored in the checkpoint): num_steps may grow
+# (that extends the run); the final importance-weighted bound's sample count
+# and chunk size, TensorBoard and the progress bar only affect outputs.
+RESUME_ALLOWED = ("num_steps", "iw_samples", "iw_batch", "tensorboard",
+                  "progress_bar")
 
 
 class TrainState(NamedTuple):
@@ -301,7 +303,7 @@ def importance_weighted_log_px(model, params, test: Array, key: chex.PRNGKey,
 
 
 def _check_finite(train_metrics: dict, first_step: int,
-                  checkpointer: checkpointing.Checkpointer) -> None:
+                  run: checkpointing.Run) -> None:
   """Raises FloatingPointError naming the step of a non-finite loss."""
   index = int(train_metrics["first_non_finite"])
   if index < 0:
@@ -309,11 +311,7 @@ def _check_finite(train_metrics: dict, first_step: int,
   raise FloatingPointError(
       f"non-finite training loss at step {first_step + index + 1}; training "
       f"stopped, the last good checkpoint is step "
-      f"{checkpointer.latest_step()}.")
-
-
-def _resume_invariant(config) -> tuple[str, ...]:
-  return tuple(k for k in config.keys() if k not in _RESUME_VARIABLE)
+      f"{run.latest_step()}.")
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -377,7 +375,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     for the Gaussian and categorical VAEs.
   """
   check_config(config)
-  os.makedirs(workdir, exist_ok=True)
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=RESUME_ALLOWED) as run:
+    return _train(config, workdir, run)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           run: checkpointing.Run) -> dict[str, float]:
+  """`train` inside the open (locked) workdir `run`."""
   rng = jax.random.key(config.seed)
   k_init, k_eval, k_train, k_final, k_figures = jax.random.split(rng, 5)
   digits = vae_data.load_mnist(seed=config.seed, num_train=config.num_train,
@@ -387,15 +392,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   cv_optimizer = optax.adam(config.cv_learning_rate)
   state = init_state(model, config, k_init, optimizer, cv_optimizer)
 
-  checkpointer = checkpointing.Checkpointer(workdir)
-  resume_step = checkpointer.latest_step()
+  restored = run.restore_latest(state)
+  resume_step = None if restored is None else restored.step
   seconds_before = 0.0
-  if resume_step is not None:
-    checkpointing.check_resume_config(workdir, config,
-                                      _resume_invariant(config))
-    state, _, meta = checkpointer.restore(resume_step, state, with_host=False)
-    seconds_before = float(meta["seconds"])
-  checkpointing.write_run_config(workdir, config)
+  if restored is not None:
+    state = restored.state
+    seconds_before = float(restored.meta["seconds"])
   columns = EVAL_COLUMNS[config.model]
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), columns)
   kept = eval_log.start(resume_step)
@@ -423,7 +425,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   try:
     while step < config.num_steps:
       state, train_metrics = train_chunk(state, k_train, digits.train)
-      _check_finite(train_metrics, step, checkpointer)
+      _check_finite(train_metrics, step, run)
       train_metrics.pop("first_non_finite")
       eval_metrics = evaluate(state.params, digits.test, k_eval)
       row = {name: float(v) for name, v in {**train_metrics,
@@ -434,8 +436,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       # Log first, then checkpoint: after a kill in between, the resume drops
       # the rows past its checkpoint (CsvLog) and logs them again.
       eval_log.write([row])
-      checkpointer.save(step, state, None,
-                        {"step": step, "seconds": row["seconds"]})
+      run.save(step, state, meta={"step": step, "seconds": row["seconds"]})
       if writer is not None:
         for name, value in row.items():
           if name != "step":
@@ -444,7 +445,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         progress.update(config.eval_every)
         progress.set_postfix({columns[1]: f"{row[columns[1]]:.2f}"})
   finally:
-    checkpointer.close()
     if writer is not None:
       writer.close()
     if progress is not None:
