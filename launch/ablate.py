@@ -46,11 +46,11 @@ from typing import Callable
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from launch import studies
 from launch import study_report
 from launch import study_runner
+from launch import terminal
 
 _STUDY = flags.DEFINE_string("study", None, "Study name (launch/studies.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")
@@ -83,8 +83,8 @@ def run(study_name: str, workdir: str, *, seeds: int | None = None,
   study_runner.run_study(study, workdir, settings, shard=(index, count),
                          train=train)
   if count > 1:
-    logging.info("Shard %d/%d finished; run --report_only once every shard "
-                 "has.", index, count)
+    print(f"Shard {index}/{count} finished; run --report_only once every "
+          "shard has.", flush=True)
     return None
   return study_report.write_report(study, workdir)
 
@@ -92,6 +92,7 @@ def run(study_name: str, workdir: str, *, seeds: int | None = None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  terminal.quiet_logs_unless_verbosity_given()
   given = any(flags.FLAGS[name].present for name in ("seeds", "steps", "quick"))
   try:
     path = run(_STUDY.value, _WORKDIR.value, seeds=_SEEDS.value,

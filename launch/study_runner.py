@@ -200,10 +200,10 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
     done = os.path.join(run_dir, DONE)
     if os.path.exists(done):
       _check_done_config(done, config)
-      logging.info("[%d/%d] %s: finished earlier, skipped.", number,
-                   len(cells), cell.path)
+      print(f"[{number}/{len(cells)}] {cell.path}: finished earlier, "
+            "skipped.", flush=True)
       continue
-    logging.info("[%d/%d] %s: training.", number, len(cells), cell.path)
+    print(f"[{number}/{len(cells)}] {cell.path}: training.", flush=True)
     start = time.time()
     try:
       train(config, run_dir)
@@ -212,8 +212,8 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
       failed.append(f"{cell.path}: {type(e).__name__}: {e}")
       continue
     _write_json(done, {"config": json.loads(config.to_json())})
-    logging.info("[%d/%d] %s: done in %.0f s.", number, len(cells), cell.path,
-                 time.time() - start)
+    print(f"[{number}/{len(cells)}] {cell.path}: done in "
+          f"{time.time() - start:.0f} s.", flush=True)
     ran.append(cell)
   if failed:
     raise RuntimeError("cells failed (rerun the same command to retry them): "

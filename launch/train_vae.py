@@ -8,7 +8,9 @@ r"""Trains a Gaussian, categorical or VQ-VAE on 5,000 MNIST digits.
 Writes `eval.csv`, `final.json` (importance-weighted test log p(x)),
 `learning_curve.png`, `digits.png`, `config.json`, checkpoints and
 TensorBoard events to --workdir; rerunning the same command resumes from the
-latest checkpoint. All logic lives in `vae.train`.
+latest checkpoint. The terminal shows a start line, the progress bar and a
+summary (`launch.terminal`; `--verbosity=0` shows the libraries' logs). All
+logic lives in `vae.train`.
 """
 
 from absl import app
@@ -16,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import terminal
 from vae import train as vae_train
 
 FLAGS = flags.FLAGS
@@ -33,12 +36,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  terminal.quiet_logs_unless_verbosity_given()
   config = FLAGS.config
   logging.info("Config:\n%s", config)
+  terminal.announce(f"VAE ({config.model}) on MNIST, {config.num_steps} steps",
+                    _WORKDIR.value)
   final = vae_train.train(config, _WORKDIR.value)
   logging.info("Final evaluation: %s", final)
   print(", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                   for k, v in final.items()))
+  print(terminal.list_outputs(_WORKDIR.value))
 
 
 if __name__ == "__main__":
