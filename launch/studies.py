@@ -165,6 +165,19 @@ SAC_ACTOR_GRAD = Study(
          ("Hopper-v5_score_function_8", "Hopper-v5_pathwise"))),))
 
 
+def _set_num_steps(config: ml_collections.ConfigDict, steps: int | None,
+                   system: str) -> None:
+  """Sets config.num_steps to `steps` (None: the preset's), a multiple of
+  config.eval_every (the MoE and VAE trainers evaluate every eval_every)."""
+  if steps is None:
+    return
+  if steps % config.eval_every:
+    raise ValueError(
+        f"--steps={steps} must be a multiple of the {system} config's "
+        f"eval_every ({config.eval_every}).")
+  config.num_steps = steps
+
+
 # --- MoE ---------------------------------------------------------------------
 
 
@@ -173,12 +186,7 @@ def _moe_config(preset: str, quick: bool, steps: int | None
   from launch.configs import moe as moe_config
   config = moe_config.get_config("test" if quick else preset)
   config.progress_bar = False  # Many runs in one log.
-  if steps is not None:
-    if steps % config.eval_every:
-      raise ValueError(
-          f"--steps={steps} must be a multiple of the MoE config's "
-          f"eval_every ({config.eval_every}).")
-    config.num_steps = steps
+  _set_num_steps(config, steps, "MoE")
   return config
 
 
@@ -247,12 +255,7 @@ def _vae_config(preset: str, quick: bool, steps: int | None
   else:
     config = vae_config.get_config(preset)
   config.progress_bar = False  # Many runs in one log.
-  if steps is not None:
-    if steps % config.eval_every:
-      raise ValueError(
-          f"--steps={steps} must be a multiple of the VAE config's "
-          f"eval_every ({config.eval_every}).")
-    config.num_steps = steps
+  _set_num_steps(config, steps, "VAE")
   return config
 
 

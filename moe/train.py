@@ -31,8 +31,6 @@ config.tensorboard), checkpoints/, run.lock.
 from __future__ import annotations
 
 import math
-import os
-import time
 from typing import Any, NamedTuple
 
 import chex
@@ -44,7 +42,7 @@ import numpy as np
 import optax
 
 from common import checkpointing
-from common import csv_logs
+from common import chunked_training
 from moe import layer as moe_layer
 from moe import task as moe_task
 
@@ -217,6 +215,13 @@ def _check_finite(train_metrics: dict, first_step: int,
       f"{run.latest_step()}.")
 
 
+def _postfix(row: dict[str, float]) -> dict[str, str]:
+  """The progress bar's postfix: evaluation loss, Bayes loss, CV(Load)."""
+  return {"loss": f"{row['eval_loss']:.3f}",
+          "bayes": f"{row['bayes_loss']:.3f}",
+          "cv_load": f"{row['cv_load']:.2f}"}
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes), writing `workdir/eval.csv` and TensorBoard events.
 
@@ -251,62 +256,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   optimizer = make_optimizer(config)
   state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
-  restored = run.restore_latest(state)
-  resume_step = None if restored is None else restored.step
-  seconds_before = 0.0
-  if restored is not None:
-    state = restored.state
-    seconds_before = float(restored.meta["seconds"])
-  eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), EVAL_COLUMNS)
-  kept = eval_log.start(resume_step)
-  row: dict[str, float] = {}
-  if kept:  # Returned if the run is already complete.
-    row = {k: float(v) for k, v in kept[-1].items()}
-    row["step"] = int(row["step"])
-
   train_chunk = make_train_chunk(model, optimizer, task, config)
   evaluate = make_evaluate(model, task)
-  writer = None
-  if config.tensorboard:
-    from tensorboardX import SummaryWriter  # Optional dependency at runtime.
-    writer = SummaryWriter(
-        os.path.join(workdir, "tensorboard"),
-        purge_step=None if resume_step is None else resume_step + 1)
-  step = int(state.step)
-  progress = None
-  if config.progress_bar:
-    import tqdm
-    progress = tqdm.tqdm(total=config.num_steps, initial=step, desc="moe",
-                         unit="step")
-
-  start = time.time()
-  try:
-    while step < config.num_steps:
-      state, train_metrics = train_chunk(state, k_train)
-      _check_finite(train_metrics, step, run)
-      train_metrics.pop("first_non_finite")
-      eval_metrics = evaluate(state.params, eval_batch.context)
-      row = {name: float(v) for name, v in {**train_metrics,
-                                            **eval_metrics}.items()}
-      step = int(state.step)
-      row["step"] = step
-      row["seconds"] = seconds_before + time.time() - start
-      # Log first, then checkpoint: after a kill in between, the resume drops
-      # the rows past its checkpoint (CsvLog) and logs them again.
-      eval_log.write([row])
-      run.save(step, state, meta={"step": step, "seconds": row["seconds"]})
-      if writer is not None:
-        for name, value in row.items():
-          if name != "step":
-            writer.add_scalar(name, value, step)
-      if progress is not None:
-        progress.update(config.eval_every)
-        progress.set_postfix(loss=f"{row['eval_loss']:.3f}",
-                             bayes=f"{row['bayes_loss']:.3f}",
-                             cv_load=f"{row['cv_load']:.2f}")
-  finally:
-    if writer is not None:
-      writer.close()
-    if progress is not None:
-      progress.close()
+  _, row = chunked_training.run_chunks(
+      run, state, workdir=workdir, columns=EVAL_COLUMNS,
+      num_steps=config.num_steps, chunk_steps=config.eval_every,
+      train_chunk=lambda s: train_chunk(s, k_train),
+      evaluate=lambda s: evaluate(s.params, eval_batch.context),
+      check_finite=_check_finite, postfix=_postfix, desc="moe",
+      tensorboard=config.tensorboard, progress_bar=config.progress_bar)
   return row

@@ -33,7 +33,6 @@ import functools
 import json
 import math
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -44,7 +43,7 @@ import numpy as np
 import optax
 
 from common import checkpointing
-from common import csv_logs
+from common import chunked_training
 from vae import data as vae_data
 from vae import gradients
 from vae import losses
@@ -392,63 +391,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   cv_optimizer = optax.adam(config.cv_learning_rate)
   state = init_state(model, config, k_init, optimizer, cv_optimizer)
 
-  restored = run.restore_latest(state)
-  resume_step = None if restored is None else restored.step
-  seconds_before = 0.0
-  if restored is not None:
-    state = restored.state
-    seconds_before = float(restored.meta["seconds"])
   columns = EVAL_COLUMNS[config.model]
-  eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), columns)
-  kept = eval_log.start(resume_step)
-  row: dict[str, float] = {}
-  if kept:  # Returned if the run is already complete.
-    row = {k: float(v) for k, v in kept[-1].items()}
-    row["step"] = int(row["step"])
-
   train_chunk = make_train_chunk(model, optimizer, cv_optimizer, config)
   evaluate = make_evaluate(model, config)
-  writer = None
-  if config.tensorboard:
-    from tensorboardX import SummaryWriter  # Optional dependency at runtime.
-    writer = SummaryWriter(
-        os.path.join(workdir, "tensorboard"),
-        purge_step=None if resume_step is None else resume_step + 1)
-  step = int(state.step)
-  progress = None
-  if config.progress_bar:
-    import tqdm
-    progress = tqdm.tqdm(total=config.num_steps, initial=step,
-                         desc=config.model, unit="step")
-
-  start = time.time()
-  try:
-    while step < config.num_steps:
-      state, train_metrics = train_chunk(state, k_train, digits.train)
-      _check_finite(train_metrics, step, run)
-      train_metrics.pop("first_non_finite")
-      eval_metrics = evaluate(state.params, digits.test, k_eval)
-      row = {name: float(v) for name, v in {**train_metrics,
-                                            **eval_metrics}.items()}
-      step = int(state.step)
-      row["step"] = step
-      row["seconds"] = seconds_before + time.time() - start
-      # Log first, then checkpoint: after a kill in between, the resume drops
-      # the rows past its checkpoint (CsvLog) and logs them again.
-      eval_log.write([row])
-      run.save(step, state, meta={"step": step, "seconds": row["seconds"]})
-      if writer is not None:
-        for name, value in row.items():
-          if name != "step":
-            writer.add_scalar(name, value, step)
-      if progress is not None:
-        progress.update(config.eval_every)
-        progress.set_postfix({columns[1]: f"{row[columns[1]]:.2f}"})
-  finally:
-    if writer is not None:
-      writer.close()
-    if progress is not None:
-      progress.close()
+  state, row = chunked_training.run_chunks(
+      run, state, workdir=workdir, columns=columns,
+      num_steps=config.num_steps, chunk_steps=config.eval_every,
+      train_chunk=lambda s: train_chunk(s, k_train, digits.train),
+      evaluate=lambda s: evaluate(s.params, digits.test, k_eval),
+      check_finite=_check_finite,
+      postfix=lambda r: {columns[1]: f"{r[columns[1]]:.2f}"},
+      desc=config.model, tensorboard=config.tensorboard,
+      progress_bar=config.progress_bar)
 
   write_figures(model, state.params, digits, k_figures, workdir, config)
   if config.model != "vqvae" and row:
