@@ -47,6 +47,7 @@ numbers) and grad_variance.png (variance ratio vs checkpoint, log scale).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -54,8 +55,6 @@ import os
 import time
 from typing import Any, Sequence
 
-from absl import app
-from absl import flags
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
@@ -420,37 +419,46 @@ def plot(results: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "SAC run directory.")
-_STEPS = flags.DEFINE_list("steps", None, "Checkpoint steps, e.g. 20000,50000.")
-_OUT = flags.DEFINE_string("out", None, "Output directory for the report.")
-_REPEATS = flags.DEFINE_integer("num_repeats", Options.num_repeats,
-                                "Estimates per arm and batch.")
-_BATCHES = flags.DEFINE_integer("num_batches", Options.num_batches,
-                                "Replay batches per checkpoint and seed.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", None,
-                                   "States per batch; default: the run's.")
-_SEED = flags.DEFINE_integer("seed", Options.seed, "Key of batches and noise.")
-_ROUNDS = flags.DEFINE_integer("timing_rounds", Options.timing_rounds,
-                               "Interleaved timing rounds.")
-_ARMS = flags.DEFINE_list("arms", list(ARMS), "Arms to measure (with pathwise).")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  steps = [int(s) for s in _STEPS.value]
-  if _REPEATS.value < 2 or _BATCHES.value < 1 or _ROUNDS.value < 1:
-    raise app.UsageError(
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line (argparse, so importing this module defines no flags)."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True, help="SAC run directory.")
+  parser.add_argument("--steps", required=True,
+                      help="Checkpoint steps, e.g. 20000,50000.")
+  parser.add_argument("--out", required=True,
+                      help="Output directory for the report.")
+  parser.add_argument("--num_repeats", type=int, default=Options.num_repeats,
+                      help="Estimates per arm and batch.")
+  parser.add_argument("--num_batches", type=int, default=Options.num_batches,
+                      help="Replay batches per checkpoint and seed.")
+  parser.add_argument("--batch_size", type=int, default=None,
+                      help="States per batch; default: the run's.")
+  parser.add_argument("--seed", type=int, default=Options.seed,
+                      help="Key of batches and noise.")
+  parser.add_argument("--timing_rounds", type=int,
+                      default=Options.timing_rounds,
+                      help="Interleaved timing rounds.")
+  parser.add_argument("--arms", default=",".join(ARMS),
+                      help="Arms to measure (with pathwise).")
+  args = parser.parse_args(argv)
+  if args.num_repeats < 2 or args.num_batches < 1 or args.timing_rounds < 1:
+    parser.error(
         f"need --num_repeats >= 2, --num_batches >= 1, --timing_rounds >= 1; "
-        f"got {_REPEATS.value}, {_BATCHES.value}, {_ROUNDS.value}.")
-  options = Options(num_repeats=_REPEATS.value, num_batches=_BATCHES.value,
-                    batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-                    timing_rounds=_ROUNDS.value, arms=tuple(_ARMS.value))
-  run(_WORKDIR.value, steps, _OUT.value, options)
-  print(markdown(json.load(open(os.path.join(_OUT.value,
-                                               "grad_variance.json")))))
+        f"got {args.num_repeats}, {args.num_batches}, {args.timing_rounds}.")
+  return args
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  steps = [int(s) for s in args.steps.split(",")]
+  options = Options(num_repeats=args.num_repeats, num_batches=args.num_batches,
+                    batch_size=args.batch_size, seed=args.seed,
+                    timing_rounds=args.timing_rounds,
+                    arms=tuple(args.arms.split(",")))
+  run(args.workdir, steps, args.out, options)
+  with open(os.path.join(args.out, "grad_variance.json")) as f:
+    print(markdown(json.load(f)))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "steps", "out"])
-  app.run(main)
+  main()
