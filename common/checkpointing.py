@@ -70,6 +70,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from common import atomic_files
 from common import workdir_lock
 
 _ITEMS = ("state", "host", "meta", "config")
@@ -219,6 +220,19 @@ def _is_disk_full(err: BaseException) -> bool:
   return False
 
 
+def _raise_if_out_of_memory(err: BaseException) -> None:
+  """Re-raises `err` if it reports exhausted memory, not a bad checkpoint.
+
+  Restoring a large state (SAC's replay buffer) can fail for lack of memory;
+  setting that checkpoint aside and resuming from an older one would throw
+  away good work, so the error stops the run instead. XLA and tensorstore
+  report it as RESOURCE_EXHAUSTED (a full disk, reported the same way, does
+  not occur while reading).
+  """
+  if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err):
+    raise err
+
+
 def check_resume_config(saved: dict[str, Any], config,
                         allowed_changes: Sequence[str], *,
                         workdir: str = "") -> None:
@@ -252,11 +266,8 @@ def write_run_config(workdir: str, config) -> None:
 
   Atomic (temporary file + rename): a kill mid-write leaves the previous file.
   """
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(config_to_dict(config), f, indent=2)
-  os.replace(tmp, path)
+  atomic_files.write_json(os.path.join(workdir, "config.json"),
+                          config_to_dict(config))
 
 
 class Run:
@@ -311,7 +322,8 @@ class Run:
     for step in reversed(self.checkpointer.all_steps()):
       try:
         saved_config = self.checkpointer.restore_config(step)
-      except Exception as err:  # Any failure to read means damage.
+      except Exception as err:  # A failure to read means damage...
+        _raise_if_out_of_memory(err)  # ...unless the machine ran out.
         damaged.append(self._damage(step, err))
         continue
       check_resume_config(saved_config, self.config, self.allowed_changes,
@@ -321,7 +333,8 @@ class Run:
                                                       with_host=with_host)
         if restore_host is not None:
           restore_host(host)
-      except Exception as err:  # Any failure to restore means damage.
+      except Exception as err:  # A failure to restore means damage...
+        _raise_if_out_of_memory(err)  # ...unless the machine ran out.
         damaged.append(self._damage(step, err))
         continue
       restored = Restored(step, state, host, meta, saved_config)

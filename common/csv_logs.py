@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Sequence
+
+from common import atomic_files
 
 
 class CsvLog:
@@ -28,12 +31,11 @@ class CsvLog:
       with open(self.path, newline="") as f:
         kept = [row for row in csv.DictReader(f)
                 if int(row["step"]) <= resume_step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=self.columns)
-      writer.writeheader()
-      writer.writerows(kept)
-    os.replace(tmp, self.path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=self.columns)
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_files.write_text(self.path, text.getvalue(), newline="")
     return kept
 
   def write(self, rows: Sequence[dict]) -> None:

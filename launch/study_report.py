@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np
 
+from common import atomic_files
 from common import csv_logs
 from common import statistics
 from launch import studies
@@ -138,6 +139,10 @@ def _aggregate_row(study, metric, finals_by_cond, label, pairs) -> str | None:
     if len(shared) < 2:
       return None
     base = abs(np.mean([finals_by_cond[b][s] for s in shared]))
+    if base == 0:
+      raise ValueError(
+          f"relative difference {label!r}: the mean of {b!r} over seeds "
+          f"{shared} is 0; a difference relative to it is undefined.")
     strata.append(np.array([(finals_by_cond[a][s] - finals_by_cond[b][s])
                             / base for s in shared]))
     tasks.append(f"{study.condition(a).task} ({len(shared)} seeds)")
@@ -317,8 +322,5 @@ def write_report(study: studies.Study, workdir: str) -> str:
     lines.append("")
   lines += _cost_lines(study, workdir, cells)
   path = os.path.join(workdir, "report.md")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write("\n".join(lines))
-  os.replace(tmp, path)
+  atomic_files.write_text(path, "\n".join(lines))
   return path

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 from absl import logging
 import ml_collections
 
+from common import atomic_files
 from launch import studies
 
 MANIFEST = "study.json"
@@ -113,11 +114,7 @@ def cell_config(study: studies.Study, cell: Cell, settings: Settings
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  atomic_files.write_json(path, obj, sort_keys=True)
 
 
 def read_manifest(workdir: str) -> dict | None:

@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from common import atomic_files
 from common import checkpointing
 from common import chunked_training
 from vae import data as vae_data
@@ -303,21 +304,19 @@ def importance_weighted_log_px(model, params, test: Array, key: chex.PRNGKey,
 
 def _check_finite(train_metrics: dict, first_step: int,
                   run: checkpointing.Run) -> None:
-  """Raises FloatingPointError naming the step of a non-finite loss."""
+  """Raises FloatingPointError naming the step and loss of a non-finite loss."""
   index = int(train_metrics["first_non_finite"])
   if index < 0:
     return
+  values = ", ".join(f"{name}={float(value)}"
+                     for name, value in train_metrics.items()
+                     if name.startswith("train_") and name.endswith("loss")
+                     or name == "train_neg_elbo")
   raise FloatingPointError(
-      f"non-finite training loss at step {first_step + index + 1}; training "
+      f"non-finite training loss at step {first_step + index + 1} (last step "
+      f"of the chunk: {values}); training "
       f"stopped, the last good checkpoint is step "
       f"{run.latest_step()}.")
-
-
-def _write_json(path: str, payload: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
 
 
 def final_evaluation(model, params, test: Array, key: chex.PRNGKey, workdir,
@@ -336,7 +335,7 @@ def final_evaluation(model, params, test: Array, key: chex.PRNGKey, workdir,
   final = {"step": row["step"], "test_neg_elbo": row["test_neg_elbo"],
            "iw_samples": config.iw_samples,
            "test_log_px_iw": float(log_px)}
-  _write_json(path, final)
+  atomic_files.write_json(path, final)
   return final
 
 
