@@ -196,11 +196,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       bar.set_postfix(sps=f"{sps:.0f}", ret=f"{np.nanmean(last_return):.1f}",
                       refresh=False)
 
-    if _crossed(step, num_envs, config.eval_every) or step >= config.total_steps:
+    scheduled = _crossed(step, num_envs, config.eval_every)
+    if scheduled or step >= config.total_steps:
       returns, _ = evaluation.evaluate(
           eval_env, eval_policy, state.actor_params, seeds,
           config.eval_episodes, eval_round, scaler)
-      eval_round += 1
+      # Only scheduled evaluations advance the round (it seeds the episodes),
+      # so a run extended past an off-schedule final evaluation evaluates on
+      # the same episodes as a run given the longer budget from the start.
+      eval_round += int(scheduled)
       last_eval = returns.mean(axis=1)
       eval_log.write([dict(step=step, seed=seed, return_mean=returns[s].mean(),
                            return_std=returns[s].std(),

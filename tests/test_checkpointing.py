@@ -195,6 +195,29 @@ def test_no_checkpoint_restores_error_changes_nothing(tmp_path):
   assert after == before
 
 
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    ValueError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+               "17179869184 bytes.")])
+def test_running_out_of_memory_while_restoring_is_not_damage(
+    tmp_path, monkeypatch, error):
+  """A restore that fails for lack of memory stops the run; nothing is moved."""
+  checkpoints = _save_two(str(tmp_path))
+
+  def out_of_memory(*args, **kwargs):
+    raise error
+
+  before = _snapshot_tree(str(tmp_path))
+  with _open(str(tmp_path)) as run:
+    monkeypatch.setattr(run.checkpointer, "restore", out_of_memory)
+    with pytest.raises(type(error)):
+      run.restore_latest(_dummy_state())
+  after = _snapshot_tree(str(tmp_path))
+  after.pop("run.lock"), before.pop("run.lock")  # Holds the pid.
+  assert after == before
+  assert sorted(os.listdir(checkpoints)) == ["1", "2"]
+
+
 def test_changed_config_is_refused_before_anything_is_set_aside(tmp_path):
   checkpoints = _save_two(str(tmp_path))
   _truncate_arrays(os.path.join(checkpoints, "2"))

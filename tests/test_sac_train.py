@@ -172,6 +172,22 @@ def test_damaged_latest_checkpoint_resumes_exactly_from_the_previous(
                _final_state(config, reference_run))
 
 
+def test_extending_the_budget_continues_the_same_run(reference_run, tmp_path):
+  """total_steps 500 (its final evaluation is off the 200-step schedule), then
+  the same workdir with 600: the scheduled evaluations (same episodes) and the
+  final state equal those of the 600-step run."""
+  workdir = str(tmp_path)
+  sac_train.train(_test_config(total_steps=500), workdir)
+  sac_train.train(_test_config(), workdir)
+  rows = csv_logs.read_csv(os.path.join(workdir, "eval.csv"))
+  assert [r["step"] for r in rows] == ["200", "400", "500", "600"]
+  assert ([r for r in rows if r["step"] != "500"]
+          == csv_logs.read_csv(os.path.join(reference_run, "eval.csv")))
+  config = _test_config()
+  jax.tree.map(np.testing.assert_array_equal, _final_state(config, workdir),
+               _final_state(config, reference_run))
+
+
 def test_two_vmapped_seeds_equal_two_single_seed_runs(reference_run, tmp_path):
   sac_train.train(_test_config(num_seeds=2), str(tmp_path / "both"))
   sac_train.train(_test_config(seed=1), str(tmp_path / "seed1"))
