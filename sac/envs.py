@@ -187,16 +187,21 @@ def restore(env: gym.vector.SyncVectorEnv, blob: bytes) -> None:
     raise ValueError(
         f"snapshot has {len(subenvs)} sub-envs; the env has "
         f"{len(env.envs)} (num_envs/num_seeds changed since the checkpoint?).")
+  pairs = []  # (layer, its saved state), all checked before any is written.
   for sub, layer_states in zip(env.envs, subenvs):
     layers = _layers(sub)
     if len(layers) != len(layer_states):
       raise ValueError("snapshot's wrapper stack differs from the env's.")
-    for layer, state in zip(layers, layer_states):
-      _restore_layer(layer, state)
-  for k, v in vector.items():
+    pairs += zip(layers, layer_states)
+  for layer, state in pairs:
+    _check_layer(layer, state)
+  for k in vector:
     if k not in _VECTOR_FIELDS:
       raise ValueError(f"snapshot sets unknown vector-env field {k!r}; "
                        f"expected some of {_VECTOR_FIELDS}.")
+  for layer, state in pairs:
+    _restore_layer(layer, state)
+  for k, v in vector.items():
     setattr(env, k, v)
 
 
@@ -314,7 +319,8 @@ def _decode_bytes(value: dict) -> np.ndarray:
   return np.frombuffer(data, dtype).reshape(value["shape"]).copy()
 
 
-def _restore_layer(layer, state: dict) -> None:
+def _check_layer(layer, state: dict) -> None:
+  """Raises ValueError if `state` cannot be written into `layer`."""
   for k, v in state.items():
     if isinstance(v, _MjState):
       model, data = getattr(layer, "model", None), getattr(layer, k, None)
@@ -325,6 +331,12 @@ def _restore_layer(layer, state: dict) -> None:
         raise ValueError(
             f"snapshot's MuJoCo state has shape {v.state.shape}; the env's "
             f"model needs ({mujoco.mj_stateSize(model, _MJ_STATE)},).")
-      mujoco.mj_setState(model, data, v.state, _MJ_STATE)
+
+
+def _restore_layer(layer, state: dict) -> None:
+  """Writes a `_check_layer`-checked state into `layer`."""
+  for k, v in state.items():
+    if isinstance(v, _MjState):
+      mujoco.mj_setState(layer.model, getattr(layer, k), v.state, _MJ_STATE)
     else:
       layer.__dict__[k] = v
