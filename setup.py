@@ -1,4 +1,4 @@
-"""stochgrad: stochastic-gradient estimation in JAX, with SAC and noisy top-k MoE.
+"""stochgrad: stochastic-gradient estimation in JAX, with SAC, noisy top-k MoE and VAEs.
 
 The core install is what the estimator library needs (`from common import
 estimators`): JAX, chex, distrax and numpy. Each system adds its own extra:
@@ -53,8 +53,8 @@ EXTRAS["test"] = EXTRAS["all"] + ["pytest>=9.0"]
 setup(
     name="stochgrad",
     version="0.1.0",
-    description=("Stochastic-gradient estimators in JAX, and the SAC agent and "
-                 "noisy top-k MoE layer built on them."),
+    description=("Stochastic-gradient estimators in JAX, and the SAC agent, "
+                 "noisy top-k MoE layer and VAEs built on them."),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
