@@ -63,6 +63,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -150,8 +151,7 @@ class Checkpointer:
       # orbax raises on the first failed item while the threads writing the
       # other items may still run; let them end before deleting their files.
       for thread in set(threading.enumerate()) - threads_before:
-        # The base join: orbax's override re-raises the thread's error.
-        threading.Thread.join(thread, timeout=_SAVE_THREAD_TIMEOUT_S)
+        _join(thread, _SAVE_THREAD_TIMEOUT_S)
       self._remove_partial(step)
       self.manager.reload()
       raise CheckpointDiskFullError(
@@ -201,6 +201,25 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _join(thread: threading.Thread, timeout: float) -> None:
+  """Waits up to `timeout` s for `thread` (started, perhaps not yet running).
+
+  Calls the base `Thread.join`: orbax's override re-raises the thread's
+  error. A thread that `threading.enumerate` lists may not have begun to run
+  yet, and joining it then raises RuntimeError: wait for it to begin.
+  """
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      threading.Thread.join(thread,
+                            timeout=max(0.0, deadline - time.monotonic()))
+      return
+    except RuntimeError:  # Not yet running.
+      if time.monotonic() >= deadline:
+        return
+      time.sleep(0.001)
 
 
 def _is_disk_full(err: BaseException) -> bool:
