@@ -4,15 +4,17 @@ A trainer compiles `chunk_steps` updates into one jitted call (a `lax.scan`)
 and evaluates after each call. `run_chunks` holds what happens around those
 calls, the same for every such trainer: resume from the latest checkpoint of
 the open `checkpointing.Run`, truncate eval.csv to that checkpoint, then per
-chunk train, check the losses are finite, evaluate, log a row to eval.csv,
+chunk train, check the losses are finite (a FloatingPointError names the
+first bad step and the non-finite losses), evaluate, log a row to eval.csv,
 checkpoint, and write TensorBoard scalars and the progress bar. The trainer
-keeps what is its own: the model, the jitted chunk and evaluation, the
-wording of the non-finite error, the progress-bar postfix and anything done
-after the last chunk.
+keeps what is its own: the model, the jitted chunk and evaluation, the names
+of its losses, the progress-bar postfix and anything done after the last
+chunk.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -49,19 +51,33 @@ def _open_writer(workdir: str, resume_step: int | None):
       purge_step=None if resume_step is None else resume_step + 1)
 
 
+def _check_finite(metrics: dict, first_step: int, run: checkpointing.Run,
+                  loss_names: Sequence[str]) -> None:
+  """Raises FloatingPointError naming the step and losses of a bad chunk."""
+  index = int(metrics["first_non_finite"])
+  if index < 0:
+    return
+  bad = [n for n in loss_names if not math.isfinite(float(metrics[n]))]
+  values = ", ".join(f"{n}={float(metrics[n])}" for n in bad)
+  raise FloatingPointError(
+      f"non-finite training loss at step {first_step + index + 1} "
+      f"(last step of the chunk: {values or 'finite again'}); training "
+      f"stopped, the last good checkpoint is step {run.latest_step()}.")
+
+
 def run_chunks(run: checkpointing.Run, state: Any, *, workdir: str,
                columns: Sequence[str], num_steps: int, chunk_steps: int,
                train_chunk: Callable[[Any], tuple[Any, dict]],
                evaluate: Callable[[Any], dict],
-               check_finite: Callable[[dict, int, checkpointing.Run], None],
+               loss_names: Sequence[str],
                postfix: Callable[[dict], dict[str, str]], desc: str,
                tensorboard: bool, progress_bar: bool
                ) -> tuple[Any, dict[str, float]]:
   """Resumes `state` from `run` and trains it to `num_steps`, chunk by chunk.
 
-  Per chunk: `state, metrics = train_chunk(state)`; `check_finite(metrics,
-  step, run)` (step: the step before the chunk; it raises naming the bad
-  step); `evaluate(state)`; the row {**metrics, **evaluation, "step",
+  Per chunk: `state, metrics = train_chunk(state)`; a FloatingPointError if
+  a loss was non-finite (naming the first bad step and the `loss_names` that
+  are non-finite at the chunk's end); `evaluate(state)`; the row {**metrics, **evaluation, "step",
   "seconds"} is appended to `workdir/eval.csv`, then `state` is checkpointed
   with meta {"step", "seconds"} (log first, then checkpoint: after a kill in
   between, the resume drops the rows past its checkpoint and logs them
@@ -79,10 +95,9 @@ def run_chunks(run: checkpointing.Run, state: Any, *, workdir: str,
     chunk_steps: the number of updates in one `train_chunk` call.
     train_chunk: state -> (state, metrics); metrics are scalars, including
       "first_non_finite" (the index in the chunk of the first non-finite
-      loss, or -1), which is passed to check_finite and not logged.
+      loss, or -1), which is checked and not logged.
     evaluate: state -> dict of scalar evaluation metrics.
-    check_finite: (metrics, step before the chunk, run) -> None; raises if
-      metrics["first_non_finite"] >= 0.
+    loss_names: the metrics that are training losses, named in the error.
     postfix: row -> {name: formatted value} shown after the progress bar.
     desc: the progress bar's label.
     tensorboard: whether to write TensorBoard events to workdir/tensorboard.
@@ -108,7 +123,7 @@ def run_chunks(run: checkpointing.Run, state: Any, *, workdir: str,
   try:
     while step < num_steps:
       state, train_metrics = train_chunk(state)
-      check_finite(train_metrics, step, run)
+      _check_finite(train_metrics, step, run, loss_names)
       train_metrics.pop("first_non_finite")
       eval_metrics = evaluate(state)
       row = {name: float(v) for name, v in {**train_metrics,

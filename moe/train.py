@@ -38,7 +38,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from common import checkpointing
@@ -199,22 +198,6 @@ def make_evaluate(model: NextTokenMoE, task: moe_task.DomainMixture):
   return jax.jit(evaluate)
 
 
-def _check_finite(train_metrics: dict, first_step: int,
-                  run: checkpointing.Run) -> None:
-  """Raises FloatingPointError naming the loss and step of a non-finite loss."""
-  index = int(train_metrics["first_non_finite"])
-  if index < 0:
-    return
-  names = [n for n in ("train_loss", "train_aux_loss")
-           if not np.isfinite(float(train_metrics[n]))]
-  values = ", ".join(f"{n}={float(train_metrics[n])}" for n in names)
-  raise FloatingPointError(
-      f"non-finite training loss at step {first_step + index + 1} "
-      f"(last step of the chunk: {values or 'finite again'}); training "
-      f"stopped, the last good checkpoint is step "
-      f"{run.latest_step()}.")
-
-
 def _postfix(row: dict[str, float]) -> dict[str, str]:
   """The progress bar's postfix: evaluation loss, Bayes loss, CV(Load)."""
   return {"loss": f"{row['eval_loss']:.3f}",
@@ -263,6 +246,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       num_steps=config.num_steps, chunk_steps=config.eval_every,
       train_chunk=lambda s: train_chunk(s, k_train),
       evaluate=lambda s: evaluate(s.params, eval_batch.context),
-      check_finite=_check_finite, postfix=_postfix, desc="moe",
+      loss_names=("train_loss", "train_aux_loss"), postfix=_postfix,
+      desc="moe",
       tensorboard=config.tensorboard, progress_bar=config.progress_bar)
   return row

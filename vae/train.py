@@ -61,6 +61,13 @@ EVAL_COLUMNS = {
     "vqvae": ("step", "test_recon_loss", "codebook_perplexity", "train_loss",
               "train_recon_loss", "train_perplexity", "seconds"),
 }
+# The training losses among each model's eval.csv columns (named if one is
+# non-finite).
+LOSS_NAMES = {
+    "gaussian": ("train_neg_elbo",),
+    "categorical": ("train_neg_elbo",),
+    "vqvae": ("train_loss", "train_recon_loss"),
+}
 # Config fields that may change between a checkpoint and its resume (every
 # other field must equal the one stored in the checkpoint): num_steps may grow
 # (that extends the run); the final importance-weighted bound's sample count
@@ -302,23 +309,6 @@ def importance_weighted_log_px(model, params, test: Array, key: chex.PRNGKey,
   return jnp.mean(jax.lax.map(bound, (x, keys)))
 
 
-def _check_finite(train_metrics: dict, first_step: int,
-                  run: checkpointing.Run) -> None:
-  """Raises FloatingPointError naming the step and loss of a non-finite loss."""
-  index = int(train_metrics["first_non_finite"])
-  if index < 0:
-    return
-  values = ", ".join(f"{name}={float(value)}"
-                     for name, value in train_metrics.items()
-                     if name.startswith("train_") and name.endswith("loss")
-                     or name == "train_neg_elbo")
-  raise FloatingPointError(
-      f"non-finite training loss at step {first_step + index + 1} (last step "
-      f"of the chunk: {values}); training "
-      f"stopped, the last good checkpoint is step "
-      f"{run.latest_step()}.")
-
-
 def final_evaluation(model, params, test: Array, key: chex.PRNGKey, workdir,
                      config, row: dict) -> dict:
   """Writes (or reads back) final.json: the IW estimate of test log p(x)."""
@@ -398,7 +388,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       num_steps=config.num_steps, chunk_steps=config.eval_every,
       train_chunk=lambda s: train_chunk(s, k_train, digits.train),
       evaluate=lambda s: evaluate(s.params, digits.test, k_eval),
-      check_finite=_check_finite,
+      loss_names=LOSS_NAMES[config.model],
       postfix=lambda r: {columns[1]: f"{r[columns[1]]:.2f}"},
       desc=config.model, tensorboard=config.tensorboard,
       progress_bar=config.progress_bar)
