@@ -75,15 +75,22 @@ def _check_float(name: str, x: Array) -> None:
         f"{name} must have a floating dtype; got dtype {jnp.asarray(x).dtype}.")
 
 
-def _check_positive_static(name: str, value: Any) -> None:
-  """Checks value > 0 when it is concrete (a Python number or concrete array).
+def _concrete_float(value: Any) -> float | None:
+  """`float(value)` if it is concrete (a Python number or concrete array).
 
-  Under `jax.jit` a traced value cannot be inspected; it is then the caller's
-  responsibility (make the option static to keep the check).
+  Under `jax.jit` a traced value cannot be inspected: None, and the checks
+  below pass it (make the option static to keep them).
   """
   try:
-    concrete = float(value)
+    return float(value)
   except (TypeError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def _check_positive_static(name: str, value: Any) -> None:
+  """Checks value > 0 when it is concrete (see `_concrete_float`)."""
+  concrete = _concrete_float(value)
+  if concrete is None:
     return
   if not concrete > 0.0:  # Also rejects NaN.
     raise ValueError(f"{name} must be > 0; got {name}={value!r}.")
@@ -925,12 +932,9 @@ def relax_grad(
 
 
 def _check_finite_static(name: str, value: Any, why: str = "") -> None:
-  """Checks that a concrete value is finite (traced values pass, see above)."""
-  try:
-    concrete = float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return
-  if not math.isfinite(concrete):
+  """Checks value is finite when it is concrete (see `_concrete_float`)."""
+  concrete = _concrete_float(value)
+  if concrete is not None and not math.isfinite(concrete):
     raise ValueError(f"{name} must be finite{why}; got {name}={value!r}.")
 
 
