@@ -29,6 +29,7 @@ import numpy as np
 from common import atomic_files
 from common import csv_logs
 from common import statistics
+from launch import provenance
 from launch import studies
 from launch import study_runner
 
@@ -226,6 +227,55 @@ def _cost_lines(study: studies.Study, workdir: str,
           "| condition | task | per cell |", "|---|---|---|"] + rows + [""]
 
 
+def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
+                      ) -> list[str]:
+  """The distinct software of the finished cells, and what differs.
+
+  Reads each cell's provenance.json (one record per start or resume).
+  """
+  by_software: dict[str, list[str]] = {}
+  records, unrecorded, commits, machines = [], [], set(), set()
+  for cell in cells:
+    if not study_runner.is_done(workdir, cell):
+      continue
+    mine = study_runner.read_provenance(os.path.join(workdir, cell.path))
+    if not mine:
+      unrecorded.append(cell.path)
+    for rec in mine:
+      software = provenance.software(rec)
+      key = "; ".join(f"{k} {v}" for k, v in software.items()
+                      if v is not None)
+      if cell.path not in by_software.setdefault(key, []):
+        by_software[key].append(cell.path)
+      records.append(rec)
+      commits.add(str(rec.get("commit")))
+      machines.add(str(rec.get("machine")))
+  lines = ["## Software and machine", "",
+           "Recorded by the runner at each start or resume of a cell "
+           f"(`{provenance.FILE}`).", ""]
+  if by_software:
+    finished = sum(study_runner.is_done(workdir, c) for c in cells)
+    lines += ["| software | cells |", "|---|---|"] + [
+        f"| {key} | " + (f"all {finished} finished cells" if len(paths) ==
+                         finished else ", ".join(f"`{p}`" for p in paths))
+        + " |" for key, paths in by_software.items()] + [""]
+    lines += [f"Commits: {', '.join(sorted(commits))}. "
+              f"Machines: {'; '.join(sorted(machines))}.", ""]
+  if unrecorded:
+    finished = sum(study_runner.is_done(workdir, c) for c in cells)
+    listed = (f"all {finished} finished cells" if len(unrecorded) == finished
+              else ", ".join(f"`{p}`" for p in unrecorded))
+    lines += [f"Not recorded (finished before the runner kept records): "
+              f"{listed}.", ""]
+  changed = provenance.differing(records)
+  if changed:
+    lines += [f"**Cells ran under different {', '.join(changed)}.** The same "
+              "seed gives other numbers under other versions, so per-seed "
+              "values of such cells are not comparable run for run and their "
+              "paired differences are paired in name only.", ""]
+  return lines
+
+
 def _statistics_text(settings: study_runner.Settings) -> list[str]:
   n = settings.num_seeds
   coverage = (f" With {n} seeds, the percentile interval of a mean of normal "
@@ -321,6 +371,7 @@ def write_report(study: studies.Study, workdir: str) -> str:
       lines += ["", f"![{metric.label}]({figure})"]
     lines.append("")
   lines += _cost_lines(study, workdir, cells)
+  lines += _provenance_lines(workdir, cells)
   path = os.path.join(workdir, "report.md")
   atomic_files.write_text(path, "\n".join(lines))
   return path

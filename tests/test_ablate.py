@@ -304,3 +304,47 @@ def test_finished_cell_with_another_config_is_refused(tmp_path):
                      r"\(saved 1.0, now 0.003\)"):
     study_runner.run_study(study, workdir, settings, shard=(0, 7),
                            train=FakeTrainer(study))
+
+
+def test_cells_record_their_software_and_the_report_names_differences(
+    tmp_path):
+  """provenance.json per cell; a cell resumed under another MuJoCo is named."""
+  study = studies.SAC_ACTOR_GRAD
+  workdir = str(tmp_path)
+  ablate.run(study.name, workdir, quick=True, seeds=2,
+             train=FakeTrainer(study))
+  settings = study_runner.resolve_settings(study, seeds=2, steps=None,
+                                           quick=True)
+  paths = _cells(study, settings)
+  for path in paths:
+    records = study_runner.read_provenance(os.path.join(workdir, path))
+    assert len(records) == 1
+    assert records[0]["packages"]["numpy"] == np.__version__
+  text = open(study_report.write_report(study, workdir)).read()
+  assert "## Software and machine" in text
+  assert f"numpy {np.__version__}" in text
+  assert "different" not in text.split("## Software and machine")[1]
+  # A second record with another MuJoCo in one cell, no record in another.
+  first = os.path.join(workdir, paths[0], "provenance.json")
+  records = json.load(open(first))
+  other = json.loads(json.dumps(records[0]))
+  other["packages"]["mujoco"] = "0.0.1"
+  json.dump(records + [other], open(first, "w"))
+  os.remove(os.path.join(workdir, paths[1], "provenance.json"))
+  text = open(study_report.write_report(study, workdir)).read()
+  assert "**Cells ran under different mujoco.**" in text
+  assert "mujoco 0.0.1" in text
+  assert f"Not recorded (finished before the runner kept records): `{paths[1]}`." in text
+
+
+def test_provenance_helpers(tmp_path):
+  from launch import provenance
+  a = {"python": "3.11.0", "packages": {"jax": "1", "mujoco": "3"}}
+  b = {"python": "3.11.0", "packages": {"jax": "1", "mujoco": "4"}}
+  c = {"python": "3.12.0", "packages": {"jax": "1"}}
+  assert provenance.differing([a, a]) == []
+  assert provenance.differing([a, b]) == ["mujoco"]
+  assert provenance.differing([a, c]) == ["mujoco", "python"]
+  assert provenance.package_versions(["no-such-dist-xyz"]) == {
+      "no-such-dist-xyz": None}
+  assert provenance.git_commit(str(tmp_path)) is None  # Not a checkout.
