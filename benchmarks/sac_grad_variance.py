@@ -2,6 +2,7 @@ r"""Variance of SAC's actor-gradient estimators at frozen critics.
 
   python -m benchmarks.sac_grad_variance --workdir=RUN_DIR \
       --steps=20000,50000,100000 --out=DIR
+  python -m benchmarks.sac_grad_variance --out=DIR --report_only
 
 For each requested checkpoint of a SAC run (keep them with
 --config.keep_checkpoint_steps) and each seed of the run, the state is
@@ -41,8 +42,15 @@ Cost per update: the time of one actor-gradient evaluation and of one full
 batch 0 of the first checkpoint, as ratios to pathwise measured in this
 process with --timing_rounds interleaved rounds (median and minimum).
 
+Across seeds, per checkpoint and arm: the IQM of the per-seed variance
+ratios with a 95% percentile bootstrap CI over the seeds
+(`common.statistics`, seeded by the checkpoint and arm), their range, the
+lowest cosine and the mean z-test figures.
+
 Outputs in --out: grad_variance.md (tables), grad_variance.json (all
-numbers) and grad_variance.png (variance ratio vs checkpoint, log scale).
+numbers) and grad_variance.png (IQM variance ratio vs checkpoint with its CI,
+per-seed ratios as dots, log scale). `--report_only` rewrites the .md and
+.png from an existing grad_variance.json.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ import functools
 import json
 import os
 import time
+import zlib
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -64,6 +73,7 @@ import numpy as np
 
 from common import checkpointing
 from common import estimators
+from common import statistics
 from sac import learner
 from sac import replay
 from sac import train as sac_train
@@ -348,6 +358,36 @@ def run(workdir: str, steps: Sequence[int], out: str,
   return results
 
 
+def across_seeds(results: dict[str, Any]) -> list[dict[str, Any]]:
+  """Per (checkpoint, arm other than pathwise): the seeds' ratios summarised.
+
+  Returns rows with step, arm, seeds, iqm, ci (None below 2 seeds), the
+  min and max ratio, the lowest cosine and the mean of each z-test figure
+  over the seeds.
+  """
+  rows = []
+  steps = sorted({e["step"] for e in results["variance"]})
+  arms = [a for a in results["variance"][0]["arms"] if a != PATHWISE]
+  for step in steps:
+    entries = [e for e in results["variance"] if e["step"] == step]
+    for arm in arms:
+      per_seed = [e["arms"][arm] for e in entries]
+      ratios = np.array([r["ratio"] for r in per_seed])
+      ci = None
+      if len(ratios) >= 2:
+        low, high = statistics.stratified_bootstrap_ci(
+            [ratios], seed=zlib.crc32(f"{step}/{arm}".encode()))
+        ci = (float(low), float(high))
+      rows.append({
+          "step": step, "arm": arm, "seeds": [e["seed"] for e in entries],
+          "iqm": float(statistics.iqm(ratios)), "ci": ci,
+          "min": float(ratios.min()), "max": float(ratios.max()),
+          "cosine_min": min(r["cosine"] for r in per_seed),
+          **{k: float(np.mean([r[k] for r in per_seed]))
+             for k in ("z_frac_1_96", "z_frac_3_29", "z_mean_square")}})
+  return rows
+
+
 def write_report(results: dict[str, Any], out: str) -> None:
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "grad_variance.json"), "w") as f:
@@ -368,6 +408,22 @@ def markdown(results: dict[str, Any]) -> str:
       "variance / pathwise's (min-max over batches). z-test: paired "
       "difference to pathwise per coordinate (unbiased: ~0.05, ~0.001, ~1).",
       "",
+      "Across seeds: IQM of the per-seed ratios with a 95% bootstrap CI "
+      "over the seeds (common/statistics.py), their range, the lowest "
+      "cosine and the z-test figures averaged over the seeds.", "",
+      "| step | arm | seeds | ratio IQM [95% CI] | ratio range | lowest "
+      "cosine | frac abs(z)>1.96 | frac abs(z)>3.29 | mean z^2 |",
+      "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for row in across_seeds(results):
+    ci = (f" [{row['ci'][0]:.3g}, {row['ci'][1]:.3g}]" if row["ci"]
+          else "")
+    lines.append(
+        f"| {row['step']} | {row['arm']} | {len(row['seeds'])} | "
+        f"{row['iqm']:.3g}{ci} | {row['min']:.3g}-{row['max']:.3g} | "
+        f"{row['cosine_min']:.4f} | {row['z_frac_1_96']:.3f} | "
+        f"{row['z_frac_3_29']:.4f} | {row['z_mean_square']:.2f} |")
+  lines += [
+      "", "Per seed:", "",
       "| step | seed | arm | total variance | ratio | ratio range | cosine "
       "| mean rel. SE | frac abs(z)>1.96 | frac abs(z)>3.29 | mean z^2 |",
       "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -399,32 +455,38 @@ def markdown(results: dict[str, Any]) -> str:
 def plot(results: dict[str, Any], path: str) -> None:
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   steps = sorted({e["step"] for e in results["variance"]})
+  ax.axhline(1.0, color="k", ls="--", lw=1, label=PATHWISE)
+  summary = across_seeds(results)
   for arm in results["variance"][0]["arms"]:
-    per_step = [[e["arms"][arm]["ratio"] for e in results["variance"]
-                 if e["step"] == s] for s in steps]
-    means = [float(np.mean(r)) for r in per_step]
-    style = "--" if arm == PATHWISE else "-o"
-    line, = ax.plot(steps, means, style, label=arm)
-    for s, r in zip(steps, per_step):
+    if arm == PATHWISE:
+      continue
+    rows = [r for r in summary if r["arm"] == arm]
+    line, = ax.plot(steps, [r["iqm"] for r in rows], "-o", label=arm)
+    if all(r["ci"] for r in rows):
+      ax.fill_between(steps, [r["ci"][0] for r in rows],
+                      [r["ci"][1] for r in rows], color=line.get_color(),
+                      alpha=0.2, lw=0)
+    for s in steps:
+      r = [e["arms"][arm]["ratio"] for e in results["variance"]
+           if e["step"] == s]
       if len(r) > 1:
         ax.plot([s] * len(r), r, ".", color=line.get_color(), alpha=0.5)
   ax.set_yscale("log")
   ax.set_xlabel("checkpoint (env steps)")
-  ax.set_ylabel("total variance / pathwise")
+  ax.set_ylabel("total variance / pathwise (IQM over seeds)")
   ax.set_title(f"Actor-gradient variance, {results['env_id']}")
   ax.legend(fontsize=8)
   ax.grid(True, which="both", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, metadata={"Software": None})
   plt.close(fig)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   """The command line (argparse, so importing this module defines no flags)."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="SAC run directory.")
-  parser.add_argument("--steps", required=True,
-                      help="Checkpoint steps, e.g. 20000,50000.")
+  parser.add_argument("--workdir", help="SAC run directory.")
+  parser.add_argument("--steps", help="Checkpoint steps, e.g. 20000,50000.")
   parser.add_argument("--out", required=True,
                       help="Output directory for the report.")
   parser.add_argument("--num_repeats", type=int, default=Options.num_repeats,
@@ -440,7 +502,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Interleaved timing rounds.")
   parser.add_argument("--arms", default=",".join(ARMS),
                       help="Arms to measure (with pathwise).")
+  parser.add_argument("--report_only", action="store_true",
+                      help="Rewrite the .md and .png from --out's "
+                           "grad_variance.json; measure nothing.")
   args = parser.parse_args(argv)
+  if not args.report_only and (not args.workdir or not args.steps):
+    parser.error(f"need --workdir and --steps (or --report_only); got "
+                 f"--workdir={args.workdir!r}, --steps={args.steps!r}.")
   if args.num_repeats < 2 or args.num_batches < 1 or args.timing_rounds < 1:
     parser.error(
         f"need --num_repeats >= 2, --num_batches >= 1, --timing_rounds >= 1; "
@@ -450,6 +518,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
+  if args.report_only:
+    path = os.path.join(args.out, "grad_variance.json")
+    if not os.path.exists(path):
+      raise SystemExit(f"--report_only: {path!r} does not exist; run the "
+                       "measurement first.")
+    with open(path) as f:
+      results = json.load(f)
+    write_report(results, args.out)
+    print(markdown(results))
+    return
   steps = [int(s) for s in args.steps.split(",")]
   options = Options(num_repeats=args.num_repeats, num_batches=args.num_batches,
                     batch_size=args.batch_size, seed=args.seed,

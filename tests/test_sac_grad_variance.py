@@ -129,3 +129,50 @@ def test_tool_reports_every_arm_and_keeps_the_checkpoints(kept_run, tmp_path):
   with pytest.raises(ValueError, match="score_function_3"):
     gv.arm_agents(sac_config.get_config("test"), 3, 1, ("pathwise",
                                                        "score_function_3"))
+
+
+def _fake_results(ratios_by_step):
+  """A grad_variance.json-shaped dict: one score-function arm, given ratios."""
+  entry = lambda step, seed, ratio: {"step": step, "seed": seed, "arms": {
+      gv.PATHWISE: {"ratio": 1.0, "cosine": 1.0},
+      "score_function_8": {"ratio": ratio, "cosine": 0.99 - 0.01 * seed,
+                           "z_frac_1_96": 0.05, "z_frac_3_29": 0.001,
+                           "z_mean_square": 1.0 + 0.1 * seed}}}
+  return {"variance": [entry(step, seed, r)
+                       for step, ratios in ratios_by_step.items()
+                       for seed, r in enumerate(ratios)]}
+
+
+def test_across_seeds_summary_is_the_iqm_with_a_bootstrap_ci():
+  from common import statistics
+  ratios = [0.8, 0.9, 1.3, 0.85, 5.0]
+  rows = gv.across_seeds(_fake_results({20000: ratios, 50000: [2.0]}))
+  first, single = rows
+  # IQM of 5 values drops the lowest and the highest: mean(0.85, 0.9, 1.3).
+  assert first["iqm"] == pytest.approx((0.85 + 0.9 + 1.3) / 3)
+  assert first["iqm"] == pytest.approx(float(statistics.iqm(ratios)))
+  assert first["ci"][0] <= first["iqm"] <= first["ci"][1]
+  assert (first["min"], first["max"]) == (0.8, 5.0)
+  assert first["cosine_min"] == pytest.approx(0.95)
+  assert first["z_mean_square"] == pytest.approx(1.2)
+  assert first["seeds"] == [0, 1, 2, 3, 4]
+  assert single["ci"] is None and single["iqm"] == 2.0
+  assert gv.across_seeds(_fake_results({20000: ratios, 50000: [2.0]})) == rows
+
+
+def test_report_only_rewrites_the_report_from_the_json(kept_run, tmp_path):
+  out = str(tmp_path / "report")
+  options = gv.Options(num_repeats=20, num_batches=1, batch_size=8,
+                       timing_rounds=1, timing_calls=1,
+                       arms=(gv.PATHWISE, "score_function_1"))
+  gv.run(kept_run, [300], out, options)
+  md = os.path.join(out, "grad_variance.md")
+  before = open(md).read()
+  os.remove(md)
+  gv.main([f"--out={out}", "--report_only"])
+  assert open(md).read() == before
+  assert "| 300 | score_function_1 | 1 |" in before  # The across-seeds row.
+  with pytest.raises(SystemExit, match="does not exist"):
+    gv.main([f"--out={tmp_path / 'none'}", "--report_only"])
+  with pytest.raises(SystemExit):   # Neither --report_only nor --workdir.
+    gv.main([f"--out={out}"])
