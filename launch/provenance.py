@@ -1,7 +1,7 @@
 """Where a study cell ran: package versions, commit and machine.
 
-`launch.study_runner` appends one `record()` to `CELL/provenance.json` each
-time it starts or resumes a cell, and `launch.study_report` lists the
+`launch.study_runner` calls `append(run_dir)`, which adds one `record()` to
+`CELL/provenance.json`, each time it starts or resumes a cell, and `launch.study_report` lists the
 distinct records and names the packages that differ between cells. A record
 matters for reproduction: the same seed gives other numbers under another
 version of a simulator or compiler. For example, MuJoCo 3.17.0 and 4.0.0
@@ -21,10 +21,13 @@ Example:
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
 from typing import Any, Sequence
+
+from common import atomic_files
 
 FILE = "provenance.json"
 
@@ -84,3 +87,19 @@ def differing(records: Sequence[dict[str, Any]]) -> list[str]:
   fields = sorted({k for r in records for k in software(r)})
   return [k for k in fields
           if len({software(r).get(k) for r in records}) > 1]
+
+
+def read(run_dir: str) -> list[dict[str, Any]]:
+  """The records of a run directory, oldest first ([] if none)."""
+  path = os.path.join(run_dir, FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return json.load(f)
+
+
+def append(run_dir: str) -> None:
+  """Adds this process's `record()` to the run directory's list (atomically)."""
+  os.makedirs(run_dir, exist_ok=True)
+  atomic_files.write_json(os.path.join(run_dir, FILE),
+                          read(run_dir) + [record()], sort_keys=True)

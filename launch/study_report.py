@@ -233,40 +233,38 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
 
   Reads each cell's provenance.json (one record per start or resume).
   """
+  done = [c.path for c in cells if study_runner.is_done(workdir, c)]
+
+  def listing(paths):
+    if len(paths) == len(done):
+      return f"all {len(done)} finished cells"
+    return ", ".join(f"`{p}`" for p in paths)
+
   by_software: dict[str, list[str]] = {}
-  records, unrecorded, commits, machines = [], [], set(), set()
-  for cell in cells:
-    if not study_runner.is_done(workdir, cell):
-      continue
-    mine = study_runner.read_provenance(os.path.join(workdir, cell.path))
+  records, unrecorded = [], []
+  for path in done:
+    mine = provenance.read(os.path.join(workdir, path))
     if not mine:
-      unrecorded.append(cell.path)
+      unrecorded.append(path)
     for rec in mine:
-      software = provenance.software(rec)
-      key = "; ".join(f"{k} {v}" for k, v in software.items()
+      key = "; ".join(f"{k} {v}" for k, v in provenance.software(rec).items()
                       if v is not None)
-      if cell.path not in by_software.setdefault(key, []):
-        by_software[key].append(cell.path)
+      if path not in by_software.setdefault(key, []):
+        by_software[key].append(path)
       records.append(rec)
-      commits.add(str(rec.get("commit")))
-      machines.add(str(rec.get("machine")))
   lines = ["## Software and machine", "",
            "Recorded by the runner at each start or resume of a cell "
            f"(`{provenance.FILE}`).", ""]
   if by_software:
-    finished = sum(study_runner.is_done(workdir, c) for c in cells)
     lines += ["| software | cells |", "|---|---|"] + [
-        f"| {key} | " + (f"all {finished} finished cells" if len(paths) ==
-                         finished else ", ".join(f"`{p}`" for p in paths))
-        + " |" for key, paths in by_software.items()] + [""]
-    lines += [f"Commits: {', '.join(sorted(commits))}. "
-              f"Machines: {'; '.join(sorted(machines))}.", ""]
+        f"| {key} | {listing(paths)} |" for key, paths in by_software.items()]
+    commits = sorted({str(r.get("commit")) for r in records})
+    machines = sorted({str(r.get("machine")) for r in records})
+    lines += ["", f"Commits: {', '.join(commits)}. "
+              f"Machines: {'; '.join(machines)}.", ""]
   if unrecorded:
-    finished = sum(study_runner.is_done(workdir, c) for c in cells)
-    listed = (f"all {finished} finished cells" if len(unrecorded) == finished
-              else ", ".join(f"`{p}`" for p in unrecorded))
-    lines += [f"Not recorded (finished before the runner kept records): "
-              f"{listed}.", ""]
+    lines += ["Not recorded (finished before the runner kept records): "
+              f"{listing(unrecorded)}.", ""]
   changed = provenance.differing(records)
   if changed:
     lines += [f"**Cells ran under different {', '.join(changed)}.** The same "

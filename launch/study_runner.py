@@ -7,7 +7,7 @@ Layout of a study directory DIR:
   DIR/cells/CONDITION/seed_S/    a one-seed cell (MoE, VAE): one trainer run dir
   .../cell_done.json             written after the trainer returns: the cell's
                                  config; a cell with it is never rerun
-  .../provenance.json            one `launch.provenance.record()` per start
+  .../provenance.json            `launch.provenance`: one record per start
                                  or resume of the cell
   DIR/report.md, DIR/figures/    written by `launch.study_report`
 
@@ -163,22 +163,6 @@ def manifest_settings(manifest: dict) -> Settings:
                   quick=manifest["quick"])
 
 
-def read_provenance(run_dir: str) -> list[dict]:
-  """The provenance records of a cell, oldest first ([] if none)."""
-  path = os.path.join(run_dir, provenance.FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return json.load(f)
-
-
-def add_provenance(run_dir: str) -> None:
-  """Appends this process's `provenance.record()` to the cell's list."""
-  os.makedirs(run_dir, exist_ok=True)
-  _write_json(os.path.join(run_dir, provenance.FILE),
-              read_provenance(run_dir) + [provenance.record()])
-
-
 def is_done(workdir: str, cell: Cell) -> bool:
   return os.path.exists(os.path.join(workdir, cell.path, DONE))
 
@@ -221,7 +205,7 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
       continue
     print(f"[{number}/{len(cells)}] {cell.path}: training.", flush=True)
     start = time.time()
-    add_provenance(run_dir)
+    provenance.append(run_dir)
     try:
       train(config, run_dir)
     except Exception as e:  # Reported below; the other cells still run.

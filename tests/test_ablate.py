@@ -22,6 +22,7 @@ import pytest
 from common import csv_logs
 from common import statistics
 from launch import ablate
+from launch import provenance
 from launch import studies
 from launch import study_report
 from launch import study_runner
@@ -317,7 +318,7 @@ def test_cells_record_their_software_and_the_report_names_differences(
                                            quick=True)
   paths = _cells(study, settings)
   for path in paths:
-    records = study_runner.read_provenance(os.path.join(workdir, path))
+    records = provenance.read(os.path.join(workdir, path))
     assert len(records) == 1
     assert records[0]["packages"]["numpy"] == np.__version__
   text = open(study_report.write_report(study, workdir)).read()
@@ -338,7 +339,6 @@ def test_cells_record_their_software_and_the_report_names_differences(
 
 
 def test_provenance_helpers(tmp_path):
-  from launch import provenance
   a = {"python": "3.11.0", "packages": {"jax": "1", "mujoco": "3"}}
   b = {"python": "3.11.0", "packages": {"jax": "1", "mujoco": "4"}}
   c = {"python": "3.12.0", "packages": {"jax": "1"}}
