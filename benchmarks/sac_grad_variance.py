@@ -48,7 +48,7 @@ ratios with a 95% percentile bootstrap CI over the seeds
 lowest cosine and the mean z-test figures.
 
 Outputs in --out: grad_variance.md (tables), grad_variance.json (all
-numbers) and grad_variance.png (IQM variance ratio vs checkpoint with its CI,
+numbers, and the `common.provenance` record of the measuring process) and grad_variance.png (IQM variance ratio vs checkpoint with its CI,
 per-seed ratios as dots, log scale). `--report_only` rewrites the .md and
 .png from an existing grad_variance.json.
 """
@@ -73,6 +73,7 @@ import numpy as np
 
 from common import checkpointing
 from common import estimators
+from common import provenance
 from common import statistics
 from sac import learner
 from sac import replay
@@ -336,7 +337,8 @@ def run(workdir: str, steps: Sequence[int], out: str,
   results = {"env_id": config.env_id, "actor_grad": config.actor_grad,
              "workdir": os.path.abspath(workdir), "options":
              dataclasses.asdict(options) | {"batch_size": batch_size},
-             "variance": [], "cost": None}
+             "variance": [], "cost": None,
+             "provenance": provenance.record()}
   moment_fns = make_moment_fns(agents, num_repeats=options.num_repeats,
                                map_batch=options.map_batch)
   for step in steps:
@@ -449,6 +451,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{1e3 * c['gradient_step_s']:.2f} | "
         f"{c['gradient_step_ratio_median']:.2f}, "
         f"{c['gradient_step_ratio_min']:.2f} |")
+  if "provenance" in results:
+    rec = results["provenance"]
+    software = "; ".join(f"{k} {v}" for k, v in
+                         provenance.software(rec).items() if v is not None)
+    lines += ["", f"Software: {software}. Commit: {rec['commit']}. "
+              f"Machine: {rec['machine']}."]
   return "\n".join(lines) + "\n"
 
 
@@ -457,9 +465,7 @@ def plot(results: dict[str, Any], path: str) -> None:
   steps = sorted({e["step"] for e in results["variance"]})
   ax.axhline(1.0, color="k", ls="--", lw=1, label=PATHWISE)
   summary = across_seeds(results)
-  for arm in results["variance"][0]["arms"]:
-    if arm == PATHWISE:
-      continue
+  for arm in dict.fromkeys(r["arm"] for r in summary):
     rows = [r for r in summary if r["arm"] == arm]
     line, = ax.plot(steps, [r["iqm"] for r in rows], "-o", label=arm)
     if all(r["ci"] for r in rows):

@@ -29,7 +29,7 @@ import numpy as np
 from common import atomic_files
 from common import csv_logs
 from common import statistics
-from launch import provenance
+from common import provenance
 from launch import studies
 from launch import study_runner
 

@@ -7,7 +7,7 @@ Layout of a study directory DIR:
   DIR/cells/CONDITION/seed_S/    a one-seed cell (MoE, VAE): one trainer run dir
   .../cell_done.json             written after the trainer returns: the cell's
                                  config; a cell with it is never rerun
-  .../provenance.json            `launch.provenance`: one record per start
+  .../provenance.json            `common.provenance`: one record per start
                                  or resume of the cell
   DIR/report.md, DIR/figures/    written by `launch.study_report`
 
@@ -27,7 +27,7 @@ from absl import logging
 import ml_collections
 
 from common import atomic_files
-from launch import provenance
+from common import provenance
 from launch import studies
 
 MANIFEST = "study.json"

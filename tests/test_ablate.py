@@ -22,7 +22,7 @@ import pytest
 from common import csv_logs
 from common import statistics
 from launch import ablate
-from launch import provenance
+from common import provenance
 from launch import studies
 from launch import study_report
 from launch import study_runner

@@ -172,6 +172,7 @@ def test_report_only_rewrites_the_report_from_the_json(kept_run, tmp_path):
   gv.main([f"--out={out}", "--report_only"])
   assert open(md).read() == before
   assert "| 300 | score_function_1 | 1 |" in before  # The across-seeds row.
+  assert f"numpy {np.__version__}" in before  # The provenance line.
   with pytest.raises(SystemExit, match="does not exist"):
     gv.main([f"--out={tmp_path / 'none'}", "--report_only"])
   with pytest.raises(SystemExit):   # Neither --report_only nor --workdir.

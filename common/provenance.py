@@ -10,7 +10,7 @@ so per-seed SAC returns are comparable run for run only under the same
 MuJoCo.
 
 Example:
-  >>> from launch import provenance
+  >>> from common import provenance
   >>> rec = provenance.record()
   >>> sorted(rec)
   ['commit', 'machine', 'packages', 'python']
