@@ -12,7 +12,10 @@ run:
 
 `open_run` takes the workdir's lock (`common.workdir_lock`: one writer per
 workdir; a second process stops at once naming the pid holding it), then
-opens `workdir/checkpoints`.
+opens `workdir/checkpoints`. Once `restore_latest` has accepted the config
+(a fresh run or a resume), it writes `workdir/config.json` and appends the
+process's package versions, commit and machine to `workdir/provenance.json`
+(`common.provenance`: one record per start or resume).
 
 Checkpoints. Each holds four items, written together by one
 `orbax.checkpoint.CheckpointManager.save` (orbax writes into a temporary
@@ -72,6 +75,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from common import atomic_files
+from common import provenance
 from common import workdir_lock
 
 _ITEMS = ("state", "host", "meta", "config")
@@ -324,7 +328,8 @@ class Run:
 
     Checks the config against that checkpoint's (ValueError if a field outside
     `allowed_changes` differs), sets newer damaged checkpoints aside with a
-    warning, and writes `workdir/config.json`.
+    warning, writes `workdir/config.json` and appends a `common.provenance`
+    record to `workdir/provenance.json`.
 
     Args:
       state_like: the state's structure (a fresh state).
@@ -369,6 +374,7 @@ class Run:
       logging.warning("Moved damaged checkpoint %d to %s; resuming from "
                       "checkpoint %d.", step, target, restored.step)
     write_run_config(self.workdir, self.config)
+    provenance.append(self.workdir)
     if restored is not None:
       logging.info("Resumed from checkpoint %d.", restored.step)
     return restored

@@ -1,13 +1,14 @@
-"""Where a study cell ran: package versions, commit and machine.
+"""Where a run ran: package versions, commit and machine.
 
-`launch.study_runner` calls `append(run_dir)`, which adds one `record()` to
-`CELL/provenance.json`, each time it starts or resumes a cell, and `launch.study_report` lists the
-distinct records and names the packages that differ between cells. A record
-matters for reproduction: the same seed gives other numbers under another
-version of a simulator or compiler. For example, MuJoCo 3.17.0 and 4.0.0
-simulate HalfCheetah-v5 differently from the first step (docs/results.md),
-so per-seed SAC returns are comparable run for run only under the same
-MuJoCo.
+`common.checkpointing` appends one `record()` to `WORKDIR/provenance.json`
+(`append`) each time a trainer starts or resumes a run, and
+`launch.study_report` lists the distinct records of a study's cells and
+names the packages that differ between them. A record matters for
+reproduction: the same seed gives other numbers under another version of a
+simulator or compiler. For example, MuJoCo 3.17.0 and 4.0.0 simulate
+HalfCheetah-v5 differently from the first step (docs/benchmarks.md, "SAC
+learning"), so per-seed SAC returns are comparable run for run only under
+the same MuJoCo.
 
 Example:
   >>> from common import provenance

@@ -253,8 +253,8 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
         by_software[key].append(path)
       records.append(rec)
   lines = ["## Software and machine", "",
-           "Recorded by the runner at each start or resume of a cell "
-           f"(`{provenance.FILE}`).", ""]
+           "Recorded by each cell's trainer at every start or resume "
+           f"(`{provenance.FILE}`, `common.provenance`).", ""]
   if by_software:
     lines += ["| software | cells |", "|---|---|"] + [
         f"| {key} | {listing(paths)} |" for key, paths in by_software.items()]
@@ -263,7 +263,7 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
     lines += ["", f"Commits: {', '.join(commits)}. "
               f"Machines: {'; '.join(machines)}.", ""]
   if unrecorded:
-    lines += ["Not recorded (finished before the runner kept records): "
+    lines += ["Not recorded (run by a version that kept no records): "
               f"{listing(unrecorded)}.", ""]
   changed = provenance.differing(records)
   if changed:

@@ -7,8 +7,8 @@ Layout of a study directory DIR:
   DIR/cells/CONDITION/seed_S/    a one-seed cell (MoE, VAE): one trainer run dir
   .../cell_done.json             written after the trainer returns: the cell's
                                  config; a cell with it is never rerun
-  .../provenance.json            `common.provenance`: one record per start
-                                 or resume of the cell
+  .../provenance.json            written by the trainer (common.checkpointing):
+                                 software, commit, machine per start or resume
   DIR/report.md, DIR/figures/    written by `launch.study_report`
 
 A cell is an ordinary run directory of its trainer, so an interrupted cell
@@ -27,7 +27,6 @@ from absl import logging
 import ml_collections
 
 from common import atomic_files
-from common import provenance
 from launch import studies
 
 MANIFEST = "study.json"
@@ -205,7 +204,6 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
       continue
     print(f"[{number}/{len(cells)}] {cell.path}: training.", flush=True)
     start = time.time()
-    provenance.append(run_dir)
     try:
       train(config, run_dir)
     except Exception as e:  # Reported below; the other cells still run.

@@ -42,7 +42,7 @@ class FakeTrainer:
     if self.stop_after is not None and len(self.calls) == self.stop_after:
       raise KeyboardInterrupt  # A kill: not caught by the runner.
     self.calls.append(os.path.relpath(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    provenance.append(workdir)  # As the trainers' checkpointing.open_run does.
     final = config[self.system.steps_field]
     num = config.num_seeds if self.system.vmapped_seeds else 1
     rows = []
@@ -87,6 +87,7 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
   report = ablate.run(study.name, workdir, quick=True, seeds=2, steps=20)
   text = open(report).read()
   assert "Finished cells: 4 of 4." in text
+  assert "| all 4 finished cells |" in text  # provenance.json by open_run.
   assert "## Cost: training wall seconds per run" in text
   finals = {}
   for row in rows:
@@ -309,7 +310,7 @@ def test_finished_cell_with_another_config_is_refused(tmp_path):
 
 def test_cells_record_their_software_and_the_report_names_differences(
     tmp_path):
-  """provenance.json per cell; a cell resumed under another MuJoCo is named."""
+  """The report lists the cells' software; another MuJoCo in one is named."""
   study = studies.SAC_ACTOR_GRAD
   workdir = str(tmp_path)
   ablate.run(study.name, workdir, quick=True, seeds=2,
@@ -335,7 +336,7 @@ def test_cells_record_their_software_and_the_report_names_differences(
   text = open(study_report.write_report(study, workdir)).read()
   assert "**Cells ran under different mujoco.**" in text
   assert "mujoco 0.0.1" in text
-  assert f"Not recorded (finished before the runner kept records): `{paths[1]}`." in text
+  assert f"Not recorded (run by a version that kept no records): `{paths[1]}`." in text
 
 
 def test_provenance_helpers(tmp_path):

@@ -129,6 +129,17 @@ def _open(workdir):
                                 allowed_changes=("num_steps",))
 
 
+def test_each_accepted_start_records_the_software_once(tmp_path):
+  from common import provenance
+  for opens in (1, 2):
+    with _open(tmp_path) as run:
+      assert run.restore_latest(_dummy_state()) is None
+    records = provenance.read(str(tmp_path))
+    assert len(records) == opens
+    assert records[-1]["packages"]["numpy"] == np.__version__
+    assert records[-1]["packages"]["orbax-checkpoint"] is not None
+
+
 def _save_two(workdir):
   """Checkpoints 1 and 2 holding states 1 * and 2 * the dummy state."""
   with _open(workdir) as run:
@@ -226,6 +237,7 @@ def test_changed_config_is_refused_before_anything_is_set_aside(tmp_path):
     with pytest.raises(ValueError, match=r"seed \(saved 0, now 1\)"):
       run.restore_latest(_dummy_state())
   assert sorted(os.listdir(checkpoints)) == ["1", "2"]
+  assert not os.path.exists(tmp_path / "provenance.json")  # Not recorded.
 
 
 # --- A full disk ---------------------------------------------------------------
