@@ -47,10 +47,11 @@ ratios with a 95% percentile bootstrap CI over the seeds
 (`common.statistics`, seeded by the checkpoint and arm), their range, the
 lowest cosine and the mean z-test figures.
 
-Outputs in --out: grad_variance.md (tables), grad_variance.json (all
-numbers, and the `common.provenance` record of the measuring process) and grad_variance.png (IQM variance ratio vs checkpoint with its CI,
-per-seed ratios as dots, log scale). `--report_only` rewrites the .md and
-.png from an existing grad_variance.json.
+Outputs in --out, each written atomically: grad_variance.md (tables),
+grad_variance.json (all numbers, and the `common.provenance` record of the
+measuring process) and grad_variance.png (IQM variance ratio vs checkpoint
+with its CI, per-seed ratios as dots, log scale). `--report_only` rewrites
+the .md and .png from an existing grad_variance.json, leaving it as it is.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from common import atomic_files
 from common import checkpointing
 from common import estimators
 from common import provenance
@@ -390,12 +392,14 @@ def across_seeds(results: dict[str, Any]) -> list[dict[str, Any]]:
   return rows
 
 
-def write_report(results: dict[str, Any], out: str) -> None:
+def write_report(results: dict[str, Any], out: str, *,
+                 with_json: bool = True) -> None:
+  """Writes grad_variance.{json,md,png} into `out` (each atomically)."""
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "grad_variance.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(out, "grad_variance.md"), "w") as f:
-    f.write(markdown(results))
+  if with_json:
+    atomic_files.write_json(os.path.join(out, "grad_variance.json"), results)
+  atomic_files.write_text(os.path.join(out, "grad_variance.md"),
+                          markdown(results))
   plot(results, os.path.join(out, "grad_variance.png"))
 
 
@@ -455,8 +459,8 @@ def markdown(results: dict[str, Any]) -> str:
     rec = results["provenance"]
     software = "; ".join(f"{k} {v}" for k, v in
                          provenance.software(rec).items() if v is not None)
-    lines += ["", f"Software: {software}. Commit: {rec['commit']}. "
-              f"Machine: {rec['machine']}."]
+    lines += ["", f"Software: {software}. Commit: {rec.get('commit')}. "
+              f"Machine: {rec.get('machine')}."]
   return "\n".join(lines) + "\n"
 
 
@@ -484,8 +488,10 @@ def plot(results: dict[str, Any], path: str) -> None:
   ax.legend(fontsize=8)
   ax.grid(True, which="both", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120, metadata={"Software": None})
+  temporary = f"{path}.tmp-{os.getpid()}.png"
+  fig.savefig(temporary, dpi=120, metadata={"Software": None})
   plt.close(fig)
+  os.replace(temporary, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -531,7 +537,7 @@ def main(argv=None) -> None:
                        "measurement first.")
     with open(path) as f:
       results = json.load(f)
-    write_report(results, args.out)
+    write_report(results, args.out, with_json=False)
     print(markdown(results))
     return
   steps = [int(s) for s in args.steps.split(",")]

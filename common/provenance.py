@@ -5,16 +5,16 @@
 `launch.study_report` lists the distinct records of a study's cells and
 names the packages that differ between them. A record matters for
 reproduction: the same seed gives other numbers under another version of a
-simulator or compiler. For example, MuJoCo 3.17.0 and 4.0.0 simulate
-HalfCheetah-v5 differently from the first step (docs/benchmarks.md, "SAC
-learning"), so per-seed SAC returns are comparable run for run only under
-the same MuJoCo.
+simulator or compiler. For example, MuJoCo 3.17.0 and 4.0.0 differ in
+HalfCheetah-v5 by round-off that the dynamics amplify to O(1) within 100
+steps (docs/benchmarks.md, "SAC learning"), so per-seed SAC returns are
+comparable run for run only under the same MuJoCo.
 
 Example:
   >>> from common import provenance
   >>> rec = provenance.record()
   >>> sorted(rec)
-  ['commit', 'machine', 'packages', 'python']
+  ['commit', 'devices', 'machine', 'packages', 'python', 'xla_flags']
   >>> rec["packages"]["numpy"] is not None
   True
 """
@@ -27,6 +27,9 @@ import os
 import platform
 import subprocess
 from typing import Any, Sequence
+
+from absl import logging
+import jax
 
 from common import atomic_files
 
@@ -67,20 +70,38 @@ def git_commit(root: str = _ROOT) -> str | None:
   return commit + ("+dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+  """The CPU's model name (XLA's CPU code depends on its instruction set)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
 def record() -> dict[str, Any]:
-  """Python, package versions, commit and machine of this process."""
+  """Python, package versions, devices, XLA flags, commit and machine."""
+  devices = jax.devices()
   return {
       "python": platform.python_version(),
       "packages": package_versions(),
+      "devices": f"{len(devices)} {devices[0].platform}",
+      "xla_flags": os.environ.get("XLA_FLAGS"),  # None: unset.
       "commit": git_commit(),
       "machine": f"{platform.system()} {platform.machine()}, "
-                 f"{os.cpu_count()} CPUs",
+                 f"{os.cpu_count()} CPUs, {cpu_model()}",
   }
 
 
 def software(rec: dict[str, Any]) -> dict[str, str | None]:
-  """The fields of a record that can change results: python and packages."""
-  return {"python": rec.get("python"), **rec.get("packages", {})}
+  """The fields of a record that can change results: python, the packages,
+  the jax devices and XLA_FLAGS (a field the record lacks is None, so it
+  differs from a record that has it)."""
+  return {"python": rec.get("python"), **(rec.get("packages") or {}),
+          "jax devices": rec.get("devices"), "XLA_FLAGS": rec.get("xla_flags")}
 
 
 def differing(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -91,16 +112,37 @@ def differing(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def read(run_dir: str) -> list[dict[str, Any]]:
-  """The records of a run directory, oldest first ([] if none)."""
+  """The records of a run directory, oldest first ([] if none).
+
+  Raises:
+    ValueError: the file is not a JSON list of records (naming the file).
+  """
   path = os.path.join(run_dir, FILE)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      records = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    raise ValueError(f"{path} is unreadable: {err}") from err
+  if not isinstance(records, list) or not all(
+      isinstance(r, dict) for r in records):
+    raise ValueError(f"{path} is not a JSON list of records.")
+  return records
 
 
 def append(run_dir: str) -> None:
-  """Adds this process's `record()` to the run directory's list (atomically)."""
+  """Adds this process's `record()` to the run directory's list (atomically).
+
+  An unreadable list is moved aside to `provenance.json.unreadable` (with a
+  warning) and a new one started: a damaged record never stops a run.
+  """
   os.makedirs(run_dir, exist_ok=True)
-  atomic_files.write_json(os.path.join(run_dir, FILE),
-                          read(run_dir) + [record()], sort_keys=True)
+  path = os.path.join(run_dir, FILE)
+  try:
+    records = read(run_dir)
+  except ValueError as err:
+    logging.warning("%s; moved to %s.unreadable.", err, path)
+    os.replace(path, path + ".unreadable")
+    records = []
+  atomic_files.write_json(path, records + [record()], sort_keys=True)

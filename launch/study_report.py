@@ -28,8 +28,8 @@ import numpy as np
 
 from common import atomic_files
 from common import csv_logs
-from common import statistics
 from common import provenance
+from common import statistics
 from launch import studies
 from launch import study_runner
 
@@ -240,10 +240,16 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
       return f"all {len(done)} finished cells"
     return ", ".join(f"`{p}`" for p in paths)
 
+  if not done:
+    return []
   by_software: dict[str, list[str]] = {}
-  records, unrecorded = [], []
+  records, unrecorded, unreadable = [], [], []
   for path in done:
-    mine = provenance.read(os.path.join(workdir, path))
+    try:
+      mine = provenance.read(os.path.join(workdir, path))
+    except ValueError:
+      unreadable.append(path)
+      continue
     if not mine:
       unrecorded.append(path)
     for rec in mine:
@@ -265,6 +271,8 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
   if unrecorded:
     lines += ["Not recorded (run by a version that kept no records): "
               f"{listing(unrecorded)}.", ""]
+  if unreadable:
+    lines += [f"Unreadable `{provenance.FILE}`: {listing(unreadable)}.", ""]
   changed = provenance.differing(records)
   if changed:
     lines += [f"**Cells ran under different {', '.join(changed)}.** The same "

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from common import csv_logs
+from common import provenance
 from common import statistics
 from launch import ablate
-from common import provenance
 from launch import studies
 from launch import study_report
 from launch import study_runner
@@ -42,7 +42,7 @@ class FakeTrainer:
     if self.stop_after is not None and len(self.calls) == self.stop_after:
       raise KeyboardInterrupt  # A kill: not caught by the runner.
     self.calls.append(os.path.relpath(workdir))
-    provenance.append(workdir)  # As the trainers' checkpointing.open_run does.
+    provenance.append(workdir)  # As the trainers' restore_latest does.
     final = config[self.system.steps_field]
     num = config.num_seeds if self.system.vmapped_seeds else 1
     rows = []
@@ -87,7 +87,7 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
   report = ablate.run(study.name, workdir, quick=True, seeds=2, steps=20)
   text = open(report).read()
   assert "Finished cells: 4 of 4." in text
-  assert "| all 4 finished cells |" in text  # provenance.json by open_run.
+  assert "| all 4 finished cells |" in text  # By restore_latest.
   assert "## Cost: training wall seconds per run" in text
   finals = {}
   for row in rows:
@@ -337,6 +337,10 @@ def test_cells_record_their_software_and_the_report_names_differences(
   assert "**Cells ran under different mujoco.**" in text
   assert "mujoco 0.0.1" in text
   assert f"Not recorded (run by a version that kept no records): `{paths[1]}`." in text
+  with open(os.path.join(workdir, paths[2], "provenance.json"), "w") as f:
+    f.write("{not json")
+  text = open(study_report.write_report(study, workdir)).read()
+  assert f"Unreadable `provenance.json`: `{paths[2]}`." in text
 
 
 def test_provenance_helpers(tmp_path):
@@ -349,3 +353,13 @@ def test_provenance_helpers(tmp_path):
   assert provenance.package_versions(["no-such-dist-xyz"]) == {
       "no-such-dist-xyz": None}
   assert provenance.git_commit(str(tmp_path)) is None  # Not a checkout.
+  assert provenance.differing([a, {"python": "3.11.0", "packages": None,
+                                   "devices": "2 cpu"}]) == [
+                                       "jax", "jax devices", "mujoco"]
+  # A damaged list is named by read() and set aside by append().
+  (tmp_path / "provenance.json").write_text("[1, 2]")
+  with pytest.raises(ValueError, match="provenance.json is not a JSON list"):
+    provenance.read(str(tmp_path))
+  provenance.append(str(tmp_path))
+  assert len(provenance.read(str(tmp_path))) == 1
+  assert (tmp_path / "provenance.json.unreadable").read_text() == "[1, 2]"

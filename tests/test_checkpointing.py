@@ -231,13 +231,16 @@ def test_running_out_of_memory_while_restoring_is_not_damage(
 
 def test_changed_config_is_refused_before_anything_is_set_aside(tmp_path):
   checkpoints = _save_two(str(tmp_path))
+  with _open(tmp_path) as run:   # An accepted start: one provenance record.
+    run.restore_latest(_dummy_state())
+  records = (tmp_path / "provenance.json").read_text()
   _truncate_arrays(os.path.join(checkpoints, "2"))
   with checkpointing.open_run(str(tmp_path), {"seed": 1, "num_steps": 9},
                               allowed_changes=("num_steps",)) as run:
     with pytest.raises(ValueError, match=r"seed \(saved 0, now 1\)"):
       run.restore_latest(_dummy_state())
   assert sorted(os.listdir(checkpoints)) == ["1", "2"]
-  assert not os.path.exists(tmp_path / "provenance.json")  # Not recorded.
+  assert (tmp_path / "provenance.json").read_text() == records  # Unchanged.
 
 
 # --- A full disk ---------------------------------------------------------------

@@ -167,10 +167,14 @@ def test_report_only_rewrites_the_report_from_the_json(kept_run, tmp_path):
                        arms=(gv.PATHWISE, "score_function_1"))
   gv.run(kept_run, [300], out, options)
   md = os.path.join(out, "grad_variance.md")
+  json_path = os.path.join(out, "grad_variance.json")
   before = open(md).read()
   os.remove(md)
+  json_mtime = os.stat(json_path).st_mtime_ns
   gv.main([f"--out={out}", "--report_only"])
   assert open(md).read() == before
+  assert os.stat(json_path).st_mtime_ns == json_mtime  # Measurements kept.
+  assert not [n for n in os.listdir(out) if ".tmp" in n]
   assert "| 300 | score_function_1 | 1 |" in before  # The across-seeds row.
   assert f"numpy {np.__version__}" in before  # The provenance line.
   with pytest.raises(SystemExit, match="does not exist"):
