@@ -157,11 +157,13 @@ def _aggregate_row(study, metric, finals_by_cond, label, pairs) -> str | None:
 
 
 def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
-  """Learning curves per task: IQM over seeds with its 95% CI band."""
-  tasks = list(dict.fromkeys(c.task for c in study.conditions))
+  """Learning curves per task with results: IQM over seeds, 95% CI band."""
+  tasks = list(dict.fromkeys(c.task for c in study.conditions
+                             if data_by_cond[c.name]))
+  if not tasks:
+    return False
   fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4),
                            squeeze=False)
-  plotted = False
   for ax, task in zip(axes[0], tasks):
     for condition in study.conditions:
       data = data_by_cond[condition.name]
@@ -181,7 +183,6 @@ def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
                                     "curve"))
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2,
                         linewidth=0)
-      plotted = True
     ax.set_title(task)
     ax.set_xlabel("step")
     ax.set_ylabel(f"{metric.label} (IQM, 95% CI)")
@@ -190,10 +191,9 @@ def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   fig.tight_layout()
-  if plotted:
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+  fig.savefig(path, dpi=100, metadata={"Software": None})
   plt.close(fig)
-  return plotted
+  return True
 
 
 def _cost_lines(study: studies.Study, workdir: str,
