@@ -457,9 +457,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{c['gradient_step_ratio_min']:.2f} |")
   if "provenance" in results:
     rec = results["provenance"]
-    software = "; ".join(f"{k} {v}" for k, v in
-                         provenance.software(rec).items() if v is not None)
-    lines += ["", f"Software: {software}. Commit: {rec.get('commit')}. "
+    lines += ["", f"Software: {provenance.describe(rec)}. "
+              f"Commit: {rec.get('commit')}. "
               f"Machine: {rec.get('machine')}."]
   return "\n".join(lines) + "\n"
 

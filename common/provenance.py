@@ -104,11 +104,17 @@ def software(rec: dict[str, Any]) -> dict[str, str | None]:
           "jax devices": rec.get("devices"), "XLA_FLAGS": rec.get("xla_flags")}
 
 
+def describe(rec: dict[str, Any]) -> str:
+  """The record's software on one line: "python 3.11.7; jax 0.10.2; ..."."""
+  return "; ".join(f"{k} {v}" for k, v in software(rec).items()
+                   if v is not None)
+
+
 def differing(records: Sequence[dict[str, Any]]) -> list[str]:
   """Names of the software fields whose value differs between `records`."""
-  fields = sorted({k for r in records for k in software(r)})
-  return [k for k in fields
-          if len({software(r).get(k) for r in records}) > 1]
+  fields = [software(r) for r in records]
+  names = sorted({k for f in fields for k in f})
+  return [k for k in names if len({f.get(k) for f in fields}) > 1]
 
 
 def read(run_dir: str) -> list[dict[str, Any]]:

@@ -253,8 +253,7 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
     if not mine:
       unrecorded.append(path)
     for rec in mine:
-      key = "; ".join(f"{k} {v}" for k, v in provenance.software(rec).items()
-                      if v is not None)
+      key = provenance.describe(rec)
       if path not in by_software.setdefault(key, []):
         by_software[key].append(path)
       records.append(rec)
