@@ -68,8 +68,10 @@ class Study:
   num_seeds: int  # Default seeds: 0 .. num_seeds - 1.
   steps: int | None  # Default step budget; None = the preset's.
   pairs: tuple[tuple[str, str], ...]  # (A, B) condition names: A - B.
-  # Aggregates over tasks: (label, ((A, B) per task, ...)), reported as the
-  # mean over tasks of (A - B) / |mean B| per seed, stratified by task.
+  # Aggregates over tasks: (label, ((A, B) per task, ...)). Each seed's
+  # (A - B) / |mean of B over the task's seeds|, pooled over tasks: the
+  # estimate is the mean over all pooled seeds, the CI a bootstrap stratified
+  # by task.
   aggregates: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
   def condition(self, name: str) -> Condition:
@@ -215,8 +217,8 @@ def _moe_row(w_importance: float, w_load: float, noise: bool) -> Condition:
 
 
 _MOE_ROWS = (
-    # Shazeer et al. 2017, Table 6 (its six rows), then the README table's
-    # seventh: both losses at 0.1 without gating noise (no load-loss gradient).
+    # Shazeer et al. 2017, Table 6 (its six rows), plus both losses at 0.1
+    # without gating noise (not in the paper; no load-loss gradient).
     _moe_row(0.0, 0.0, True),
     _moe_row(0.2, 0.0, True),
     _moe_row(0.0, 0.2, True),

@@ -2,7 +2,8 @@
 
 Everything is computed from the finished cells' `eval.csv` files by
 `common.statistics` (no hand-entered number): per condition the IQM of the
-per-seed final values with a 95% stratified percentile bootstrap CI, the mean
+per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
+2021, Secs. 4.1 and 4.3; stratified by task where tasks are pooled), the mean
 +- sample std (ddof = 1) and the per-seed finals; paired differences A - B on
 the seeds both conditions ran; optional aggregates over tasks; learning curves
 (IQM over seeds per evaluation step, with the CI as a band).
@@ -15,6 +16,7 @@ run directories give a byte-identical report.md.
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import zlib
@@ -42,14 +44,21 @@ def _seed_of(*names: str) -> int:
 
 
 def fmt(value: float) -> str:
-  """Summary numbers: 4 significant digits (1 decimal from 1000 up), no exponent."""
+  """Summary numbers: 4 significant digits (1 decimal from 1000 up), no exponent.
+
+  Trailing zeros are kept, so every number shows its 4 digits:
+
+  Example:
+    >>> [fmt(v) for v in (0.10298888, 0.516, 999.96, 1e-7, 12345.678)]
+    ['0.1030', '0.5160', '1000.0', '0.0000001000', '12345.7']
+  """
   value = float(value)
   if not np.isfinite(value):
     return "n/a"
-  if abs(value) >= 1000:
+  rounded = decimal.Decimal(f"{value:#.4g}")
+  if abs(rounded) >= 1000:
     return f"{value:.1f}"
-  return np.format_float_positional(value, precision=4, unique=False,
-                                    fractional=False, trim="k")
+  return format(rounded, "f")
 
 
 def fmt_exact(value: float) -> str:
@@ -268,7 +277,7 @@ def _provenance_lines(workdir: str, cells: Sequence[study_runner.Cell]
     lines += ["", f"Commits: {', '.join(commits)}. "
               f"Machines: {'; '.join(machines)}.", ""]
   if unrecorded:
-    lines += ["Not recorded (run by a version that kept no records): "
+    lines += [f"No `{provenance.FILE}`: "
               f"{listing(unrecorded)}.", ""]
   if unreadable:
     lines += [f"Unreadable `{provenance.FILE}`: {listing(unreadable)}.", ""]
@@ -293,7 +302,8 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
       "Statistics (`common/statistics.py`, from each run's `eval.csv`): per "
       "condition, the IQM (`scipy.stats.trim_mean(x, 0.25)`; the plain mean "
       "below 4 seeds) of the per-seed final values, with a 95% percentile "
-      f"bootstrap CI ({statistics.NUM_RESAMPLES} resamples of the seeds, "
+      "bootstrap CI (Agarwal et al. 2021, Secs. 4.1 and 4.3; "
+      f"{statistics.NUM_RESAMPLES} resamples of the seeds, "
       "`scipy.stats.bootstrap` with a seeded generator); mean ± sample std "
       "(ddof = 1); the finals per seed as logged. Paired differences A − B "
       "use the seeds both conditions ran (the same seed gives both the same "

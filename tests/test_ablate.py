@@ -336,7 +336,7 @@ def test_cells_record_their_software_and_the_report_names_differences(
   text = open(study_report.write_report(study, workdir)).read()
   assert "**Cells ran under different mujoco.**" in text
   assert "mujoco 0.0.1" in text
-  assert f"Not recorded (run by a version that kept no records): `{paths[1]}`." in text
+  assert f"No `provenance.json`: `{paths[1]}`." in text
   with open(os.path.join(workdir, paths[2], "provenance.json"), "w") as f:
     f.write("{not json")
   text = open(study_report.write_report(study, workdir)).read()
