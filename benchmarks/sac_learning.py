@@ -36,6 +36,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from common import statistics
 from launch.configs import sac as sac_config
 from sac import envs
 from sac import train as sac_train
@@ -119,6 +120,11 @@ def run_sbx(config, progress_file: str | None = None) -> list[float]:
   return finals
 
 
+def _sample_std(values) -> float | None:
+  """The sample std (ddof = 1) over seeds; None for a single seed."""
+  return statistics.sample_std(values) if len(values) > 1 else None
+
+
 def main(_):
   config = _config()
   workdir = os.path.join(
@@ -134,14 +140,14 @@ def main(_):
     result = sac_train.train(config, workdir)
     ours = [float(x) for x in result["eval_returns"]]
     out.update(ours_final_eval=ours, ours_mean=float(np.mean(ours)),
-               ours_std=float(np.std(ours)), ours_wall_s=time.time() - start,
+               ours_std=_sample_std(ours), ours_wall_s=time.time() - start,
                workdir=workdir)
   if _WITH_SBX.value:
     start = time.time()
     progress = _OUT.value + ".sbx.jsonl" if _OUT.value else None
     theirs = run_sbx(config, progress)
     out.update(sbx_final_eval=theirs, sbx_mean=float(np.mean(theirs)),
-               sbx_std=float(np.std(theirs)), sbx_wall_s=time.time() - start)
+               sbx_std=_sample_std(theirs), sbx_wall_s=time.time() - start)
   print(json.dumps(out, indent=2))
   if _OUT.value:
     with open(_OUT.value, "w") as f:

@@ -20,15 +20,23 @@ training loop of `vae.train`: same data, keys and evaluation), then reports:
   - the time per training step: jitted chunks of `timing_steps` updates, the
     estimators interleaved round by round in this process; the median over
     rounds and the median of the per-round ratio to the first estimator.
-Writes `vae_estimators_PRESET.md` (table), `vae_estimators_PRESET.png`
+Below that table, a second one compares every estimator with the score
+function (`--compare_to`): its test -ELBO minus the score function's per seed
+(paired: the same seed gives both the same data and initialisation) and its
+variance divided by the score function's at each checkpoint.
+Writes `vae_estimators_PRESET.md` (tables), `vae_estimators_PRESET.png`
 (learning curves and variance) and `vae_estimators_PRESET.json` (raw) to
---out_dir.
+--out_dir; `--from_json=FILE` rewrites the tables and figure from a saved
+JSON without training.
 
 Run (sizes used for docs/results.md):
-  python -m benchmarks.vae_estimators --preset=gaussian --num_steps=8000 \
-      --seeds=0,1 --out_dir=docs/figures
+  python -m benchmarks.vae_estimators --preset=gaussian --num_steps=6000 \
+      --eval_every=500 --seeds=0,1 --num_repeats=100 --out_dir=OUT
   python -m benchmarks.vae_estimators --preset=categorical --num_steps=2000 \
-      --seeds=0 --iw_samples=200 --out_dir=docs/figures
+      --eval_every=250 --seeds=0 --iw_samples=200 --num_repeats=64 \
+      --out_dir=OUT
+  python -m benchmarks.vae_estimators --from_json=OUT/vae_estimators_categorical.json \
+      --out_dir=OUT
 Tiny smoke run:
   python -m benchmarks.vae_estimators --preset=categorical --tiny \
       --out_dir=/tmp/vae_bench
@@ -48,6 +56,7 @@ import numpy as np
 import optax
 
 from common import estimators
+from common import statistics as seed_statistics
 from launch.configs import vae as vae_configs
 from vae import data as vae_data
 from vae import gradients
@@ -152,7 +161,7 @@ def time_steps(runs: dict, *, timing_steps: int, rounds: int):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", choices=sorted(ESTIMATORS), required=True)
+  parser.add_argument("--preset", choices=sorted(ESTIMATORS))
   parser.add_argument("--estimators", default="",
                       help="Comma-separated subset (default: all).")
   parser.add_argument("--seeds", default="0")
@@ -165,8 +174,19 @@ def main():
   parser.add_argument("--timing_rounds", type=int, default=5)
   parser.add_argument("--tiny", action="store_true",
                       help="Sizes of the `test` config (smoke run).")
+  parser.add_argument("--compare_to", default="score_function",
+                      help="Estimator the comparison table divides by.")
+  parser.add_argument("--from_json", default="",
+                      help="Rewrite the tables and figure of this saved "
+                      "JSON into --out_dir; no training.")
   parser.add_argument("--out_dir", required=True)
   args = parser.parse_args()
+  if args.from_json:
+    write_outputs(load_results(args.from_json), args.out_dir,
+                  compare_to=args.compare_to)
+    return
+  if args.preset is None:
+    parser.error("--preset is required (or --from_json).")
   if args.num_steps % (2 * args.eval_every):
     parser.error("--num_steps must be a multiple of 2 * --eval_every.")
   field, all_names = ESTIMATORS[args.preset]
@@ -236,17 +256,40 @@ def main():
   stem = os.path.join(args.out_dir, f"vae_estimators_{args.preset}")
   with open(stem + ".json", "w") as f:
     json.dump(results, f, indent=1, default=str)
+  write_outputs(results, args.out_dir, compare_to=args.compare_to)
+
+
+def load_results(path: str) -> dict:
+  """A saved JSON with its integer keys (seeds, steps) restored."""
+  with open(path) as f:
+    results = json.load(f)
+  int_keys = lambda d: {int(k): v for k, v in d.items()}
+  for part in ("curves", "finals", "variance"):
+    results[part] = {n: int_keys(d) for n, d in results[part].items()}
+  results["checkpoint_steps"] = [int(s) for s in results["checkpoint_steps"]]
+  return results
+
+
+def write_outputs(results: dict, out_dir: str, *, compare_to: str) -> None:
+  """`vae_estimators_PRESET.md` (both tables) and `.png` in out_dir."""
+  names = list(results["finals"])
+  seeds = sorted(results["finals"][names[0]])
+  text = markdown_table(results, names, seeds)
+  if compare_to in names:
+    text += "\n" + comparison_table(results, names, seeds, compare_to)
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, f"vae_estimators_{results['args']['preset']}")
   with open(stem + ".md", "w") as f:
-    f.write(markdown_table(results, names, seeds))
+    f.write(text)
   plot(results, names, seeds, stem + ".png")
-  print(markdown_table(results, names, seeds))
+  print(text)
 
 
 def _mean_sd(values):
   values = list(values)
   if len(values) == 1:
     return f"{values[0]:.1f}"
-  return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+  return f"{np.mean(values):.1f} ± {seed_statistics.sample_std(values):.1f}"
 
 
 def markdown_table(results, names, seeds) -> str:
@@ -277,6 +320,42 @@ def markdown_table(results, names, seeds) -> str:
                f"{results['args']['num_repeats']} repeats) at the checkpoints "
                f"of the {names[0]} run (seed {seeds[0]}). Time ratio: median "
                f"per-round ratio to {names[0]}, interleaved in one process.")
+  return "\n".join(lines) + "\n"
+
+
+def comparison_table(results, names, seeds, reference: str) -> str:
+  """Each estimator against `reference`: paired -ELBO differences per seed
+  and variance ratios per checkpoint.
+
+  Example:
+    >>> results = {
+    ...     "checkpoint_steps": [10],
+    ...     "finals": {"a": {0: {"test_neg_elbo": 100.0}},
+    ...                "b": {0: {"test_neg_elbo": 110.5}}},
+    ...     "variance": {"a": {10: {"trace_variance": 2.0}},
+    ...                  "b": {10: {"trace_variance": 50.0}}}}
+    >>> print(comparison_table(results, ["a", "b"], [0], "b"))
+    | estimator | test -ELBO − b (nats), seed 0 | variance / b's @ 10 |
+    |---|---|---|
+    | a | -10.5 | 0.04 |
+    | b | 0.0 | 1 |
+    <BLANKLINE>
+  """
+  steps = results["checkpoint_steps"]
+  finals, variance = results["finals"], results["variance"]
+  seed_text = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(
+      map(str, seeds))
+  lines = [f"| estimator | test -ELBO − {reference} (nats), {seed_text} | "
+           + " | ".join(f"variance / {reference}'s @ {s}" for s in steps)
+           + " |", "|" + "---|" * (2 + len(steps))]
+  for name in names:
+    diffs = ", ".join(
+        f"{finals[name][s]['test_neg_elbo'] - finals[reference][s]['test_neg_elbo']:.1f}"
+        for s in seeds)
+    ratios = " | ".join(
+        f"{variance[name][s]['trace_variance'] / variance[reference][s]['trace_variance']:.3g}"
+        for s in steps)
+    lines.append(f"| {name} | {diffs} | {ratios} |")
   return "\n".join(lines) + "\n"
 
 
