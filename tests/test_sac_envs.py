@@ -202,8 +202,8 @@ def test_restore_refuses_snapshots_naming_other_types(edit, match):
 
 
 def test_action_scaler_maps_unit_box_to_bounds():
-  scaler = envs.ActionScaler(gym.spaces.Box(np.array([-2.0, 0.0]),
-                                            np.array([2.0, 10.0])))
+  scaler = envs.ActionScaler(gym.spaces.Box(
+      np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32)))
   np.testing.assert_allclose(scaler.to_env(np.array([[-1.0, 1.0], [0.0, 0.0]])),
                              [[-2.0, 10.0], [0.0, 5.0]])
 
