@@ -70,6 +70,14 @@ def git_commit(root: str = _ROOT) -> str | None:
   return commit + ("+dirty" if dirty else "")
 
 
+# The code and packages this process runs are those of the moment it imported
+# this module: a long process (a study running cell after cell) keeps running
+# them after later commits or installs, so its records name them, not the
+# checkout's state at each cell's start.
+PROCESS_COMMIT = git_commit()
+PROCESS_PACKAGES = package_versions()
+
+
 def cpu_model() -> str:
   """The CPU's model name (XLA's CPU code depends on its instruction set)."""
   try:
@@ -83,14 +91,18 @@ def cpu_model() -> str:
 
 
 def record() -> dict[str, Any]:
-  """Python, package versions, devices, XLA flags, commit and machine."""
+  """Python, package versions, devices, XLA flags, commit and machine.
+
+  The commit and package versions are those when this process imported
+  `common.provenance` (`PROCESS_COMMIT`, `PROCESS_PACKAGES`).
+  """
   devices = jax.devices()
   return {
       "python": platform.python_version(),
-      "packages": package_versions(),
+      "packages": dict(PROCESS_PACKAGES),
       "devices": f"{len(devices)} {devices[0].platform}",
       "xla_flags": os.environ.get("XLA_FLAGS"),  # None: unset.
-      "commit": git_commit(),
+      "commit": PROCESS_COMMIT,
       "machine": f"{platform.system()} {platform.machine()}, "
                  f"{os.cpu_count()} CPUs, {cpu_model()}",
   }

@@ -343,6 +343,19 @@ def test_cells_record_their_software_and_the_report_names_differences(
   assert f"Unreadable `provenance.json`: `{paths[2]}`." in text
 
 
+def test_provenance_record_names_the_code_the_process_imported(monkeypatch):
+  """A later commit or install does not change what a running process records."""
+  def fail(*args, **kwargs):
+    raise AssertionError("record() must not query the checkout or packages")
+  monkeypatch.setattr(provenance, "git_commit", fail)
+  monkeypatch.setattr(provenance, "package_versions", fail)
+  rec = provenance.record()
+  assert rec["commit"] == provenance.PROCESS_COMMIT
+  assert rec["packages"] == provenance.PROCESS_PACKAGES
+  rec["packages"]["numpy"] = "changed"
+  assert provenance.record()["packages"] != rec["packages"]
+
+
 def test_provenance_helpers(tmp_path):
   a = {"python": "3.11.0", "packages": {"jax": "1", "mujoco": "3"}}
   b = {"python": "3.11.0", "packages": {"jax": "1", "mujoco": "4"}}
