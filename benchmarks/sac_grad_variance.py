@@ -40,7 +40,8 @@ only in variance. Reported per seed, checkpoint and arm:
 Cost per update: the time of one actor-gradient evaluation and of one full
 `sac.learner.gradient_step` (critic, actor, temperature, targets) per arm, on
 batch 0 of the first checkpoint's first seed, as ratios to pathwise measured in this
-process with --timing_rounds interleaved rounds (median and minimum).
+process with --timing_rounds interleaved rounds: the ratio of the arms'
+median times and the ratio of their minimum times.
 
 Across seeds, per checkpoint and arm: the IQM of the per-seed variance
 ratios with a 95% percentile bootstrap CI over the seeds (Agarwal et al.
@@ -445,7 +446,7 @@ def markdown(results: dict[str, Any]) -> str:
           f"{r['cosine']:.4f} | {r['mean_rel_se']:.3g} | " + " | ".join(z)
           + " |")
   lines += ["", f"Cost per update ({o['timing_rounds']} interleaved rounds; "
-            "ratio to pathwise: median, min):", "",
+            "ratio to pathwise: of median times, of minimum times):", "",
             "| arm | actor gradient (ms) | ratio | gradient_step (ms) | ratio |",
             "|---|---:|---:|---:|---:|"]
   for arm, c in results["cost"].items():

@@ -48,8 +48,9 @@ _MEASURE = flags.DEFINE_integer("measure", 3000, "Timed steps.")
 _SKIP_SBX = flags.DEFINE_bool("skip_sbx", False, "Do not run sbx.")
 _SEEDS4 = flags.DEFINE_bool("seeds4", True, "Also time num_seeds=4.")
 _ROUNDS = flags.DEFINE_integer(
-    "rounds", 2, "Alternating ours/sbx rounds (the CPU may be shared; the "
-    "median over rounds is reported).")
+    "rounds", 5, "Alternating ceiling/ours/sbx rounds (the CPU may be "
+    "shared): ratios within each round, their median and minimum reported.",
+    lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 
 LEARNING_STARTS = 1000

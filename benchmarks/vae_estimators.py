@@ -175,15 +175,24 @@ def main():
   parser.add_argument("--tiny", action="store_true",
                       help="Sizes of the `test` config (smoke run).")
   parser.add_argument("--compare_to", default="score_function",
-                      help="Estimator the comparison table divides by.")
+                      help="Estimator the comparison table divides by (no "
+                      "comparison table when it was not run).")
   parser.add_argument("--from_json", default="",
                       help="Rewrite the tables and figure of this saved "
                       "JSON into --out_dir; no training.")
   parser.add_argument("--out_dir", required=True)
   args = parser.parse_args()
   if args.from_json:
-    write_outputs(load_results(args.from_json), args.out_dir,
-                  compare_to=args.compare_to)
+    training_flags = [f"--{name}" for name in ("preset", "estimators")
+                      if getattr(args, name)]
+    if training_flags:
+      parser.error(f"--from_json takes the run's settings from the JSON; "
+                   f"drop {training_flags}.")
+    results = load_results(args.from_json)
+    if args.compare_to not in results["finals"]:
+      parser.error(f"--compare_to={args.compare_to!r} is not among the "
+                   f"JSON's estimators {list(results['finals'])}.")
+    write_outputs(results, args.out_dir, compare_to=args.compare_to)
     return
   if args.preset is None:
     parser.error("--preset is required (or --from_json).")
@@ -337,23 +346,24 @@ def comparison_table(results, names, seeds, reference: str) -> str:
     >>> print(comparison_table(results, ["a", "b"], [0], "b"))
     | estimator | test -ELBO − b (nats), seed 0 | variance / b's @ 10 |
     |---|---|---|
-    | a | -10.5 | 0.04 |
-    | b | 0.0 | 1 |
+    | a | -10.5 | 0.0400 |
+    | b | 0.0 | 1.00 |
     <BLANKLINE>
   """
   steps = results["checkpoint_steps"]
   finals, variance = results["finals"], results["variance"]
+  def difference(name, seed):
+    text = (f"{finals[name][seed]['test_neg_elbo'] - finals[reference][seed]['test_neg_elbo']:.1f}")
+    return "0.0" if text == "-0.0" else text
   seed_text = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(
       map(str, seeds))
   lines = [f"| estimator | test -ELBO − {reference} (nats), {seed_text} | "
            + " | ".join(f"variance / {reference}'s @ {s}" for s in steps)
            + " |", "|" + "---|" * (2 + len(steps))]
   for name in names:
-    diffs = ", ".join(
-        f"{finals[name][s]['test_neg_elbo'] - finals[reference][s]['test_neg_elbo']:.1f}"
-        for s in seeds)
+    diffs = ", ".join(difference(name, s) for s in seeds)
     ratios = " | ".join(
-        f"{variance[name][s]['trace_variance'] / variance[reference][s]['trace_variance']:.3g}"
+        f"{variance[name][s]['trace_variance'] / variance[reference][s]['trace_variance']:#.3g}"
         for s in steps)
     lines.append(f"| {name} | {diffs} | {ratios} |")
   return "\n".join(lines) + "\n"

@@ -70,10 +70,13 @@ def git_commit(root: str = _ROOT) -> str | None:
   return commit + ("+dirty" if dirty else "")
 
 
-# The code and packages this process runs are those of the moment it imported
-# this module: a long process (a study running cell after cell) keeps running
-# them after later commits or installs, so its records name them, not the
-# checkout's state at each cell's start.
+# The code and packages this process runs are (to within what it imports
+# later) those of the moment it imported this module: a long process (a study
+# running cell after cell) keeps running them after later commits or installs,
+# so its records name them, not the checkout's state at each cell's start.
+# The trainers' launchers import it at start-up (through
+# `common.checkpointing`); `launch.ablate`, whose cells import their trainers
+# later, imports it first of the project's modules.
 PROCESS_COMMIT = git_commit()
 PROCESS_PACKAGES = package_versions()
 

@@ -47,6 +47,9 @@ from typing import Callable
 from absl import app
 from absl import flags
 
+# First among the project's modules: the commit and package versions that
+# every cell's provenance record names are read when it is imported.
+from common import provenance  # pylint: disable=unused-import
 from launch import studies
 from launch import study_report
 from launch import study_runner
