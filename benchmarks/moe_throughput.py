@@ -34,7 +34,8 @@ varies from run to run; it hits the MoE (2x the dense FFN's memory) harder.
 The "page faults/call" column shows it (median minor faults per timed call).
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes glibc back those buffers with
 transparent huge pages (glibc >= 2.35, THP "madvise" or "always"), with far
-fewer faults (docs/benchmarks.md, "MoE throughput"). As the MoE launcher does, this benchmark re-executes itself once with
+fewer faults (docs/benchmarks.md, "MoE throughput"). As the MoE launcher
+does, this benchmark re-executes itself once with
 that setting on glibc >= 2.35 (`launch.hugepages`); to measure glibc's
 defaults instead:
   STOCHGRAD_HUGETLB=0 python -m benchmarks.moe_throughput

@@ -39,13 +39,14 @@ only in variance. Reported per seed, checkpoint and arm:
 
 Cost per update: the time of one actor-gradient evaluation and of one full
 `sac.learner.gradient_step` (critic, actor, temperature, targets) per arm, on
-batch 0 of the first checkpoint's first seed, as ratios to pathwise measured in this
-process with --timing_rounds interleaved rounds: the ratio of the arms'
-median times and the ratio of their minimum times.
+batch 0 of the first checkpoint's first seed, as ratios to pathwise
+measured in this process with --timing_rounds interleaved rounds: the ratio
+of the arms' median times and the ratio of their minimum times.
 
 Across seeds, per checkpoint and arm: the IQM of the per-seed variance
 ratios with a 95% percentile bootstrap CI over the seeds (Agarwal et al.
-2021, Secs. 4.1 and 4.3; `common.statistics`, seeded by the checkpoint and arm), their range, the
+2021, Secs. 4.1 and 4.3; `common.statistics`, seeded by the checkpoint and
+arm), their range, the
 lowest cosine and the mean z-test figures.
 
 Outputs in --out, each written atomically: grad_variance.md (tables),

@@ -35,8 +35,8 @@ Run (sizes used for docs/results.md):
   python -m benchmarks.vae_estimators --preset=categorical --num_steps=2000 \
       --eval_every=250 --seeds=0 --iw_samples=200 --num_repeats=64 \
       --out_dir=OUT
-  python -m benchmarks.vae_estimators --from_json=OUT/vae_estimators_categorical.json \
-      --out_dir=OUT
+  python -m benchmarks.vae_estimators \
+      --from_json=OUT/vae_estimators_categorical.json --out_dir=OUT
 Tiny smoke run:
   python -m benchmarks.vae_estimators --preset=categorical --tiny \
       --out_dir=/tmp/vae_bench
@@ -353,8 +353,16 @@ def comparison_table(results, names, seeds, reference: str) -> str:
   steps = results["checkpoint_steps"]
   finals, variance = results["finals"], results["variance"]
   def difference(name, seed):
-    text = (f"{finals[name][seed]['test_neg_elbo'] - finals[reference][seed]['test_neg_elbo']:.1f}")
+    value = (finals[name][seed]["test_neg_elbo"]
+             - finals[reference][seed]["test_neg_elbo"])
+    text = f"{value:.1f}"
     return "0.0" if text == "-0.0" else text
+
+  def ratio(name, step):
+    value = (variance[name][step]["trace_variance"]
+             / variance[reference][step]["trace_variance"])
+    return f"{value:#.3g}"
+
   seed_text = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(
       map(str, seeds))
   lines = [f"| estimator | test -ELBO − {reference} (nats), {seed_text} | "
@@ -362,9 +370,7 @@ def comparison_table(results, names, seeds, reference: str) -> str:
            + " |", "|" + "---|" * (2 + len(steps))]
   for name in names:
     diffs = ", ".join(difference(name, s) for s in seeds)
-    ratios = " | ".join(
-        f"{variance[name][s]['trace_variance'] / variance[reference][s]['trace_variance']:#.3g}"
-        for s in steps)
+    ratios = " | ".join(ratio(name, s) for s in steps)
     lines.append(f"| {name} | {diffs} | {ratios} |")
   return "\n".join(lines) + "\n"
 
