@@ -18,6 +18,9 @@ What is checked:
   block names a module of the repository, every `--config=<file>[:preset]` names a config file
   that exists with a preset that its `get_config` accepts, and every
   `--config.<field>=` override on the same line names a field of that config.
+- Links in README.md and docs/*.md. Every relative link names a file of
+  the repository, and its #anchor a heading of that file (GitHub's anchor
+  rules).
 - Seed statistics in README.md and docs/*.md tables. Every "mean ± sample
   std" cell equals numpy's mean and std (ddof=1) of the per-seed values it
   summarises, to the precision shown: either the "per seed" cell of the same
@@ -277,3 +280,49 @@ def test_seed_statistics_are_mean_and_sample_std_of_the_listed_values():
     assert shown is not None, f"{where}: cell is not 'mean ± std'"
     assert len(values) >= 2, where
     assert_matches(values, shown, where)
+
+
+# ---------------------------------------------------------------------------
+# Links.
+# ---------------------------------------------------------------------------
+
+
+def heading_anchors(path: pathlib.Path) -> set[str]:
+  """GitHub's anchors of a Markdown file's headings (lowercase; spaces to
+  hyphens; characters other than word characters, hyphens and spaces
+  dropped)."""
+  anchors = set()
+  in_code = False
+  for line in path.read_text().splitlines():
+    if line.startswith("```"):
+      in_code = not in_code
+    match = re.match(r"^#+\s+(.*)", line)
+    if match and not in_code:
+      text = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower())
+      anchors.add(text.replace(" ", "-"))
+  return anchors
+
+
+def test_heading_anchors_follow_github_rules():
+  readme = heading_anchors(README)
+  assert "quickstart" in readme
+  results = heading_anchors(ROOT / "docs" / "results.md")
+  assert "vae-estimators-vae_estimators" in results  # `_` kept, `()` dropped.
+
+
+def test_relative_links_name_existing_files_and_headings():
+  """Every relative link in README.md and docs/*.md names a file of the
+  repository, and its #anchor a heading of that file."""
+  link = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)")
+  checked = 0
+  for path in MARKDOWN:
+    for target, anchor in link.findall(path.read_text()):
+      if target.startswith(("http://", "https://", "mailto:")):
+        continue
+      file = (path.parent / target).resolve() if target else path
+      assert file.exists(), f"{path.name}: link to missing {target!r}"
+      if anchor and file.suffix == ".md":
+        assert anchor in heading_anchors(file), (
+            f"{path.name}: no heading #{anchor} in {file.name}")
+      checked += 1
+  assert checked > 10, checked
