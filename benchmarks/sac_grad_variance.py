@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import io
 import json
 import os
 import time
@@ -489,10 +490,10 @@ def plot(results: dict[str, Any], path: str) -> None:
   ax.legend(fontsize=8)
   ax.grid(True, which="both", alpha=0.3)
   fig.tight_layout()
-  temporary = f"{path}.tmp-{os.getpid()}.png"
-  fig.savefig(temporary, dpi=120, metadata={"Software": None})
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=120, metadata={"Software": None})
   plt.close(fig)
-  os.replace(temporary, path)
+  atomic_files.write_bytes(path, png.getvalue())
 
 
 def parse_args(argv=None) -> argparse.Namespace:

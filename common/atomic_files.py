@@ -12,9 +12,12 @@ Example:
   ...   path = os.path.join(d, "a.json")
   ...   write_json(path, {"b": 1})
   ...   print(open(path).read().strip())
+  ...   write_bytes(path, b"PNG")
+  ...   print(open(path, "rb").read(), os.listdir(d))
   {
     "b": 1
   }
+  b'PNG' ['a.json']
 """
 
 from __future__ import annotations
@@ -27,12 +30,21 @@ from typing import Any
 
 def write_text(path: str, text: str, *, newline: str | None = None) -> None:
   """Writes `text` to `path` atomically (temporary file + `os.replace`)."""
+  _write(path, "w", text, newline=newline)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically (a figure rendered to bytes, say)."""
+  _write(path, "wb", data)
+
+
+def _write(path: str, mode: str, data, *, newline: str | None = None) -> None:
   directory, name = os.path.split(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp",
                              dir=directory)
   try:
-    with os.fdopen(fd, "w", newline=newline) as f:
-      f.write(text)
+    with os.fdopen(fd, mode, newline=newline) as f:
+      f.write(data)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
