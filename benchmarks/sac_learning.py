@@ -50,7 +50,7 @@ _ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
 _TEMPERATURE_LOSS = flags.DEFINE_string(
     "temperature_loss", None,
     "Temperature loss: log_alpha or alpha (Eq. 18); default: the config's.")
-_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Override the budget.")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", None, "Override the budget.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
 _WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.")
 _RUN_OURS = flags.DEFINE_bool(
@@ -63,11 +63,11 @@ _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 def _config():
   if _SUITE.value == "pendulum":
     config = sac_config.get_config()
-    config.total_steps = _TOTAL_STEPS.value or 20_000
+    config.num_steps = _NUM_STEPS.value or 20_000
     config.eval_every = 5_000
   else:
     config = sac_config.get_config("HalfCheetah-v5")
-    config.total_steps = _TOTAL_STEPS.value or 100_000
+    config.num_steps = _NUM_STEPS.value or 100_000
     config.eval_every = 20_000
   config.eval_episodes = _EVAL_EPISODES.value
   config.num_seeds = _NUM_SEEDS.value
@@ -97,11 +97,11 @@ def run_sbx(config, progress_file: str | None = None) -> list[float]:
         train_freq=1, gradient_steps=config.updates_per_step,
         policy_kwargs=dict(net_arch=list(config.hidden_sizes)), seed=seed,
         verbose=0)
-    model.learn(total_timesteps=config.total_steps)
+    model.learn(total_timesteps=config.num_steps)
     eval_env = gym.make(config.env_id)
     returns = []
     # Our evaluation for seed s at the final round uses these reset seeds.
-    num_rounds = -(-config.total_steps // config.eval_every)  # ceil: + final eval
+    num_rounds = -(-config.num_steps // config.eval_every)  # ceil: + final eval
     for episode_seed in envs.env_seeds([seed], config.eval_episodes, stream=1,
                                        round_index=num_rounds - 1):
       obs, _ = eval_env.reset(seed=episode_seed)
@@ -129,10 +129,10 @@ def main(_):
   config = _config()
   workdir = os.path.join(
       _WORKDIR.value, f"{config.env_id}_{config.actor_grad}_seeds{config.seed}"
-      f"-{config.seed + config.num_seeds - 1}_{config.total_steps}"
+      f"-{config.seed + config.num_seeds - 1}_{config.num_steps}"
       f"_{config.temperature_loss}")
   seeds = list(range(config.seed, config.seed + config.num_seeds))
-  out = {"env_id": config.env_id, "total_steps": config.total_steps,
+  out = {"env_id": config.env_id, "num_steps": config.num_steps,
          "actor_grad": config.actor_grad,
          "temperature_loss": config.temperature_loss, "seeds": seeds}
   if _RUN_OURS.value:

@@ -59,7 +59,7 @@ LOG_EVERY = 500
 
 def _config(num_seeds: int = 1):
   config = sac_config.get_config(_ENV_ID.value)
-  config.total_steps = _WARMUP.value + _MEASURE.value
+  config.num_steps = _WARMUP.value + _MEASURE.value
   config.learning_starts = LEARNING_STARTS
   config.hidden_sizes = (256, 256)
   config.batch_size = 256
@@ -101,8 +101,7 @@ def time_ceiling_and_compile() -> tuple[float, float]:
   state = state.replace(buffer=jax.vmap(replay.add)(state.buffer, fill))
   one = jax.tree.map(lambda x: x[:, :1], fill)
   start = time.perf_counter()
-  learner.make_step_fn(agent, num_updates=1, random_action=False).lower(
-      state, one, one.obs).compile()
+  learner.make_update_fn(agent, num_updates=1).lower(state, one).compile()
   compile_seconds = time.perf_counter() - start
   num_updates = 200
   update = learner.make_update_only_fn(agent, num_updates=num_updates)

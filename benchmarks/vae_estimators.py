@@ -45,6 +45,7 @@ Tiny smoke run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -53,9 +54,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from common import checkpointing
+from common import csv_logs
 from common import estimators
+from common import training_loop
 from common import statistics as seed_statistics
 from launch.configs import vae as vae_configs
 from vae import data as vae_data
@@ -84,39 +87,45 @@ def make_config(args, estimator: str, seed: int):
 
 
 class Run:
-  """One estimator's training parts (model, optimisers, jitted functions)."""
+  """One estimator's training parts, as `vae.train.train` builds them."""
 
   def __init__(self, config, digits):
     self.config = config
     self.digits = digits
     self.model = vae_train.make_model(config)
-    self.optimizer = optax.adam(config.learning_rate)
-    self.cv_optimizer = optax.adam(config.cv_learning_rate)
     rng = jax.random.key(config.seed)
     # The same key roles as vae.train.train.
     self.k_init, self.k_eval, self.k_train, self.k_final, _ = (
         jax.random.split(rng, 5))
     self.state = vae_train.init_state(self.model, config, self.k_init,
-                                      self.optimizer, self.cv_optimizer)
-    self.chunk = vae_train.make_train_chunk(self.model, self.optimizer,
-                                            self.cv_optimizer, config)
-    self.evaluate = vae_train.make_evaluate(self.model, config)
+                                      *vae_train.make_optimizers(config))
     self.grad_fn = vae_train.make_grad_fn(self.model, config)
 
 
-def train_run(run: Run, checkpoint_steps):
-  """Trains to num_steps; returns (curve rows, {step: (params, cv_params)})."""
-  rows, saved = [], {}
-  step = 0
-  while step < run.config.num_steps:
-    run.state, _ = run.chunk(run.state, run.k_train, run.digits.train)
-    step = int(run.state.step)
-    metric = run.evaluate(run.state.params, run.digits.test, run.k_eval)
-    rows.append({"step": step,
-                 "test_neg_elbo": float(metric["test_neg_elbo"])})
-    if step in checkpoint_steps:
-      saved[step] = jax.tree.map(np.asarray,
-                                 (run.state.params, run.state.cv_params))
+def train_run(run: Run, checkpoint_steps, workdir: str):
+  """Trains to num_steps in the trainers' loop (`common.training_loop`),
+  with checkpoints kept at `checkpoint_steps` in `workdir` (a rerun
+  resumes); returns (curve rows, {step: (params, cv_params)})."""
+  config = run.config
+  program = dataclasses.replace(
+      vae_train.make_program(run.model, config, run.digits, run.k_train,
+                             run.k_eval),
+      checkpoint_every=training_loop.Every(None,
+                                           on_steps=tuple(checkpoint_steps)))
+  template = run.state
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=vae_train.RESUME_ALLOWED,
+                              keep_steps=checkpoint_steps) as checkpoints:
+    run.state, _ = training_loop.run(
+        checkpoints, template, program, workdir=workdir,
+        num_steps=config.num_steps, tensorboard=False, progress_bar=False)
+    saved = {}
+    for step in checkpoint_steps:
+      state, _, _ = checkpoints.checkpointer.restore(step, template,
+                                                     with_host=False)
+      saved[step] = jax.tree.map(np.asarray, (state.params, state.cv_params))
+  rows = [{"step": int(r["step"]), "test_neg_elbo": float(r["test_neg_elbo"])}
+          for r in csv_logs.read_csv(os.path.join(workdir, "eval.csv"))]
   return rows, saved
 
 
@@ -142,18 +151,16 @@ def time_steps(runs: dict, *, timing_steps: int, rounds: int):
   """Seconds per update of each run, interleaved; returns per-round lists."""
   chunks = {}
   for name, run in runs.items():
-    config = run.config.copy_and_resolve_references()
-    config.unlock()
-    config.eval_every = timing_steps
-    chunks[name] = vae_train.make_train_chunk(run.model, run.optimizer,
-                                              run.cv_optimizer, config)
-    run.state, _ = chunks[name](run.state, run.k_train, run.digits.train)
+    chunks[name] = vae_train.make_train_chunk(
+        run.model, run.config, run.k_train, run.digits.train,
+        length=timing_steps)
+    run.state, _ = chunks[name](run.state)
     jax.block_until_ready(run.state)  # Compiled and warm.
   seconds = {name: [] for name in runs}
   for _ in range(rounds):
     for name, run in runs.items():
       start = time.perf_counter()
-      run.state, _ = chunks[name](run.state, run.k_train, run.digits.train)
+      run.state, _ = chunks[name](run.state)
       jax.block_until_ready(run.state)
       seconds[name].append((time.perf_counter() - start) / timing_steps)
   return seconds
@@ -218,7 +225,9 @@ def main():
     for name in names:
       run = Run(make_config(args, name, seed), digits)
       start = time.time()
-      curves[name][seed], checkpoints = train_run(run, checkpoint_steps)
+      curves[name][seed], checkpoints = train_run(
+          run, checkpoint_steps,
+          os.path.join(args.out_dir, "runs", f"{name}_seed{seed}"))
       log_px = vae_train.importance_weighted_log_px(
           run.model, run.state.params, digits.test, run.k_final,
           num_samples=args.iw_samples, chunk=run.config.iw_batch)

@@ -43,7 +43,6 @@ class System:
   # (preset, quick, steps or None) -> config before the condition overrides.
   make_config: Callable[[str, bool, int | None], ml_collections.ConfigDict]
   train: Callable[[ml_collections.ConfigDict, str], Any]  # Trainer entry.
-  steps_field: str        # Config field of the step budget.
   vmapped_seeds: bool     # True: config.seed + range(config.num_seeds).
   seed_column: str | None  # eval.csv column naming the seed (vmapped only).
   metrics: tuple[Metric, ...]
@@ -95,18 +94,18 @@ def _sac_config(preset: str, quick: bool, steps: int | None
   else:
     config = sac_config.get_config(preset)
   if steps is not None:
-    config.total_steps = steps
+    config.num_steps = steps
   # A buffer at least as large as the run never wraps, and sampling draws
-  # rows in [0, size), so capacity min(preset, total_steps) gives the same
+  # rows in [0, size), so capacity min(preset, num_steps) gives the same
   # run as the preset's 1M with a tenth of the memory and checkpoint size.
-  config.buffer_size = min(config.buffer_size, config.total_steps)
+  config.buffer_size = min(config.buffer_size, config.num_steps)
   if not quick:
     # Checkpoints every 10k steps (a killed cell loses little), and kept
     # permanently at 20%, 50% and 100% of the budget for
     # benchmarks/sac_grad_variance.py (20k, 50k and 100k at 100k steps).
     config.checkpoint_every = 10_000
     config.keep_checkpoint_steps = tuple(
-        config.total_steps * p // 10 // config.num_envs * config.num_envs
+        config.num_steps * p // 10 // config.num_envs * config.num_envs
         for p in (2, 5, 10))
   return config
 
@@ -118,7 +117,7 @@ def _sac_train(config, workdir):
 
 SAC = System(
     name="sac", make_config=_sac_config, train=_sac_train,
-    steps_field="total_steps", vmapped_seeds=True, seed_column="seed",
+    vmapped_seeds=True, seed_column="seed",
     metrics=(Metric("return_mean", "deterministic eval return"),),
     cost=Cost("train.csv", "steps_per_sec",
               "environment steps per second per seed, all seeds vmapped "
@@ -127,8 +126,12 @@ SAC = System(
 
 
 def _sac_arm(task: str, actor_grad: str, samples: int | None) -> Condition:
-  if actor_grad == "pathwise":
+  if actor_grad == "pathwise" and samples is None:
     name, label, extra = f"{task}_pathwise", "pathwise", ()
+  elif actor_grad == "pathwise":
+    name = f"{task}_pathwise_{samples}"
+    label = f"pathwise ({samples} samples)"
+    extra = (("pathwise_samples", samples),)
   else:
     name = f"{task}_score_function_{samples}"
     label = f"score_function ({samples} samples)"
@@ -167,6 +170,42 @@ SAC_ACTOR_GRAD = Study(
          ("Hopper-v5_score_function_8", "Hopper-v5_pathwise"))),))
 
 
+SAC_ACTOR_GRAD_DIMS = Study(
+    name="sac_actor_grad_dims",
+    description=(
+        "SAC actor-gradient estimator across action dimensions (Haarnoja et "
+        "al. 2018 MuJoCo presets): pathwise with 1 and with 8 reparameterized "
+        "actions per state (equal samples) and the score function with a "
+        "leave-one-out baseline over 8 actions, on Hopper-v5 (|A| = 3), "
+        "Walker2d-v5 (6), Ant-v5 (8) and Humanoid-v5 (17). Final "
+        "deterministic evaluation return per seed (mean over the evaluation "
+        "episodes)."),
+    system=SAC,
+    conditions=(
+        _sac_arm("Hopper-v5", "pathwise", 8),
+        _sac_arm("Walker2d-v5", "pathwise", None),
+        _sac_arm("Walker2d-v5", "pathwise", 8),
+        _sac_arm("Walker2d-v5", "score_function", 8),
+        _sac_arm("Ant-v5", "pathwise", None),
+        _sac_arm("Ant-v5", "score_function", 8),
+        _sac_arm("Humanoid-v5", "pathwise", None),
+        _sac_arm("Humanoid-v5", "score_function", 8),
+    ),
+    num_seeds=5, steps=100_000,
+    pairs=(
+        ("Walker2d-v5_pathwise_8", "Walker2d-v5_pathwise"),
+        ("Walker2d-v5_score_function_8", "Walker2d-v5_pathwise"),
+        ("Walker2d-v5_score_function_8", "Walker2d-v5_pathwise_8"),
+        ("Ant-v5_score_function_8", "Ant-v5_pathwise"),
+        ("Humanoid-v5_score_function_8", "Humanoid-v5_pathwise"),
+    ),
+    aggregates=((
+        "score_function (8) vs pathwise, Walker2d, Ant, Humanoid",
+        (("Walker2d-v5_score_function_8", "Walker2d-v5_pathwise"),
+         ("Ant-v5_score_function_8", "Ant-v5_pathwise"),
+         ("Humanoid-v5_score_function_8", "Humanoid-v5_pathwise"))),))
+
+
 def _set_num_steps(config: ml_collections.ConfigDict, steps: int | None,
                    system: str) -> None:
   """Sets config.num_steps to `steps` (None: the preset's), a multiple of
@@ -199,7 +238,7 @@ def _moe_train(config, workdir):
 
 MOE = System(
     name="moe", make_config=_moe_config, train=_moe_train,
-    steps_field="num_steps", vmapped_seeds=False, seed_column=None,
+    vmapped_seeds=False, seed_column=None,
     metrics=(Metric("cv_importance", "CV(Importance)", log_y=True),
              Metric("cv_load", "CV(Load)", log_y=True),
              Metric("max_over_mean_load", "max/mean load", log_y=True),
@@ -211,7 +250,7 @@ MOE = System(
 def _moe_row(w_importance: float, w_load: float, noise: bool) -> Condition:
   name = f"wi{w_importance:g}_wl{w_load:g}" + ("" if noise else "_nonoise")
   label = f"({w_importance:g}, {w_load:g})" + ("" if noise else " no noise")
-  return Condition(name=name, label=label, task="mixture", preset="",
+  return Condition(name=name, label=label, task="mixture", preset="default",
                    overrides=(("w_importance", float(w_importance)),
                               ("w_load", float(w_load)), ("noise", noise)))
 
@@ -268,7 +307,7 @@ def _vae_train(config, workdir):
 
 VAE = System(
     name="vae", make_config=_vae_config, train=_vae_train,
-    steps_field="num_steps", vmapped_seeds=False, seed_column=None,
+    vmapped_seeds=False, seed_column=None,
     metrics=(Metric("test_neg_elbo", "test -ELBO (nats)"),),
     cost=Cost("eval.csv", "seconds", "training wall seconds per run "
               "(eval.csv, last row)", "last"))
@@ -309,7 +348,8 @@ VAE_ESTIMATORS = Study(
 
 
 STUDIES: dict[str, Study] = {
-    s.name: s for s in (SAC_ACTOR_GRAD, MOE_TABLE6, VAE_ESTIMATORS)}
+    s.name: s for s in (SAC_ACTOR_GRAD, SAC_ACTOR_GRAD_DIMS, MOE_TABLE6,
+                        VAE_ESTIMATORS)}
 
 
 def get_study(name: str) -> Study:

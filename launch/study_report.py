@@ -93,7 +93,7 @@ def load_condition(study: studies.Study, workdir: str,
       continue
     run_dir = os.path.join(workdir, cell.path)
     with open(os.path.join(run_dir, study_runner.DONE)) as f:
-      final_step = int(json.load(f)["config"][system.steps_field])
+      final_step = int(json.load(f)["config"]["num_steps"])
     rows = csv_logs.read_csv(os.path.join(run_dir, "eval.csv"))
     for seed in cell.seeds:
       mine = [r for r in rows if system.seed_column is None
@@ -104,7 +104,7 @@ def load_condition(study: studies.Study, workdir: str,
         raise ValueError(
             f"{run_dir}/eval.csv: seed {seed} ends at step "
             f"{steps[-1] if len(steps) else None}, not at the recorded "
-            f"{system.steps_field}={final_step}.")
+            f"num_steps={final_step}.")
       out[seed] = {"step": steps, **{c: np.array([float(r[c]) for r in mine])
                                      for c in columns}}
   return out

@@ -34,22 +34,19 @@ from ml_collections import config_flags
 from launch import terminal
 from moe import train as moe_train
 
-FLAGS = flags.FLAGS
-
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Directory for eval.csv, checkpoints and "
-                               "TensorBoard logs (reused to resume).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, logs, figures; rerunning "
+    "the same command in it resumes the run.")
 config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file (launch/configs/moe.py[:test]).",
+    "config", None, "Config file and preset: launch/configs/moe.py[:preset].",
     lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   terminal.quiet_logs_unless_verbosity_given()
-  config = FLAGS.config
+  config = flags.FLAGS.config
   terminal.announce(
       f"MoE: {config.num_experts} experts, top-{config.k}, "
       f"{config.num_steps} steps; {hugepages.describe()}", _WORKDIR.value)
@@ -61,4 +58,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -21,20 +21,21 @@ from launch import terminal
 from sac import train
 
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for checkpoints, logs and plots.", required=True)
+    "workdir", None, "Run directory: checkpoints, logs, figures; rerunning "
+    "the same command in it resumes the run.")
 config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file (launch/configs/sac.py[:preset]).",
+    "config", None, "Config file and preset: launch/configs/sac.py[:preset].",
     lock_config=True)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   terminal.quiet_logs_unless_verbosity_given()
   config = flags.FLAGS.config
   terminal.announce(
       f"SAC ({config.actor_grad}) on {config.env_id}: {config.num_seeds} "
-      f"seed(s) from seed {config.seed}, {config.total_steps} steps each",
+      f"seed(s) from seed {config.seed}, {config.num_steps} steps each",
       _WORKDIR.value)
   logging.info("Config:\n%s", config)
   result = train.train(config, _WORKDIR.value)
@@ -45,5 +46,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

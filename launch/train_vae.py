@@ -21,26 +21,22 @@ from ml_collections import config_flags
 from launch import terminal
 from vae import train as vae_train
 
-FLAGS = flags.FLAGS
-
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Directory for eval.csv, checkpoints, figures "
-                               "and TensorBoard logs (reused to resume).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, logs, figures; rerunning "
+    "the same command in it resumes the run.")
 config_flags.DEFINE_config_file(
-    "config", None,
-    "Path to a config file (launch/configs/vae.py:gaussian|categorical|"
-    "vqvae|test).", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+    "config", None, "Config file and preset: launch/configs/vae.py[:preset].",
+    lock_config=True)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   terminal.quiet_logs_unless_verbosity_given()
-  config = FLAGS.config
-  logging.info("Config:\n%s", config)
+  config = flags.FLAGS.config
   terminal.announce(f"VAE ({config.model}) on MNIST, {config.num_steps} steps",
                     _WORKDIR.value)
+  logging.info("Config:\n%s", config)
   final = vae_train.train(config, _WORKDIR.value)
   logging.info("Final evaluation: %s", final)
   print(", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
@@ -49,4 +45,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -3,8 +3,9 @@
 `train(config, workdir)` is the whole entry point (the launcher only parses
 flags). The model embeds the L context tokens, mixes them with a dense layer,
 applies one MoE layer with a residual connection and predicts the next token.
-Training state is a pytree; `lax.scan` runs `eval_every` updates inside one
-jitted, state-donating call; keys come from `fold_in(rng, step)`.
+Training state is a `flax.training.train_state.TrainState`; `lax.scan` runs
+`eval_every` updates inside one jitted, state-donating call
+(`common.training_loop`); keys come from `fold_in(rng, step)`.
 
 Logged per evaluation to `workdir/eval.csv` (and TensorBoard): the expected
 cross-entropy on a fixed evaluation set, the Bayes-optimal loss and the
@@ -30,9 +31,6 @@ config.tensorboard), checkpoints/, run.lock.
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
-
 import chex
 import flax.linen as nn
 import jax
@@ -41,7 +39,9 @@ import ml_collections
 import optax
 
 from common import checkpointing
-from common import chunked_training
+from common import config_checks as checks
+from common import train_state
+from common import training_loop
 from moe import layer as moe_layer
 from moe import task as moe_task
 
@@ -77,37 +77,22 @@ class NextTokenMoE(nn.Module):
 # only choose outputs. (eval_every is checked: it sets the scan length of
 # the compiled update and which steps are evaluated.)
 RESUME_ALLOWED = ("num_steps", "tensorboard", "progress_bar")
-
-
-class TrainState(NamedTuple):
-  params: Any
-  opt_state: Any
-  step: Array
+LOSS_NAMES = ("train_loss", "train_aux_loss")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad config value."""
-  positive_ints = ("num_domains", "vocab_size", "context_length", "d_model",
-                   "num_experts", "k", "expert_hidden", "batch_size",
-                   "num_steps", "eval_every", "eval_batch_size")
-  for name in positive_ints:
-    value = config[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"config.{name} must be an int >= 1; got {value!r}.")
-  for name in ("w_importance", "w_load", "switch_alpha", "z_loss"):
-    if not config[name] >= 0:
-      raise ValueError(f"config.{name} must be >= 0; got {config[name]!r}.")
-  for name in ("learning_rate", "concentration", "gumbel_temperature"):
-    if not (config[name] > 0 and math.isfinite(config[name])):
-      raise ValueError(
-          f"config.{name} must be finite and > 0; got {config[name]!r}.")
-  if config.vocab_size < 2:
-    raise ValueError(f"config.vocab_size must be >= 2; got "
-                     f"{config.vocab_size}.")
-  if config.num_steps % config.eval_every:
-    raise ValueError(
-        f"config.num_steps ({config.num_steps}) must be a multiple of "
-        f"config.eval_every ({config.eval_every}).")
+  """Raises TypeError or ValueError naming the first bad config value."""
+  checks.all_positive_ints(config, (
+      "num_domains", "vocab_size", "context_length", "d_model",
+      "num_experts", "k", "expert_hidden", "batch_size", "num_steps",
+      "eval_every", "eval_batch_size"))
+  checks.integer(config, "seed", minimum=0)
+  checks.all_non_negative(config, ("w_importance", "w_load", "switch_alpha",
+                                   "z_loss"))
+  checks.all_positive(config, ("learning_rate", "concentration",
+                               "gumbel_temperature"))
+  checks.integer(config, "vocab_size", minimum=2)
+  checks.multiple_of(config, "num_steps", "eval_every")
   moe_layer.check_moe_options(
       num_experts=config.num_experts, k=config.k,
       expert_hidden=config.expert_hidden,
@@ -138,45 +123,32 @@ def make_optimizer(config: ml_collections.ConfigDict
   return optax.adam(config.learning_rate)
 
 
-def make_train_chunk(model: NextTokenMoE, optimizer: optax.GradientTransformation,
-                     task: moe_task.DomainMixture,
-                     config: ml_collections.ConfigDict):
-  """Returns a jitted (state, rng) -> (state, metrics) running eval_every steps."""
+def make_update(model: NextTokenMoE, optimizer: optax.GradientTransformation,
+                task: moe_task.DomainMixture,
+                config: ml_collections.ConfigDict, rng: chex.PRNGKey):
+  """Returns one update: (TrainState) -> (TrainState, metrics by name)."""
 
-  def update(state: TrainState, rng: chex.PRNGKey):
+  def update(state: train_state.TrainState, _=None):
     key = jax.random.fold_in(rng, state.step)
     k_data, k_gate = jax.random.split(key)
     batch = moe_task.sample_batch(k_data, task, batch_size=config.batch_size,
                                   context_length=config.context_length)
 
     def loss_fn(params):
-      logits, aux = model.apply({"params": params}, batch.context, train=True,
-                                rngs={"gating": k_gate})
+      logits, aux = model.apply({"params": params}, batch.context,
+                                train=True, rngs={"gating": k_gate})
       ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
           logits, batch.target))
       return ce + aux.loss, (ce, aux)
 
     grads, (ce, aux) = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": ce, "train_aux_loss": aux.loss,
-               "finite": jnp.isfinite(ce) & jnp.isfinite(aux.loss),
                "train_cv_importance": aux.cv_importance,
                "train_cv_load": aux.cv_load,
                "train_max_over_mean_load": aux.max_over_mean_load}
-    return TrainState(params, opt_state, state.step + 1), metrics
+    return state.apply_gradients(grads, optimizer), metrics
 
-  def chunk(state, rng):
-    state, metrics = jax.lax.scan(lambda s, _: update(s, rng), state, None,
-                                  length=config.eval_every)
-    finite = metrics.pop("finite")
-    last = jax.tree.map(lambda m: m[-1], metrics)
-    # Index in the chunk of the first non-finite loss, or -1.
-    last["first_non_finite"] = jnp.where(jnp.all(finite), -1,
-                                         jnp.argmin(finite))
-    return state, last
-
-  return jax.jit(chunk, donate_argnums=0)
+  return update
 
 
 def make_evaluate(model: NextTokenMoE, task: moe_task.DomainMixture):
@@ -198,8 +170,9 @@ def make_evaluate(model: NextTokenMoE, task: moe_task.DomainMixture):
   return jax.jit(evaluate)
 
 
-def _postfix(row: dict[str, float]) -> dict[str, str]:
+def _postfix(rows: list[dict]) -> dict[str, str]:
   """The progress bar's postfix: evaluation loss, Bayes loss, CV(Load)."""
+  row = rows[0]
   return {"loss": f"{row['eval_loss']:.3f}",
           "bayes": f"{row['bayes_loss']:.3f}",
           "cv_load": f"{row['cv_load']:.2f}"}
@@ -217,14 +190,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     The last evaluation's metrics.
   """
   check_config(config)
-  with checkpointing.open_run(workdir, config,
-                              allowed_changes=RESUME_ALLOWED) as run:
-    return _train(config, workdir, run)
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str,
-           run: checkpointing.Run) -> dict[str, float]:
-  """`train` inside the open (locked) workdir `run`."""
   rng = jax.random.key(config.seed)
   k_task, k_init, k_eval, k_train = jax.random.split(rng, 4)
   task = moe_task.make_task(k_task, num_domains=config.num_domains,
@@ -234,19 +199,32 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                                      batch_size=config.eval_batch_size,
                                      context_length=config.context_length)
   model = make_model(config)
-  params = jax.jit(model.init, static_argnames="train")(
-      k_init, eval_batch.context[:2], train=False)["params"]
   optimizer = make_optimizer(config)
-  state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-
-  train_chunk = make_train_chunk(model, optimizer, task, config)
+  state = train_state.create(
+      tx=optimizer,
+      params=jax.jit(model.init, static_argnames="train")(
+          k_init, eval_batch.context[:2], train=False)["params"])
   evaluate = make_evaluate(model, task)
-  _, row = chunked_training.run_chunks(
-      run, state, workdir=workdir, columns=EVAL_COLUMNS,
-      num_steps=config.num_steps, chunk_steps=config.eval_every,
-      train_chunk=lambda s: train_chunk(s, k_train),
-      evaluate=lambda s: evaluate(s.params, eval_batch.context),
-      loss_names=("train_loss", "train_aux_loss"), postfix=_postfix,
-      desc="moe",
-      tensorboard=config.tensorboard, progress_bar=config.progress_bar)
-  return row
+  every = training_loop.Every(config.eval_every)
+  program = training_loop.Program(
+      stride=config.eval_every,
+      step=jax.jit(training_loop.scan_chunk(
+          make_update(model, optimizer, task, config, k_train),
+          config.eval_every,
+          LOSS_NAMES), donate_argnums=0),
+      evaluate=lambda s, step, _, metrics: [{
+          "step": step, **_floats(metrics),
+          **_floats(evaluate(s.params, eval_batch.context))}],
+      eval_columns=EVAL_COLUMNS, loss_names=LOSS_NAMES,
+      evaluate_every=every, checkpoint_every=every, postfix=_postfix,
+      desc="moe")
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=RESUME_ALLOWED) as run:
+    _, rows = training_loop.run(
+        run, state, program, workdir=workdir, num_steps=config.num_steps,
+        tensorboard=config.tensorboard, progress_bar=config.progress_bar)
+  return rows[0] if rows else {}
+
+
+def _floats(metrics: dict) -> dict[str, float]:
+  return {name: float(value) for name, value in metrics.items()}

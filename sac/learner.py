@@ -1,10 +1,10 @@
-"""SAC learner: the train state pytree and the pure, compiled update.
+"""SAC learner: the train state pytree and the pure, compiled updates.
 
-One compiled call per environment iteration (`env_step_update`) does, for
-every seed at once (vmap over a leading seed axis): insert the transitions
-just observed into the replay buffer, run K gradient steps (`lax.scan`), and
-pick the next action. So the host does one dispatch and one small transfer
-(actions + metrics) per iteration.
+Two compiled calls per environment iteration, for every seed at once (vmap
+over a leading seed axis): `make_act_fn` picks the actions, and
+`make_update_fn` inserts the transitions into the replay buffer and runs K
+gradient steps (`lax.scan`). The host steps the environments while the
+update runs (`sac.collector`).
 
 Static settings (networks, optimizers, hyperparameters) live in `Agent`, a
 frozen dataclass bound with functools.partial; everything that changes is in
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from common import estimators
+from common import train_state
 from sac import losses
 from sac import networks
 from sac import replay
@@ -39,7 +40,7 @@ ACTOR_GRADS = (PATHWISE, SCORE_FUNCTION)
 TEMPERATURE_LOSSES = {"alpha": losses.temperature_loss,
                       "log_alpha": losses.temperature_loss_log_alpha}
 
-# Order of the scalars returned by `env_step_update` (one small transfer).
+# The metrics of a gradient step, by name (`gradient_step`).
 METRIC_NAMES = ("critic_loss", "actor_loss", "temperature_loss", "alpha",
                 "entropy", "q_mean", "target_mean")
 
@@ -62,27 +63,46 @@ class Agent:
   actor_grad: str
   score_function_samples: int
   temperature_loss: str
+  pathwise_samples: int = 1
 
 
 @flax.struct.dataclass
 class SACState:
-  actor_params: Any
-  critic_params: Any
+  """One seed's training state (`common.train_state.TrainState` per learner).
+
+  The step of `critic` counts the gradient steps done; `alpha.params` is
+  log alpha, a float32 scalar.
+  """
+  actor: train_state.TrainState
+  critic: train_state.TrainState
   target_critic_params: Any
-  log_alpha: jax.Array          # [] float32
-  actor_opt_state: Any
-  critic_opt_state: Any
-  alpha_opt_state: Any
+  alpha: train_state.TrainState
   buffer: replay.ReplayBuffer
   key: jax.Array                # raw uint32[2] PRNG key
-  num_updates: jax.Array        # [] int32, gradient steps done
+
+  @property
+  def actor_params(self):
+    return self.actor.params
+
+  @property
+  def critic_params(self):
+    return self.critic.params
+
+  @property
+  def log_alpha(self) -> jax.Array:
+    return self.alpha.params["log_alpha"]
+
+  @property
+  def num_updates(self) -> jax.Array:
+    return self.critic.step
 
 
 def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
                actor_lr: float, critic_lr: float, alpha_lr: float, gamma: float,
                tau: float, batch_size: int, alpha, target_entropy,
                actor_grad: str, score_function_samples: int,
-               temperature_loss: str = "log_alpha") -> Agent:
+               temperature_loss: str = "log_alpha",
+               pathwise_samples: int = 1) -> Agent:
   """Builds the static agent; `alpha=None` learns it, `target_entropy=None` is -|A|."""
   if actor_grad not in ACTOR_GRADS:
     raise ValueError(f"actor_grad must be one of {ACTOR_GRADS}; got {actor_grad!r}.")
@@ -103,7 +123,7 @@ def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
                       else float(target_entropy)),
       learn_alpha=alpha is None, actor_grad=actor_grad,
       score_function_samples=score_function_samples,
-      temperature_loss=temperature_loss)
+      temperature_loss=temperature_loss, pathwise_samples=pathwise_samples)
 
 
 def init_state(agent: Agent, seed: int, buffer_size: int,
@@ -118,13 +138,14 @@ def init_state(agent: Agent, seed: int, buffer_size: int,
   log_alpha = jnp.log(jnp.asarray(
       init_alpha if fixed_alpha is None else fixed_alpha, jnp.float32))
   return SACState(
-      actor_params=actor_params, critic_params=critic_params,
-      target_critic_params=critic_params, log_alpha=log_alpha,
-      actor_opt_state=agent.actor_optimizer.init(actor_params),
-      critic_opt_state=agent.critic_optimizer.init(critic_params),
-      alpha_opt_state=agent.alpha_optimizer.init(log_alpha),
+      actor=train_state.create(params=actor_params, tx=agent.actor_optimizer),
+      critic=train_state.create(params=critic_params,
+                                tx=agent.critic_optimizer),
+      target_critic_params=critic_params,
+      alpha=train_state.create(params={"log_alpha": log_alpha},
+                               tx=agent.alpha_optimizer),
       buffer=replay.init(buffer_size, agent.obs_dim, agent.action_dim),
-      key=key, num_updates=jnp.zeros((), jnp.int32))
+      key=key)
 
 
 def _actor_apply(agent: Agent, params, obs):
@@ -138,11 +159,23 @@ def _critic_apply(agent: Agent, params, obs, action):
 def _actor_objective(agent: Agent, actor_params, critic_params, alpha, obs, key):
   """Actor loss (pathwise or score-function) and log pi of fresh actions [B]."""
   mean, log_std = _actor_apply(agent, actor_params, obs)
-  if agent.actor_grad == PATHWISE:
+  if agent.actor_grad == PATHWISE and agent.pathwise_samples == 1:
     action, log_prob = estimators.tanh_gaussian_sample_and_log_prob(
         key, mean, log_std)
     q_values = _critic_apply(agent, critic_params, obs, action)
     return losses.actor_loss_pathwise(log_prob, q_values, alpha), log_prob
+  if agent.actor_grad == PATHWISE:
+    # K reparameterized actions per state; Eq. 12 averaged over them.
+    num_samples = agent.pathwise_samples
+    shape = (num_samples,) + mean.shape
+    action, log_prob = estimators.tanh_gaussian_sample_and_log_prob(
+        key, jnp.broadcast_to(mean, shape), jnp.broadcast_to(log_std, shape))
+    q_values = _critic_apply(
+        agent, critic_params, jnp.broadcast_to(obs, (num_samples,) + obs.shape),
+        action)                                                  # [N, K, B]
+    loss = losses.actor_loss_pathwise(
+        log_prob.reshape(-1), q_values.reshape(q_values.shape[0], -1), alpha)
+    return loss, log_prob[0]
   # Score function: M stopped samples per state, scored under the current policy.
   num_samples = agent.score_function_samples
   pre_tanh = jax.lax.stop_gradient(
@@ -197,46 +230,38 @@ def gradient_step(agent: Agent, state: SACState, batch: replay.Transition):
 
   (critic_loss, q_pred), critic_grads = jax.value_and_grad(
       critic_loss_fn, has_aux=True)(state.critic_params)
-  critic_updates, critic_opt_state = agent.critic_optimizer.update(
-      critic_grads, state.critic_opt_state, state.critic_params)
-  critic_params = optax.apply_updates(state.critic_params, critic_updates)
+  critic = state.critic.apply_gradients(critic_grads, agent.critic_optimizer)
 
   # Actor (Eq. 7 / 12), against the updated critics.
   (actor_loss, log_prob), actor_grads = jax.value_and_grad(
       functools.partial(_actor_objective, agent), has_aux=True)(
-          state.actor_params, critic_params, alpha, batch.obs, actor_key)
-  actor_updates, actor_opt_state = agent.actor_optimizer.update(
-      actor_grads, state.actor_opt_state, state.actor_params)
-  actor_params = optax.apply_updates(state.actor_params, actor_updates)
+          state.actor_params, critic.params, alpha, batch.obs, actor_key)
+  actor = state.actor.apply_gradients(actor_grads, agent.actor_optimizer)
 
   # Temperature (Eq. 18, or its log-alpha form).
   alpha_loss, alpha_grad = jax.value_and_grad(
       TEMPERATURE_LOSSES[agent.temperature_loss])(
           state.log_alpha, log_prob, agent.target_entropy)
-  if agent.learn_alpha:
-    alpha_updates, alpha_opt_state = agent.alpha_optimizer.update(
-        alpha_grad, state.alpha_opt_state, state.log_alpha)
-    log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
-  else:
-    alpha_opt_state, log_alpha = state.alpha_opt_state, state.log_alpha
+  alpha_state = (state.alpha.apply_gradients({"log_alpha": alpha_grad},
+                                             agent.alpha_optimizer)
+                 if agent.learn_alpha else state.alpha)
 
   # Target critics: Polyak averaging, Qbar <- tau Q + (1 - tau) Qbar.
   target_critic_params = optax.incremental_update(
-      critic_params, state.target_critic_params, agent.tau)
+      critic.params, state.target_critic_params, agent.tau)
 
-  metrics = jnp.stack([critic_loss, actor_loss, alpha_loss, alpha,
-                       -jnp.mean(log_prob), jnp.mean(q_pred), jnp.mean(target)])
+  metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss,
+             "temperature_loss": alpha_loss, "alpha": alpha,
+             "entropy": -jnp.mean(log_prob), "q_mean": jnp.mean(q_pred),
+             "target_mean": jnp.mean(target)}
   new_state = state.replace(
-      actor_params=actor_params, critic_params=critic_params,
-      target_critic_params=target_critic_params, log_alpha=log_alpha,
-      actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
-      alpha_opt_state=alpha_opt_state, key=key,
-      num_updates=state.num_updates + 1)
+      actor=actor, critic=critic, target_critic_params=target_critic_params,
+      alpha=alpha_state, key=key)
   return new_state, metrics
 
 
 def run_updates(agent: Agent, state: SACState, num_updates: int):
-  """K gradient steps in one `lax.scan`; returns (state, metrics [K, len(METRIC_NAMES)]).
+  """K gradient steps in one `lax.scan`; returns (state, metrics, each [K]).
 
   The K batches are sampled up front (uniformly, from the buffer as it is now)
   and scanned over as inputs, so the loop carries only networks, optimizer
@@ -270,41 +295,34 @@ def deterministic_action(agent: Agent, actor_params, obs):
   return jnp.tanh(mean)
 
 
-def env_step_update(agent: Agent, state: SACState, transition: replay.Transition,
-                    next_obs, *, num_updates: int, random_action: bool):
-  """Insert, K gradient steps, next action: the whole per-iteration work.
+def insert_and_update(agent: Agent, state: SACState,
+                      transition: replay.Transition, *, num_updates: int):
+  """Insert the transitions just observed, then K gradient steps.
 
   Args:
-    state: one seed's state (vmapped over seeds by `make_step_fn`).
-    transition: the E transitions just observed (true final obs as next_obs).
-    next_obs: [E, O], observations to act on (reset obs after episode ends).
+    state: one seed's state (vmapped over seeds by `make_update_fn`).
+    transition: E transitions (true final obs as next_obs).
     num_updates: K (static); 0 during warm-up.
-    random_action: uniform actions (static), before `learning_starts`.
 
   Returns:
-    (state, action [E, A], metrics [len(METRIC_NAMES)], mean over the K steps
-    or NaN-free zeros when K = 0).
+    (state, metrics: the mean of each over the K steps, or {} when K = 0).
   """
   state = state.replace(buffer=replay.add(state.buffer, transition))
-  if num_updates > 0:
-    state, metrics = run_updates(agent, state, num_updates)
-    metrics = jnp.mean(metrics, axis=0)
-  else:
-    metrics = jnp.zeros((len(METRIC_NAMES),), jnp.float32)
-  state, action = sample_action(agent, state, next_obs, random=random_action)
-  return state, action, metrics
+  if num_updates == 0:
+    return state, {}
+  state, metrics = run_updates(agent, state, num_updates)
+  return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
-def make_step_fn(agent: Agent, *, num_updates: int, random_action: bool
-                 ) -> Callable:
-  """Compiled, seed-vmapped `env_step_update`; donates the state buffers."""
-  fn = functools.partial(env_step_update, agent, num_updates=num_updates,
-                         random_action=random_action)
+def make_update_fn(agent: Agent, *, num_updates: int) -> Callable:
+  """Compiled, seed-vmapped `insert_and_update`; donates the state buffers."""
+  fn = functools.partial(insert_and_update, agent, num_updates=num_updates)
   return jax.jit(jax.vmap(fn), donate_argnums=0)
 
 
 def make_act_fn(agent: Agent, *, random: bool) -> Callable:
-  """Compiled, seed-vmapped `sample_action` (used once, for the first obs)."""
+  """Compiled, seed-vmapped `sample_action`: (state, obs [S, E, O]) ->
+  (state, action [S, E, A]); donates the state buffers."""
   fn = functools.partial(sample_action, agent, random=random)
   return jax.jit(jax.vmap(fn), donate_argnums=0)
 
@@ -318,5 +336,5 @@ def make_update_only_fn(agent: Agent, *, num_updates: int) -> Callable:
   """K gradient steps, no env: the update-only ceiling used by benchmarks."""
   def run(state):
     state, metrics = run_updates(agent, state, num_updates)
-    return state, metrics[-1]
+    return state, jax.tree.map(lambda m: m[-1], metrics)
   return jax.jit(jax.vmap(run), donate_argnums=0)

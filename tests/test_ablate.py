@@ -43,7 +43,7 @@ class FakeTrainer:
       raise KeyboardInterrupt  # A kill: not caught by the runner.
     self.calls.append(os.path.relpath(workdir))
     provenance.append(workdir)  # As the trainers' restore_latest does.
-    final = config[self.system.steps_field]
+    final = config.num_steps
     num = config.num_seeds if self.system.vmapped_seeds else 1
     rows = []
     for seed in range(config.seed, config.seed + num):
@@ -265,7 +265,7 @@ def test_cell_configs_pass_the_trainers_checks(quick):
       studies.SAC_ACTOR_GRAD,
       study_runner.study_cells(studies.SAC_ACTOR_GRAD, study_runner.Settings(
           5, 100_000, False))[2], study_runner.Settings(5, 100_000, False))
-  assert (full.env_id, full.total_steps, full.num_seeds, full.seed) == (
+  assert (full.env_id, full.num_steps, full.num_seeds, full.seed) == (
       "HalfCheetah-v5", 100_000, 5, 0)
   assert (full.actor_grad, full.score_function_samples) == ("score_function", 2)
   assert full.actor_lr == 3e-4 and full.learning_starts == 10_000

@@ -26,10 +26,10 @@ from sac import learner, seed_sharding, train
 
 workdir = sys.argv[1]
 layouts = set()
-make_step_fn = learner.make_step_fn
+make_update_fn = learner.make_update_fn
 
-def recording_make_step_fn(*args, **kwargs):
-  step_fn = make_step_fn(*args, **kwargs)
+def recording_make_update_fn(*args, **kwargs):
+  step_fn = make_update_fn(*args, **kwargs)
   def step(state, *inputs):
     out = step_fn(state, *inputs)
     layouts.update((len(x.sharding.device_set), x.addressable_shards[0].data.shape[0])
@@ -37,12 +37,12 @@ def recording_make_step_fn(*args, **kwargs):
     return out
   return step
 
-learner.make_step_fn = recording_make_step_fn
+learner.make_update_fn = recording_make_update_fn
 config = sac_config.get_config("test")
 config.num_seeds = 2
-config.total_steps = 300
+config.num_steps = 300
 train.train(config, workdir)
-config.total_steps = 400
+config.num_steps = 400
 train.train(config, workdir)
 template = seed_sharding.place(
     train.init_states(train.build_agent(config, 3, 1), config, [0, 1]),

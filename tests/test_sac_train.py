@@ -146,7 +146,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(reference_run, tmp_pat
 def test_resume_with_a_changed_temperature_is_refused(reference_run):
   before = _read(reference_run, "eval.csv")
   with pytest.raises(ValueError, match=r"different alpha \(saved None, now "
-                     r"0.2\)\. Only \('total_steps', 'checkpoint_every', "
+                     r"0.2\)\. Only \('num_steps', 'checkpoint_every', "
                      r"'log_every', 'progress_bar'\) may change"):
     sac_train.train(_test_config(alpha=0.2), reference_run)
   assert _read(reference_run, "eval.csv") == before
@@ -176,11 +176,11 @@ def test_damaged_latest_checkpoint_resumes_exactly_from_the_previous(
 
 
 def test_extending_the_budget_continues_the_same_run(reference_run, tmp_path):
-  """total_steps 500 (its final evaluation is off the 200-step schedule), then
+  """num_steps 500 (its final evaluation is off the 200-step schedule), then
   the same workdir with 600: the scheduled evaluations (same episodes) and the
   final state equal those of the 600-step run."""
   workdir = str(tmp_path)
-  sac_train.train(_test_config(total_steps=500), workdir)
+  sac_train.train(_test_config(num_steps=500), workdir)
   sac_train.train(_test_config(), workdir)
   rows = csv_logs.read_csv(os.path.join(workdir, "eval.csv"))
   assert [r["step"] for r in rows] == ["200", "400", "500", "600"]
@@ -212,16 +212,22 @@ def test_two_vmapped_seeds_equal_two_single_seed_runs(reference_run, tmp_path):
 
 def test_update_compiles_once_per_variant(tmp_path, monkeypatch):
   traces = []
-  original = learner.env_step_update
+  act, update = learner.sample_action, learner.insert_and_update
 
-  def counting(*args, **kwargs):
-    traces.append((kwargs["num_updates"], kwargs["random_action"]))
-    return original(*args, **kwargs)
+  def counting_act(*args, **kwargs):
+    traces.append(("act", kwargs["random"]))
+    return act(*args, **kwargs)
 
-  monkeypatch.setattr(learner, "env_step_update", counting)
+  def counting_update(*args, **kwargs):
+    traces.append(("update", kwargs["num_updates"]))
+    return update(*args, **kwargs)
+
+  monkeypatch.setattr(learner, "sample_action", counting_act)
+  monkeypatch.setattr(learner, "insert_and_update", counting_update)
   sac_train.train(_test_config(), str(tmp_path))
-  # 599 iterations: warm-up (no updates, random actions) and training.
-  assert sorted(traces) == [(0, True), (1, False)]
+  # 600 iterations: warm-up (no updates, random actions) and training.
+  assert sorted(traces) == [("act", False), ("act", True), ("update", 0),
+                            ("update", 1)]
 
 
 def test_fixed_alpha_stays_fixed(tmp_path):
@@ -244,7 +250,7 @@ def test_pendulum_learns():
   """Pendulum-v1, 2 seeds x 6000 steps, 64x64 networks: eval > -400 (random ~ -1200)."""
   config = sac_config.get_config()
   config.hidden_sizes = (64, 64)
-  config.total_steps = 6000
+  config.num_steps = 6000
   config.learning_starts = 500
   config.num_seeds = 2
   config.eval_every = 6000

@@ -119,8 +119,8 @@ def test_control_variate_state_is_checkpointed(tmp_path, estimator):
   model = vae_train.make_model(config)
   state = vae_train.init_state(model, config, jax.random.key(3),
                                optax.adam(1.0), optax.adam(1.0))
-  state = state._replace(cv_params=jax.tree.map(lambda p: p + 0.125,
-                                                state.cv_params))
+  state = state.replace(cv=state.cv.replace(params=jax.tree.map(
+      lambda p: p + 0.125, state.cv_params)))
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
   checkpointer.save(7, state, None, {"step": 7, "seconds": 0.0},
                     config={})
@@ -158,5 +158,5 @@ def test_bad_config_values_are_refused_with_a_clear_error(
 
 
 def test_unknown_preset_is_refused():
-  with pytest.raises(ValueError, match=r"Unknown config variant 'big'"):
+  with pytest.raises(ValueError, match=r"unknown preset 'big'; expected one of"):
     vae_config.get_config("big")

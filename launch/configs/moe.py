@@ -8,19 +8,23 @@ Ablations (Shazeer et al. 2017, Table 6):
   --config.w_importance=0 --config.w_load=0   (no balancing)
   --config.noise=False  --config.k=1  --config.num_experts=16
 
-Expected result (seeds 0-2, `python -m launch.ablate --study=moe_table6`,
-docs/results.md): excess loss ~0.5 nats over the Bayes loss (short training,
-not converged), CV(Load) 0.084 (IQM; 95% CI 0.075-0.096) on the eval set;
-with w_importance = w_load = 0 the load collapses (CV(Load) 1.63, CI
-1.49-1.73).
+Measured results of these settings, with their commands, dates and commits:
+docs/results.md (`python -m launch.ablate --study=moe_table6`) and
+docs/moe.md.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Default config; `variant="test"` gives a tiny CPU config for tests."""
+PRESETS = ("default", "test")
+
+
+def get_config(preset: str = "default") -> ml_collections.ConfigDict:
+  """The config of `preset`: "default", or "test" (tiny, for tests and CI)."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of "
+                     f"{PRESETS}.")
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds the task, the initialisation, data and noise.
 
@@ -63,7 +67,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.tensorboard = True  # Write TensorBoard events to workdir.
   config.progress_bar = True  # tqdm progress bar.
 
-  if variant == "test":
+  if preset == "test":
     config.num_domains = 4
     config.vocab_size = 16
     config.context_length = 6
@@ -77,6 +81,4 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval_batch_size = 256
     config.tensorboard = False
     config.progress_bar = False
-  elif variant:
-    raise ValueError(f"Unknown config variant {variant!r}; use '' or 'test'.")
   return config

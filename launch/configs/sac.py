@@ -1,8 +1,9 @@
 r"""SAC configuration, with presets chosen by the config-file argument.
 
   python -m launch.train_sac --config=launch/configs/sac.py --workdir=/tmp/sac_pendulum
-      Pendulum-v1, 20k steps (the SB3 RL-Zoo budget; -157 +- 89 there).
-      Expected: deterministic eval return around -150 to -200 at 20k steps.
+      Pendulum-v1, 20k steps (the SB3 RL-Zoo budget). Measured returns of
+      this and the MuJoCo presets, with commands and commits: docs/sac.md,
+      docs/benchmarks.md and docs/results.md.
   python -m launch.train_sac --config=launch/configs/sac.py:HalfCheetah-v5 --workdir=...
       MuJoCo v5 preset (HalfCheetah, Hopper, Walker2d, Ant, Humanoid) with the
       hyperparameters of Haarnoja et al. 2018, Appendix D, Table 1.
@@ -19,8 +20,14 @@ MUJOCO_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5",
                "Humanoid-v5")
 
 
+PRESETS = ("pendulum", "test") + MUJOCO_ENVS
+
+
 def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
-  """Returns the config for `preset`: pendulum (default), test, or a MuJoCo id."""
+  """The config of `preset`: pendulum (default), test, or a MuJoCo id."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of "
+                     f"{PRESETS}.")
   c = ml_collections.ConfigDict()
   # --- Environment -----------------------------------------------------------
   c.env_id = "Pendulum-v1"     # Gymnasium id; Box observation and action spaces.
@@ -28,7 +35,7 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   c.seed = 0                   # Seed of the first agent; agent i uses seed + i.
   c.num_seeds = 1              # Independent agents run together (vmapped).
   # --- Budget ------------------------------------------------------------------
-  c.total_steps = 20_000       # Environment steps per seed (all num_envs count).
+  c.num_steps = 20_000         # Environment steps per seed (all num_envs count).
   c.learning_starts = 1_000    # Uniform-random actions and no updates before this.
   # --- Replay and updates --------------------------------------------------------
   c.buffer_size = 1_000_000    # Replay capacity per seed (transitions).
@@ -55,6 +62,9 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   # --- Actor gradient estimator ------------------------------------------------------
   c.actor_grad = "pathwise"    # "pathwise" (reparameterised) or "score_function".
   c.score_function_samples = 8  # Actions per state for score_function (>= 2).
+  # Reparameterized actions per state of the pathwise actor loss (Eq. 12
+  # averaged over them); 1 is the paper's estimator.
+  c.pathwise_samples = 1
   # --- Evaluation, logging, checkpoints ---------------------------------------------
   c.eval_every = 2_000         # Deterministic evaluation period (steps per seed).
   c.eval_episodes = 5          # Evaluation episodes per seed.
@@ -69,7 +79,7 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   if preset == "pendulum":
     pass
   elif preset == "test":
-    c.total_steps = 600
+    c.num_steps = 600
     c.learning_starts = 200
     c.buffer_size = 1_000
     c.batch_size = 32
@@ -82,15 +92,11 @@ def get_config(preset: str = "pendulum") -> ml_collections.ConfigDict:
   elif preset in MUJOCO_ENVS:
     # Haarnoja et al. 2018, Appendix D, Table 1.
     c.env_id = preset
-    c.total_steps = 1_000_000 if preset != "Humanoid-v5" else 3_000_000
+    c.num_steps = 1_000_000 if preset != "Humanoid-v5" else 3_000_000
     c.learning_starts = 10_000
     c.actor_lr = c.critic_lr = c.alpha_lr = 3e-4
     c.eval_every = 10_000
     c.eval_episodes = 10
     c.log_every = 5_000
     c.checkpoint_every = 50_000
-  else:
-    raise ValueError(
-        f"unknown preset {preset!r}; expected 'pendulum', 'test' or one of "
-        f"{MUJOCO_ENVS}.")
   return c

@@ -16,13 +16,8 @@ Run:
       --workdir=/tmp/vae_cat --config.estimator=relax
   python -m launch.train_vae --config=launch/configs/vae.py:vqvae \
       --workdir=/tmp/vqvae
-Measured (docs/results.md, `benchmarks/vae_estimators.py`, seeds 0 and 1):
-gaussian test -ELBO 109.0 nats (pathwise) and 116.5 (score function) after
-6000 steps; categorical after 2000 steps, seed 0: 133.5 (gumbel_softmax),
-130.6 (st_gumbel_softmax), 146.0 (score_function), 132.8 (rebar), 134.3
-(relax). Speed measured on the shared 2-core CPU VM (depending on other jobs):
-gaussian 25-100 steps/s, categorical 10-65 steps/s (REBAR and RELAX about
-3x slower), vqvae ~2.5 steps/s (convolutions on CPU).
+Measured results and speeds of these presets, with their commands, dates
+and commits: docs/results.md and docs/vae.md.
 Every field is validated in `vae.train.check_config`. Fields marked
 (categorical) or (vqvae) are used by that model only.
 """
@@ -32,10 +27,10 @@ import ml_collections
 PRESETS = ("gaussian", "categorical", "vqvae", "test")
 
 
-def get_config(variant: str = "gaussian") -> ml_collections.ConfigDict:
-  """The config of a preset (see the module docstring)."""
-  if variant not in PRESETS:
-    raise ValueError(f"Unknown config variant {variant!r}; use one of "
+def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
+  """The config of `preset` (see the module docstring)."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of "
                      f"{PRESETS}.")
   config = ml_collections.ConfigDict()
   config.model = "gaussian"  # "gaussian", "categorical" or "vqvae".
@@ -87,14 +82,14 @@ def get_config(variant: str = "gaussian") -> ml_collections.ConfigDict:
   config.tensorboard = True  # Write TensorBoard events to workdir.
   config.progress_bar = True  # tqdm progress bar.
 
-  if variant == "categorical":
+  if preset == "categorical":
     config.model = "categorical"
     config.hidden = (512, 256)
-  elif variant == "vqvae":
+  elif preset == "vqvae":
     config.model = "vqvae"
-    config.num_steps = 2000  # ~0.4 s per step on a shared 2-core CPU.
+    config.num_steps = 2000
     config.eval_every = 250
-  elif variant == "test":
+  elif preset == "test":
     config.num_train = 400
     config.num_test = 100
     config.hidden = (32,)
