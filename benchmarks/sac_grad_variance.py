@@ -14,12 +14,14 @@ every arm (common random numbers):
 
   pathwise            reparameterised gradient, 1 action per state
                       (Haarnoja et al. 2018, Eq. 12);
+  pathwise_8          the same, averaged over 8 actions per state (equal
+                      samples with score_function_8);
   score_function_1    score function, 1 action per state, no baseline
                       (Williams 1992, Eq. 9);
   score_function_2/8  score function, 2 or 8 actions per state with the
                       leave-one-out baseline (Kool et al. 2019, Eq. 8).
 
-All four estimate the gradient of the same objective (Eq. 7), so they differ
+All five estimate the gradient of the same objective (Eq. 7), so they differ
 only in variance. Reported per seed, checkpoint and arm:
 
   total variance      sum over the actor parameters of the per-coordinate
@@ -90,6 +92,7 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 PATHWISE = "pathwise"
 # Arm name -> (actor_grad, actions per state).
 ARMS = {PATHWISE: (learner.PATHWISE, 1),
+        "pathwise_8": (learner.PATHWISE, 8),
         "score_function_1": (learner.SCORE_FUNCTION, 1),
         "score_function_2": (learner.SCORE_FUNCTION, 2),
         "score_function_8": (learner.SCORE_FUNCTION, 8)}
@@ -126,7 +129,11 @@ def arm_agents(config, obs_dim: int, action_dim: int,
   for name in arms:
     actor_grad, samples = ARMS[name]
     arm_config = ml_collections.ConfigDict(config.to_dict())
-    arm_config.actor_grad, arm_config.score_function_samples = actor_grad, samples
+    arm_config.actor_grad = actor_grad
+    if actor_grad == learner.PATHWISE:
+      arm_config.pathwise_samples = samples
+    else:
+      arm_config.score_function_samples = samples
     agents[name] = sac_train.build_agent(arm_config, obs_dim, action_dim)
   return agents
 

@@ -104,7 +104,11 @@ def test_two_forced_cpu_devices_shard_seeds_and_match_one_device(tmp_path):
   # differ by ~1e-7 relative.
   np.testing.assert_allclose([float(r["return_mean"]) for r in one],
                              [float(r["return_mean"]) for r in two], rtol=1e-5)
+  # The parameters after 200 updates: the round-off grows through the
+  # environment (actions differ in the last bits, then the observations),
+  # so the difference is measured relative to each array's norm.
   final = {n: np.load(runs[n] / "final.npz") for n in (1, 2)}
   for name in final[1].files:
-    np.testing.assert_allclose(final[1][name], final[2][name], rtol=1e-5,
-                               atol=1e-6, err_msg=name)
+    a, b = final[1][name], final[2][name]
+    assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(b), (
+        name, np.linalg.norm(a - b) / np.linalg.norm(b))
