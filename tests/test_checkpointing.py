@@ -4,9 +4,11 @@ The config checks are generated from the trainers' configs: every field
 outside a trainer's `RESUME_ALLOWED` is changed in turn and the resume must be
 refused naming it with its saved and new value, so a new config field is
 checked without touching these tests. The checkpoints here hold a small
-dummy state (no training): damage is a truncated array file or a garbled JSON
-item of a real orbax checkpoint; a full disk is injected by making orbax's
-JSON write raise ENOSPC mid-save.
+dummy state (no training): damage is a truncated array file, a garbled JSON
+item, 64 random bytes over an array data file, or the state's largest array
+scaled by 1e30 and saved back in place with orbax (it still decodes, so only
+the checksums catch it); a full disk is injected by making orbax's JSON
+write raise ENOSPC mid-save.
 """
 
 import errno
@@ -14,7 +16,9 @@ import logging
 import os
 import re
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
@@ -159,6 +163,38 @@ def _truncate_arrays(step_dir):
     os.truncate(path, os.path.getsize(path) // 2)
 
 
+def _state_data_files(step_dir):
+  return sorted(os.path.join(root, f)
+                for root, _, files in os.walk(os.path.join(step_dir, "state"))
+                for f in files if os.path.basename(root) == "d")
+
+
+def _overwrite_random_bytes(step_dir):
+  """Writes 64 random bytes (fixed seed) over the middle of a data file."""
+  path = _state_data_files(step_dir)[0]
+  size = os.path.getsize(path)
+  noise = np.random.default_rng(0).integers(0, 256, 64, np.uint8).tobytes()
+  with open(path, "r+b") as f:
+    f.seek(max(0, size // 2 - 32))
+    f.write(noise)
+  assert os.path.getsize(path) == size
+
+
+def _scale_largest_array(step_dir):
+  """Restores the state item with orbax, scales its largest float array by
+  1e30 and saves it back in place: a checkpoint that still decodes."""
+  path = os.path.join(step_dir, "state")
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as orbax_io:
+    tree = orbax_io.restore(path)
+    leaves, treedef = jax.tree.flatten(tree)
+    floats = [i for i, x in enumerate(leaves)
+              if np.issubdtype(np.asarray(x).dtype, np.floating)]
+    largest = max(floats, key=lambda i: np.asarray(leaves[i]).size)
+    leaves[largest] = np.asarray(leaves[largest]) * 1e30
+    orbax_io.save(path, args=ocp.args.StandardSave(
+        jax.tree.unflatten(treedef, leaves)), force=True)
+
+
 def _garble_config(step_dir):
   with open(os.path.join(step_dir, "config", "metadata"), "wb") as f:
     f.write(b"\x00\xff garbled {")
@@ -173,7 +209,9 @@ def _snapshot_tree(directory):
   return tree
 
 
-@pytest.mark.parametrize("damage", [_truncate_arrays, _garble_config])
+@pytest.mark.parametrize("damage", [_truncate_arrays, _garble_config,
+                                    _overwrite_random_bytes,
+                                    _scale_largest_array])
 def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_restores(
     tmp_path, caplog, damage):
   checkpoints = _save_two(str(tmp_path))
