@@ -224,7 +224,7 @@ def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_restores(
   assert sorted(os.listdir(checkpoints)) == ["1", "2.damaged-1"]
   warnings = " ".join(r.getMessage() for r in caplog.records
                       if r.levelno == logging.WARNING)
-  assert os.path.join(checkpoints, "2") + " does not restore (" in warnings
+  assert os.path.join(checkpoints, "2") + " is damaged (" in warnings
   assert "Moved damaged checkpoint 2 to " + os.path.join(
       checkpoints, "2.damaged-1") + "; resuming from checkpoint 1" in warnings
 
