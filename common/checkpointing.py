@@ -17,10 +17,10 @@ opens `workdir/checkpoints`. Once `restore_latest` has accepted the config
 process's package versions, commit and machine to `workdir/provenance.json`
 (`common.provenance`: one record per start or resume).
 
-Checkpoints. Each holds four items, written together by one
-`orbax.checkpoint.CheckpointManager.save` (orbax writes into a temporary
-directory and renames it when complete, so a SIGKILL mid-save leaves the
-previous checkpoint as the latest one):
+Checkpoints. Each holds four items and `checksums.json` (below), written
+together by one `orbax.checkpoint.CheckpointManager.save` (orbax writes into
+a temporary directory and renames it when complete, so a SIGKILL mid-save
+leaves the previous checkpoint as the latest one):
 
   "state":  the training-state pytree (SAC: the SACState stacked over seeds,
             with networks, optimizer states, target critics, log alpha, raw
@@ -45,13 +45,39 @@ field must equal the checkpoint's, except the trainer's documented
 the progress bar, log output). Otherwise a ValueError names each changed field
 with its saved and new value, and nothing in the workdir is modified.
 
-Damaged checkpoints. If the latest checkpoint does not restore (a truncated
-or garbled file from a full disk or a bad copy), an absl warning names it and
-the reason, it is renamed aside to `checkpoints/<step>.damaged-<n>` for
-inspection, and the run resumes from the newest checkpoint that restores;
-trainers then trim their CSV logs to that step (`common.csv_logs.CsvLog`).
-If no checkpoint restores, `CheckpointsDamagedError` lists each one with its
-reason, and nothing is renamed or overwritten.
+Checksums. Each checkpoint directory holds `checksums.json`, the size and
+SHA-256 of every file in it but itself and the two files orbax writes while
+committing (`_CHECKPOINT_METADATA`, rewritten with the commit time, and
+`commit_success.txt`; orbax reads them for bookkeeping only, and a restore
+with them garbled gives the same values). It is written into orbax's
+temporary directory just before the rename that commits the checkpoint
+(`CheckpointManagerOptions.temporary_path_class`), so every committed
+checkpoint has one, and a SIGKILL before the rename leaves the previous
+checkpoint the latest, as for any interrupted save. `Checkpointer.restore`
+and `restore_config` check the files first: a changed, missing or unlisted
+file, or an unreadable manifest, raises `ChecksumError` naming the files.
+This catches damage that still decodes (changed bytes of an array, an item
+rewritten with other values) as well as damage that does not.
+
+A checkpoint without `checksums.json` was written before checkpoints carried
+checksums (a committed checkpoint always has one). It is used unverified,
+with a warning naming it: treating it as damaged would set aside every
+checkpoint of a run started before checksums and stop that run
+(`CheckpointsDamagedError`), although they are as trustworthy as they were
+when written; such a run's next save carries checksums.
+
+Damaged checkpoints. If the latest checkpoint fails its checksums or does
+not restore (a truncated or garbled file from a full disk or a bad copy, a
+file changed in place), an absl warning names it and the reason (for
+checksums: the files that differ), it is renamed aside to
+`checkpoints/<step>.damaged-<n>` for inspection, and the run resumes from
+the newest checkpoint that verifies and restores; trainers then trim their
+CSV logs to that step (`common.csv_logs.CsvLog`). If no checkpoint
+restores, `CheckpointsDamagedError` lists each one with its reason, and
+nothing is renamed or overwritten. The last good checkpoint named in
+trainers' error messages, `Run.latest_step()`, is the newest checkpoint
+that matches its checksums (or has none): one saved or verified by this
+process, or else verified then.
 
 A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
 OSError) says so with the checkpoint directory; the partial temporary
@@ -131,8 +157,8 @@ def _checksummed_files(step_dir: str) -> list[str]:
     for name in sorted(files):
       if rel_root == "." and (name == MANIFEST or name in _WRITTEN_AT_COMMIT):
         continue
-      paths.append(name if rel_root == "." else f"{rel_root}/{name}"
-                   .replace(os.sep, "/"))
+      rel = name if rel_root == "." else os.path.join(rel_root, name)
+      paths.append(rel.replace(os.sep, "/"))
   return paths
 
 
@@ -201,6 +227,9 @@ def verify_manifest(step_dir: str) -> bool:
 
 def _file_problem(path: str, entry: dict[str, Any]) -> str | None:
   """How the file at `path` differs from its manifest entry, or None."""
+  if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+          and isinstance(entry.get("sha256"), str)):
+    return f"has an unreadable entry {str(entry)[:80]!r}"
   try:
     size = os.path.getsize(path)
     if size != entry["size"]:
@@ -210,7 +239,7 @@ def _file_problem(path: str, entry: dict[str, Any]) -> str | None:
     return f"is unreadable ({err})"
   if digest != entry["sha256"]:
     return (f"changed (sha256 {digest[:12]}..., listed "
-            f"{str(entry['sha256'])[:12]}...)")
+            f"{entry['sha256'][:12]}...)")
   return None
 
 
@@ -230,7 +259,7 @@ class _ChecksummedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
 
 
 class Checkpointer:
-  """Save/restore of (state, host arrays, metadata, config) under DIR/checkpoints."""
+  """Save/restore of (state, host arrays, metadata, config) in checkpoints/."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2,
                keep_steps: Sequence[int] = ()):
@@ -324,7 +353,7 @@ class Checkpointer:
           "it once space is freed.") from err
 
   def _remove_partial(self, step: int) -> None:
-    """Deletes orbax's unfinished temporary directory of `step` (frees space)."""
+    """Deletes orbax's unfinished temporary directory of `step`."""
     for name in os.listdir(self.directory):
       if re.fullmatch(rf"{step}\.orbax-checkpoint-tmp.*", name):
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
@@ -355,7 +384,7 @@ class Checkpointer:
     return restored["state"], host, dict(restored["meta"])
 
   def set_aside(self, step: int) -> str:
-    """Renames checkpoint `step` to `<step>.damaged-<n>`; returns the new path."""
+    """Renames checkpoint `step` to `<step>.damaged-<n>`; returns that path."""
     n = 1
     while os.path.exists(os.path.join(self.directory, f"{step}.damaged-{n}")):
       n += 1

@@ -1,14 +1,18 @@
-"""Resume config checks, damaged checkpoints and a full disk (common.checkpointing).
+"""Resume checks, checksums, damaged checkpoints, a full disk (checkpointing).
 
 The config checks are generated from the trainers' configs: every field
 outside a trainer's `RESUME_ALLOWED` is changed in turn and the resume must be
 refused naming it with its saved and new value, so a new config field is
 checked without touching these tests. The checkpoints here hold a small
-dummy state (no training): damage is a truncated array file, a garbled JSON
-item, 64 random bytes over an array data file, or the state's largest array
-scaled by 1e30 and saved back in place with orbax (it still decodes, so only
-the checksums catch it); a full disk is injected by making orbax's JSON
-write raise ENOSPC mid-save.
+dummy state (no training). Each checkpoint's checksums.json is checked
+against sizes and SHA-256 digests computed here. Damage is a truncated or
+overwritten (64 random bytes) array file, a garbled JSON item, an added or
+removed file, a garbled manifest, or the state's largest array scaled by
+1e30 and saved back in place with orbax (it still decodes, so only the
+checksums catch it); each must be set aside with a warning naming the
+reason. A save SIGKILLed in a subprocess when its checksums are due must
+leave the previous checkpoint the latest. A full disk is injected by making
+orbax's JSON write raise ENOSPC mid-save.
 """
 
 import errno
