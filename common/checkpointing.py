@@ -17,10 +17,10 @@ opens `workdir/checkpoints`. Once `restore_latest` has accepted the config
 process's package versions, commit and machine to `workdir/provenance.json`
 (`common.provenance`: one record per start or resume).
 
-Checkpoints. Each holds four items, written together by one
-`orbax.checkpoint.CheckpointManager.save` (orbax writes into a temporary
-directory and renames it when complete, so a SIGKILL mid-save leaves the
-previous checkpoint as the latest one):
+Checkpoints. Each holds four items and `checksums.json` (below), written
+together by one `orbax.checkpoint.CheckpointManager.save` (orbax writes into
+a temporary directory and renames it when complete, so a SIGKILL mid-save
+leaves the previous checkpoint as the latest one):
 
   "state":  the training-state pytree (SAC: the SACState stacked over seeds,
             with networks, optimizer states, target critics, log alpha, raw
@@ -45,13 +45,39 @@ field must equal the checkpoint's, except the trainer's documented
 the progress bar, log output). Otherwise a ValueError names each changed field
 with its saved and new value, and nothing in the workdir is modified.
 
-Damaged checkpoints. If the latest checkpoint does not restore (a truncated
-or garbled file from a full disk or a bad copy), an absl warning names it and
-the reason, it is renamed aside to `checkpoints/<step>.damaged-<n>` for
-inspection, and the run resumes from the newest checkpoint that restores;
-trainers then trim their CSV logs to that step (`common.csv_logs.CsvLog`).
-If no checkpoint restores, `CheckpointsDamagedError` lists each one with its
-reason, and nothing is renamed or overwritten.
+Checksums. Each checkpoint directory holds `checksums.json`, the size and
+SHA-256 of every file in it but itself and the two files orbax writes while
+committing (`_CHECKPOINT_METADATA`, rewritten with the commit time, and
+`commit_success.txt`; orbax reads them for bookkeeping only, and a restore
+with them garbled gives the same values). It is written into orbax's
+temporary directory just before the rename that commits the checkpoint
+(`CheckpointManagerOptions.temporary_path_class`), so every committed
+checkpoint has one, and a SIGKILL before the rename leaves the previous
+checkpoint the latest, as for any interrupted save. `Checkpointer.restore`
+and `restore_config` check the files first: a changed, missing or unlisted
+file, or an unreadable manifest, raises `ChecksumError` naming the files.
+This catches damage that still decodes (changed bytes of an array, an item
+rewritten with other values) as well as damage that does not.
+
+A checkpoint without `checksums.json` was written before checkpoints carried
+checksums (a committed checkpoint always has one). It is used unverified,
+with a warning naming it: treating it as damaged would set aside every
+checkpoint of a run started before checksums and stop that run
+(`CheckpointsDamagedError`), although they are as trustworthy as they were
+when written; such a run's next save carries checksums.
+
+Damaged checkpoints. If the latest checkpoint fails its checksums or does
+not restore (a truncated or garbled file from a full disk or a bad copy, a
+file changed in place), an absl warning names it and the reason (for
+checksums: the files that differ), it is renamed aside to
+`checkpoints/<step>.damaged-<n>` for inspection, and the run resumes from
+the newest checkpoint that verifies and restores; trainers then trim their
+CSV logs to that step (`common.csv_logs.CsvLog`). If no checkpoint
+restores, `CheckpointsDamagedError` lists each one with its reason, and
+nothing is renamed or overwritten. The last good checkpoint named in
+trainers' error messages, `Run.latest_step()`, is the newest checkpoint
+that matches its checksums (or has none): one saved or verified by this
+process, or else verified then.
 
 A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
 OSError) says so with the checkpoint directory; the partial temporary
@@ -60,7 +86,9 @@ directory is removed and the previous checkpoint stays the latest, intact.
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import hashlib
 import json
 import os
 import re
@@ -82,6 +110,14 @@ _ITEMS = ("state", "host", "meta", "config")
 # How long a failed save waits for its other writer threads to end.
 _SAVE_THREAD_TIMEOUT_S = 60.0
 _ABSENT = "<absent>"
+# The manifest of a checkpoint's files, in its step directory.
+MANIFEST = "checksums.json"
+# Files orbax writes at the top of a step directory while it commits it,
+# after the manifest: the step metadata (rewritten with the commit time) and
+# the commit marker. They are not in the manifest.
+_WRITTEN_AT_COMMIT = ("_CHECKPOINT_METADATA", "commit_success.txt")
+# How many differing files a ChecksumError names.
+_FILES_NAMED = 5
 
 
 class CheckpointsDamagedError(RuntimeError):
@@ -90,6 +126,10 @@ class CheckpointsDamagedError(RuntimeError):
 
 class CheckpointDiskFullError(OSError):
   """A save ran out of disk space; the previous checkpoint is intact."""
+
+
+class ChecksumError(ValueError):
+  """A checkpoint's files differ from its manifest (`MANIFEST`)."""
 
 
 class Restored(NamedTuple):
@@ -108,8 +148,118 @@ def config_to_dict(config) -> dict[str, Any]:
   return json.loads(json.dumps(dict(config)))
 
 
+def _checksummed_files(step_dir: str) -> list[str]:
+  """Paths (relative, '/'-separated) of the files the manifest covers."""
+  paths = []
+  for root, dirs, files in os.walk(step_dir):
+    dirs.sort()
+    rel_root = os.path.relpath(root, step_dir)
+    for name in sorted(files):
+      if rel_root == "." and (name == MANIFEST or name in _WRITTEN_AT_COMMIT):
+        continue
+      rel = name if rel_root == "." else os.path.join(rel_root, name)
+      paths.append(rel.replace(os.sep, "/"))
+  return paths
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(step_dir: str) -> None:
+  """Writes `step_dir/MANIFEST`: the size and SHA-256 of each file in it.
+
+  Covers every file but the manifest and orbax's commit files
+  (`_WRITTEN_AT_COMMIT`), as {"algorithm": "sha256", "files": {path:
+  {"size": bytes, "sha256": hex digest}}}.
+  """
+  files = {}
+  for rel in _checksummed_files(step_dir):
+    path = os.path.join(step_dir, *rel.split("/"))
+    files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+  atomic_files.write_json(os.path.join(step_dir, MANIFEST),
+                          {"algorithm": "sha256", "files": files})
+
+
+def verify_manifest(step_dir: str) -> bool:
+  """Checks every file of `step_dir` against its manifest.
+
+  Returns:
+    True if the files match the manifest; False if there is no manifest (a
+    checkpoint written before checkpoints carried one).
+
+  Raises:
+    ChecksumError: naming the files that changed, are missing or are not
+      listed, or saying why the manifest is unreadable.
+  """
+  try:
+    with open(os.path.join(step_dir, MANIFEST), "rb") as f:
+      manifest = json.loads(f.read())
+    listed = manifest["files"]
+    if manifest["algorithm"] != "sha256" or not isinstance(listed, dict):
+      raise ValueError(f"unknown format {str(manifest)[:80]!r}")
+  except FileNotFoundError:
+    return False
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise ChecksumError(f"{MANIFEST} is unreadable ({type(err).__name__}: "
+                        f"{err})") from err
+  problems = []
+  present = _checksummed_files(step_dir)
+  for rel in sorted(set(listed) | set(present)):
+    if rel not in present:
+      problems.append(f"{rel} is missing")
+    elif rel not in listed:
+      problems.append(f"{rel} is not listed")
+    else:
+      problem = _file_problem(os.path.join(step_dir, *rel.split("/")),
+                              listed[rel])
+      if problem:
+        problems.append(f"{rel} {problem}")
+  if problems:
+    more = len(problems) - _FILES_NAMED
+    raise ChecksumError(
+        f"{len(problems)} file(s) differ from {MANIFEST}: "
+        + "; ".join(problems[:_FILES_NAMED])
+        + (f"; and {more} more" if more > 0 else ""))
+  return True
+
+
+def _file_problem(path: str, entry: dict[str, Any]) -> str | None:
+  """How the file at `path` differs from its manifest entry, or None."""
+  if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+          and isinstance(entry.get("sha256"), str)):
+    return f"has an unreadable entry {str(entry)[:80]!r}"
+  try:
+    size = os.path.getsize(path)
+    if size != entry["size"]:
+      return f"has {size} bytes, listed {entry['size']}"
+    digest = _sha256(path)
+  except OSError as err:
+    return f"is unreadable ({err})"
+  if digest != entry["sha256"]:
+    return (f"changed (sha256 {digest[:12]}..., listed "
+            f"{entry['sha256'][:12]}...)")
+  return None
+
+
+class _ChecksummedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
+  """orbax's atomic rename, writing the manifest into a checkpoint's
+  temporary directory just before the rename that commits it.
+
+  orbax finalizes each item's directory (inside the step's temporary
+  directory) with this class too; those get no manifest of their own.
+  """
+
+  async def finalize(self, *args, **kwargs):
+    parent = self.get_final().parent.name
+    if ocp.path.atomicity_types.TMP_DIR_SUFFIX not in parent:  # A step.
+      await asyncio.to_thread(write_manifest, os.fspath(self.get()))
+    await super().finalize(*args, **kwargs)
+
+
 class Checkpointer:
-  """Save/restore of (state, host arrays, metadata, config) under DIR/checkpoints."""
+  """Save/restore of (state, host arrays, metadata, config) in checkpoints/."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2,
                keep_steps: Sequence[int] = ()):
@@ -123,11 +273,47 @@ class Checkpointer:
             preservation_policy=policies.AnyPreservationPolicy([
                 policies.LatestN(n=max_to_keep),
                 policies.CustomSteps(steps=tuple(keep_steps))]),
-            enable_async_checkpointing=False, create=True),
+            enable_async_checkpointing=False, create=True,
+            temporary_path_class=_ChecksummedRename),
         item_names=_ITEMS)
+    # Steps known to match their manifests (or, written before manifests,
+    # to have none): saved or verified by this object.
+    self._verified: set[int] = set()
 
   def latest_step(self) -> int | None:
-    return self.manager.latest_step()
+    """The newest checkpoint that matches its manifest; None if none does.
+
+    A checkpoint without a manifest (written before checkpoints carried
+    one) counts. Checkpoints this object has not saved or verified yet are
+    verified here, newest first; a damaged one is skipped, not moved.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        self.verify(step)
+      except ChecksumError:
+        continue
+      return step
+    return None
+
+  def verify(self, step: int) -> None:
+    """Checks checkpoint `step`'s files against its manifest.
+
+    A checkpoint without a manifest (written before checkpoints carried
+    one) passes, with a warning: it cannot be checked, and setting aside
+    every checkpoint of such a run would stop it (see the module doc).
+
+    Raises:
+      ChecksumError: a file changed, is missing or is not listed, or the
+        manifest is unreadable.
+    """
+    if step in self._verified:
+      return
+    step_dir = os.path.join(self.directory, str(step))
+    if not verify_manifest(step_dir):
+      logging.warning("Checkpoint %s has no %s (written before checkpoints "
+                      "carried checksums); it is used unverified.", step_dir,
+                      MANIFEST)
+    self._verified.add(step)
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -148,6 +334,7 @@ class Checkpointer:
     try:
       self.manager.save(step, args=ocp.args.Composite(**items), force=True)
       self.manager.wait_until_finished()
+      self._verified.add(step)  # Its manifest was just written from it.
     except Exception as err:  # Re-raised below, with the path.
       if not _is_disk_full(err):
         err.add_note(f"while saving checkpoint {step} to {self.directory}")
@@ -162,17 +349,18 @@ class Checkpointer:
           errno.ENOSPC,
           f"disk full: no space left on the device while saving checkpoint "
           f"{step} to {self.directory}; the previous checkpoint "
-          f"({self.manager.latest_step()}) is intact and a rerun resumes from "
+          f"({self.latest_step()}) is intact and a rerun resumes from "
           "it once space is freed.") from err
 
   def _remove_partial(self, step: int) -> None:
-    """Deletes orbax's unfinished temporary directory of `step` (frees space)."""
+    """Deletes orbax's unfinished temporary directory of `step`."""
     for name in os.listdir(self.directory):
       if re.fullmatch(rf"{step}\.orbax-checkpoint-tmp.*", name):
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def restore_config(self, step: int) -> dict[str, Any]:
-    """The config stored in checkpoint `step`."""
+    """The config stored in checkpoint `step` (verified first: `verify`)."""
+    self.verify(step)
     restored = self.manager.restore(
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return dict(restored["config"])
@@ -181,8 +369,10 @@ class Checkpointer:
     """Restores checkpoint `step` as (state, host or None, meta).
 
     `state_like` gives the state's structure; `with_host=False` for
-    checkpoints saved with `host=None`.
+    checkpoints saved with `host=None`. The files are checked against the
+    checkpoint's manifest first (`verify`: ChecksumError if they differ).
     """
+    self.verify(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     items = {"state": ocp.args.StandardRestore(abstract),
              "meta": ocp.args.JsonRestore()}
@@ -194,12 +384,13 @@ class Checkpointer:
     return restored["state"], host, dict(restored["meta"])
 
   def set_aside(self, step: int) -> str:
-    """Renames checkpoint `step` to `<step>.damaged-<n>`; returns the new path."""
+    """Renames checkpoint `step` to `<step>.damaged-<n>`; returns that path."""
     n = 1
     while os.path.exists(os.path.join(self.directory, f"{step}.damaged-{n}")):
       n += 1
     target = os.path.join(self.directory, f"{step}.damaged-{n}")
     os.rename(os.path.join(self.directory, str(step)), target)
+    self._verified.discard(step)
     self.manager.reload()
     return target
 
@@ -318,6 +509,7 @@ class Run:
       raise
 
   def latest_step(self) -> int | None:
+    """The last good checkpoint: the newest that matches its manifest."""
     return self.checkpointer.latest_step()
 
   def restore_latest(
@@ -381,7 +573,7 @@ class Run:
 
   def _damage(self, step: int, err: Exception) -> tuple[int, str]:
     why = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-    logging.warning("Checkpoint %s does not restore (%s).",
+    logging.warning("Checkpoint %s is damaged (%s).",
                     os.path.join(self.checkpointer.directory, str(step)), why)
     return step, why
 

@@ -1,20 +1,34 @@
-"""Resume config checks, damaged checkpoints and a full disk (common.checkpointing).
+"""Resume checks, checksums, damaged checkpoints, a full disk (checkpointing).
 
 The config checks are generated from the trainers' configs: every field
 outside a trainer's `RESUME_ALLOWED` is changed in turn and the resume must be
 refused naming it with its saved and new value, so a new config field is
 checked without touching these tests. The checkpoints here hold a small
-dummy state (no training): damage is a truncated array file or a garbled JSON
-item of a real orbax checkpoint; a full disk is injected by making orbax's
-JSON write raise ENOSPC mid-save.
+dummy state (no training). Each checkpoint's checksums.json is checked
+against sizes and SHA-256 digests computed here. Damage is a truncated or
+overwritten (64 random bytes) array file, a garbled JSON item, an added or
+removed file, a garbled manifest, or the state's largest array scaled by
+1e30 and saved back in place with orbax (it still decodes, so only the
+checksums catch it); each must be set aside with a warning naming the
+reason. A save SIGKILLed in a subprocess when its checksums are due must
+leave the previous checkpoint the latest. A full disk is injected by making
+orbax's JSON write raise ENOSPC mid-save.
 """
 
 import errno
+import hashlib
+import json
 import logging
 import os
+import pathlib
 import re
+import signal
+import subprocess
+import sys
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
@@ -31,6 +45,7 @@ from vae import train as vae_train
 pytestmark = pytest.mark.filterwarnings(
     "ignore::pytest.PytestUnraisableExceptionWarning")
 
+REPO = str(pathlib.Path(__file__).resolve().parents[1])
 TRAINERS = {
     "sac": (lambda: sac_config.get_config("test"), sac_train.RESUME_ALLOWED),
     "moe": (lambda: moe_config.get_config("test"), moe_train.RESUME_ALLOWED),
@@ -149,19 +164,65 @@ def _save_two(workdir):
   return os.path.join(workdir, "checkpoints")
 
 
+def _state_data_files(step_dir):
+  """The array data files of the state item, sorted."""
+  data_files = sorted(
+      os.path.join(root, f)
+      for root, _, files in os.walk(os.path.join(step_dir, "state"))
+      for f in files if os.path.basename(root) == "d")
+  assert data_files
+  return data_files
+
+
 def _truncate_arrays(step_dir):
   """Cuts every array data file of the state item to half its length."""
-  data_files = [os.path.join(root, f)
-                for root, _, files in os.walk(os.path.join(step_dir, "state"))
-                for f in files if os.path.basename(root) == "d"]
-  assert data_files
-  for path in data_files:
+  for path in _state_data_files(step_dir):
     os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _overwrite_random_bytes(step_dir):
+  """Writes 64 random bytes (fixed seed) over the middle of a data file."""
+  path = _state_data_files(step_dir)[0]
+  size = os.path.getsize(path)
+  noise = np.random.default_rng(0).integers(0, 256, 64, np.uint8).tobytes()
+  with open(path, "r+b") as f:
+    f.seek(max(0, size // 2 - 32))
+    f.write(noise)
+  assert os.path.getsize(path) == size
+
+
+def _scale_largest_array(step_dir):
+  """Restores the state item with orbax, scales its largest float array by
+  1e30 and saves it back in place: a checkpoint that still decodes."""
+  path = os.path.join(step_dir, "state")
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as orbax_io:
+    tree = orbax_io.restore(path)
+    leaves, treedef = jax.tree.flatten(tree)
+    floats = [i for i, x in enumerate(leaves)
+              if np.issubdtype(np.asarray(x).dtype, np.floating)]
+    largest = max(floats, key=lambda i: np.asarray(leaves[i]).size)
+    leaves[largest] = np.asarray(leaves[largest]) * 1e30
+    orbax_io.save(path, args=ocp.args.StandardSave(
+        jax.tree.unflatten(treedef, leaves)), force=True)
 
 
 def _garble_config(step_dir):
   with open(os.path.join(step_dir, "config", "metadata"), "wb") as f:
     f.write(b"\x00\xff garbled {")
+
+
+def _add_file(step_dir):
+  with open(os.path.join(step_dir, "state", "d", "extra"), "wb") as f:
+    f.write(b"\x00")
+
+
+def _remove_file(step_dir):
+  os.remove(os.path.join(step_dir, "state", "_METADATA"))
+
+
+def _garble_manifest(step_dir):
+  with open(os.path.join(step_dir, checkpointing.MANIFEST), "w") as f:
+    f.write('{"algorithm": "sha256", "fi')
 
 
 def _snapshot_tree(directory):
@@ -173,9 +234,40 @@ def _snapshot_tree(directory):
   return tree
 
 
-@pytest.mark.parametrize("damage", [_truncate_arrays, _garble_config])
+def test_each_checkpoint_lists_every_file_with_its_size_and_sha256(tmp_path):
+  checkpoints = _save_two(str(tmp_path))
+  for step in ("1", "2"):
+    step_dir = os.path.join(checkpoints, step)
+    with open(os.path.join(step_dir, "checksums.json")) as f:
+      manifest = json.load(f)
+    assert manifest["algorithm"] == "sha256"
+    on_disk = {os.path.relpath(os.path.join(root, f), step_dir)
+               for root, _, files in os.walk(step_dir) for f in files}
+    # All but itself and the two files orbax writes while it commits.
+    assert set(manifest["files"]) == on_disk - {
+        "checksums.json", "_CHECKPOINT_METADATA", "commit_success.txt"}
+    assert {"config/metadata", "meta/metadata", "state/_METADATA"} < on_disk
+    for rel, entry in manifest["files"].items():
+      with open(os.path.join(step_dir, rel), "rb") as f:
+        data = f.read()
+      assert entry == {"size": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()}, rel
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (_truncate_arrays, r"state/d/[0-9a-f]+ has \d+ bytes, listed \d+"),
+    (_garble_config, r"config/metadata (has \d+ bytes|changed)"),
+    (_overwrite_random_bytes, r"state/d/[0-9a-f]+ changed \(sha256 "
+     r"[0-9a-f]{12}\.\.\., listed [0-9a-f]{12}\.\.\.\)"),
+    (_scale_largest_array, r"state/_CHECKPOINT_METADATA is not listed"),
+    (_add_file, r"1 file\(s\) differ from checksums.json: state/d/extra is "
+     r"not listed\)"),
+    (_remove_file, r"1 file\(s\) differ from checksums.json: "
+     r"state/_METADATA is missing\)"),
+    (_garble_manifest, r"checksums.json is unreadable \(JSONDecodeError"),
+])
 def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_restores(
-    tmp_path, caplog, damage):
+    tmp_path, caplog, damage, reason):
   checkpoints = _save_two(str(tmp_path))
   damage(os.path.join(checkpoints, "2"))
   with caplog.at_level(logging.WARNING), _open(str(tmp_path)) as run:
@@ -186,9 +278,99 @@ def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_restores(
   assert sorted(os.listdir(checkpoints)) == ["1", "2.damaged-1"]
   warnings = " ".join(r.getMessage() for r in caplog.records
                       if r.levelno == logging.WARNING)
-  assert os.path.join(checkpoints, "2") + " does not restore (" in warnings
+  assert re.search(re.escape(os.path.join(checkpoints, "2")) + r" is damaged "
+                   r"\(ChecksumError: .*" + reason, warnings), warnings
   assert "Moved damaged checkpoint 2 to " + os.path.join(
       checkpoints, "2.damaged-1") + "; resuming from checkpoint 1" in warnings
+
+
+def test_checkpoints_without_checksums_are_used_with_a_warning(tmp_path,
+                                                               caplog):
+  """Checkpoints written before checksums: restored unverified, with a
+  warning; one that does not decode is still set aside."""
+  checkpoints = _save_two(str(tmp_path))
+  for step in ("1", "2"):
+    os.remove(os.path.join(checkpoints, step, "checksums.json"))
+  _truncate_arrays(os.path.join(checkpoints, "2"))
+  with caplog.at_level(logging.WARNING), _open(str(tmp_path)) as run:
+    restored = run.restore_latest(_dummy_state())
+    assert restored.step == 1 and run.latest_step() == 1
+    np.testing.assert_array_equal(restored.state["w"], _dummy_state()["w"])
+  assert sorted(os.listdir(checkpoints)) == ["1", "2.damaged-1"]
+  warnings = " ".join(r.getMessage() for r in caplog.records
+                      if r.levelno == logging.WARNING)
+  assert (os.path.join(checkpoints, "1") + " has no checksums.json (written "
+          "before checkpoints carried checksums); it is used unverified"
+          ) in warnings
+  assert os.path.join(checkpoints, "2") + " is damaged (" in warnings
+  assert "ChecksumError" not in warnings
+
+
+def test_last_good_checkpoint_is_the_newest_that_verifies(tmp_path):
+  """latest_step() skips a damaged checkpoint without moving it."""
+  checkpoints = _save_two(str(tmp_path))
+  _scale_largest_array(os.path.join(checkpoints, "2"))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  assert checkpointer.all_steps() == [1, 2]
+  assert checkpointer.latest_step() == 1
+  with pytest.raises(checkpointing.ChecksumError,
+                     match=r"state/_CHECKPOINT_METADATA is not listed"):
+    checkpointer.restore(2, _dummy_state(), with_host=False)
+  checkpointer.close()
+  with _open(str(tmp_path)) as run:
+    assert run.latest_step() == 1
+  _overwrite_random_bytes(os.path.join(checkpoints, "1"))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  assert checkpointer.latest_step() is None
+  checkpointer.close()
+  assert sorted(os.listdir(checkpoints)) == ["1", "2"]
+
+
+# Saves checkpoint 3 but is SIGKILLed once every array and JSON file of it is
+# written, when the manifest is due: the last moment before orbax's rename.
+_KILLED_SAVE = """
+import os, signal, sys
+import numpy as np
+from common import checkpointing
+
+def killed(step_dir):
+  os.kill(os.getpid(), signal.SIGKILL)
+
+checkpointing.write_manifest = killed
+with checkpointing.open_run(sys.argv[1], {"seed": 0, "num_steps": 9},
+                            allowed_changes=("num_steps",)) as run:
+  run.save(3, {"w": np.zeros((2, 3), np.float32), "step": np.array(3)},
+           meta={"step": 3})
+"""
+
+
+def test_a_save_killed_before_its_checksums_leaves_the_previous_latest(
+    tmp_path, caplog):
+  checkpoints = _save_two(str(tmp_path))
+  killed = subprocess.run(
+      [sys.executable, "-c", _KILLED_SAVE, str(tmp_path)], cwd=REPO,
+      env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True,
+      timeout=600)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  partial = [n for n in os.listdir(checkpoints) if n not in ("1", "2")]
+  assert len(partial) == 1 and partial[0].startswith("3.orbax-checkpoint-tmp")
+  assert os.path.isfile(os.path.join(checkpoints, partial[0], "state",
+                                     "_METADATA"))   # Data written, ...
+  assert not os.path.exists(os.path.join(checkpoints, partial[0],
+                                         "checksums.json"))  # ... no manifest.
+  with caplog.at_level(logging.WARNING), _open(str(tmp_path)) as run:
+    assert run.latest_step() == 2
+    restored = run.restore_latest(_dummy_state())
+    assert restored.step == 2
+    run.save(3, restored.state, meta={"step": 3})   # The same step again.
+  warnings = " ".join(r.getMessage() for r in caplog.records
+                      if r.levelno == logging.WARNING)
+  assert "damaged" not in warnings and "checksums" not in warnings
+  assert sorted(os.listdir(checkpoints)) == ["2", "3"]
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  checkpointer.verify(3)
+  assert checkpointer.latest_step() == 3
+  checkpointer.close()
 
 
 def test_no_checkpoint_restores_error_changes_nothing(tmp_path):
