@@ -9,11 +9,12 @@ What is checked:
   match. A docstring section headed `Example:`, `Examples:` or `Usage:` must
   be written as `>>>` lines, so an example that doctest would not run cannot
   be added.
-- README python blocks. Each fenced python block of README.md is executed as
-  a script from the repository root, in a fresh namespace, with its printed
-  output captured (comments such as `# mean ~ (2, 2)` are for the reader and
-  are not compared; the estimators' exact values are tested in
-  tests/test_estimators.py).
+- Python blocks in README.md and docs/*.md. Each fenced python block is
+  executed as a script in a fresh namespace, from a temporary directory (so a
+  block that writes files leaves nothing behind) with the repository root on
+  sys.path, its printed output captured (comments such as `# mean ~ (2, 2)`
+  are for the reader and are not compared; the estimators' exact values are
+  tested in tests/test_estimators.py).
 - Commands in README.md and docs/*.md. Every `python -m <module>` in a bash
   block names a module of the repository, every `--config=<file>[:preset]` names a config file
   that exists with a preset that its `get_config` accepts, and every
@@ -138,7 +139,7 @@ def test_docstring_examples_run(name):
 
 
 # ---------------------------------------------------------------------------
-# README.
+# Markdown: python blocks and commands.
 # ---------------------------------------------------------------------------
 
 
@@ -150,21 +151,25 @@ def fenced_blocks(language, paths=(README,)):
   return blocks
 
 
-def readme_blocks(language):
-  return fenced_blocks(language)
+def python_blocks():
+  """(file name, index in that file, code) of every python block."""
+  return [(str(path.relative_to(ROOT)), i, code) for path in MARKDOWN
+          for i, code in enumerate(fenced_blocks("python", (path,)))]
 
 
-def test_readme_has_python_blocks():
-  assert readme_blocks("python")
+def test_python_blocks_are_found_in_the_readme_and_docs():
+  files = {name for name, _, _ in python_blocks()}
+  assert {"README.md", "docs/moe.md"} <= files, files
 
 
-@pytest.mark.parametrize("index", range(len(readme_blocks("python"))))
-def test_readme_python_block_runs(index, monkeypatch):
-  code = readme_blocks("python")[index]
-  monkeypatch.chdir(ROOT)
-  namespace = {"__name__": "__readme__"}
+@pytest.mark.parametrize("name,index,code", python_blocks(),
+                         ids=[f"{n}-{i}" for n, i, _ in python_blocks()])
+def test_markdown_python_block_runs(name, index, code, monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(ROOT))
+  namespace = {"__name__": "__markdown__"}
   with contextlib.redirect_stdout(io.StringIO()):
-    exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    exec(compile(code, f"{name} python block {index}", "exec"), namespace)
 
 
 def readme_commands():
