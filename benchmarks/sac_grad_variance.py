@@ -45,9 +45,8 @@ of the arms' median times and the ratio of their minimum times.
 
 Across seeds, per checkpoint and arm: the IQM of the per-seed variance
 ratios with a 95% percentile bootstrap CI over the seeds (Agarwal et al.
-2021, Secs. 4.1 and 4.3; `common.statistics`, seeded by the checkpoint and
-arm), their range, the
-lowest cosine and the mean z-test figures.
+2021, Secs. 4.1 and 4.3; `common.seed_statistics`, seeded by the checkpoint
+and arm), their range, the lowest cosine and the mean z-test figures.
 
 Outputs in --out, each written atomically: grad_variance.md (tables),
 grad_variance.json (all numbers, and the `common.provenance` record of the
@@ -79,7 +78,7 @@ from common import atomic_files
 from common import checkpointing
 from common import estimators
 from common import provenance
-from common import statistics
+from common import seed_statistics
 from sac import learner
 from sac import replay
 from sac import train as sac_train
@@ -151,7 +150,8 @@ def restore_state(workdir: str, config, agent: learner.Agent,
   return state
 
 
-def seed_state(state: learner.SACState, index: int) -> learner.SACState:
+def state_of_seed(state: learner.SACState, index: int) -> learner.SACState:
+  """The state of the run's `index`-th seed (states are stacked over seeds)."""
   return jax.tree.map(lambda x: x[index], state)
 
 
@@ -349,7 +349,7 @@ def run(workdir: str, steps: Sequence[int], out: str,
   for step in steps:
     state = restore_state(workdir, config, agents[PATHWISE], step)
     for index in range(config.num_seeds):
-      one = seed_state(state, index)
+      one = state_of_seed(state, index)
       batches = replay_batches(one, batch_key, options.num_batches, batch_size)
       per_batch = [gradient_moments(moment_fns, one, batches.obs[b],
                                     jax.random.fold_in(noise_key, b))
@@ -382,12 +382,12 @@ def across_seeds(results: dict[str, Any]) -> list[dict[str, Any]]:
       ratios = np.array([r["ratio"] for r in per_seed])
       ci = None
       if len(ratios) >= 2:
-        low, high = statistics.stratified_bootstrap_ci(
+        low, high = seed_statistics.stratified_bootstrap_ci(
             [ratios], seed=zlib.crc32(f"{step}/{arm}".encode()))
         ci = (float(low), float(high))
       rows.append({
           "step": step, "arm": arm, "seeds": [e["seed"] for e in entries],
-          "iqm": float(statistics.iqm(ratios)), "ci": ci,
+          "iqm": float(seed_statistics.iqm(ratios)), "ci": ci,
           "min": float(ratios.min()), "max": float(ratios.max()),
           "cosine_min": min(r["cosine"] for r in per_seed),
           **{k: float(np.mean([r[k] for r in per_seed]))
@@ -418,7 +418,7 @@ def markdown(results: dict[str, Any]) -> str:
       "difference to pathwise per coordinate (unbiased: ~0.05, ~0.001, ~1).",
       "",
       "Across seeds: IQM of the per-seed ratios with a 95% bootstrap CI "
-      "over the seeds (common/statistics.py), their range, the lowest "
+      "over the seeds (common/seed_statistics.py), their range, the lowest "
       "cosine and the z-test figures averaged over the seeds.", "",
       "| step | arm | seeds | ratio IQM [95% CI] | ratio range | lowest "
       "cosine | frac abs(z)>1.96 | frac abs(z)>3.29 | mean z^2 |",

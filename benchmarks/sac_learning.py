@@ -36,7 +36,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from common import statistics
+from common import seed_statistics
 from launch.configs import sac as sac_config
 from sac import envs
 from sac import train as sac_train
@@ -122,7 +122,7 @@ def run_sbx(config, progress_file: str | None = None) -> list[float]:
 
 def _sample_std(values) -> float | None:
   """The sample std (ddof = 1) over seeds; None for a single seed."""
-  return statistics.sample_std(values) if len(values) > 1 else None
+  return seed_statistics.sample_std(values) if len(values) > 1 else None
 
 
 def main(_):

@@ -36,10 +36,10 @@ from absl import flags
 import jax
 import numpy as np
 
+from common import csv_logs
 from launch.configs import sac as sac_config
 from sac import learner
 from sac import replay
-from sac import run_logs
 from sac import train as sac_train
 
 _ENV_ID = flags.DEFINE_string("env_id", "HalfCheetah-v5", "Gymnasium env id.")
@@ -78,7 +78,7 @@ def time_ours(num_seeds: int = 1) -> float:
   """Per-seed env steps/s of the full training loop after warm-up."""
   with tempfile.TemporaryDirectory() as workdir:
     sac_train.train(_config(num_seeds), workdir)
-    rows = run_logs.read_csv(os.path.join(workdir, "train.csv"))
+    rows = csv_logs.read_csv(os.path.join(workdir, "train.csv"))
   rows = [r for r in rows if int(r["seed"]) == 0
           and int(r["step"]) > _WARMUP.value]
   seconds = sum(LOG_EVERY / float(r["steps_per_sec"]) for r in rows)

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 from common import estimators
-from common import statistics as seed_statistics
+from common import seed_statistics
 from launch.configs import vae as vae_configs
 from vae import data as vae_data
 from vae import gradients

@@ -1,8 +1,8 @@
 """The report of a study directory: `DIR/report.md` and `DIR/figures/*.png`.
 
 Everything is computed from the finished cells' `eval.csv` files by
-`common.statistics` (no hand-entered number): per condition the IQM of the
-per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
+`common.seed_statistics` (no hand-entered number): per condition the IQM of
+the per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
 2021, Secs. 4.1 and 4.3; stratified by task where tasks are pooled), the mean
 +- sample std (ddof = 1) and the per-seed finals; paired differences A - B on
 the seeds both conditions ran; optional aggregates over tasks; learning curves
@@ -31,7 +31,7 @@ import numpy as np
 from common import atomic_files
 from common import csv_logs
 from common import provenance
-from common import statistics
+from common import seed_statistics
 from launch import studies
 from launch import study_runner
 
@@ -115,12 +115,13 @@ def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
   values = np.array([finals[s] for s in seeds])
   per_seed = ", ".join(fmt_exact(finals[s]) for s in seeds)
   if len(values) >= 2:
-    low, high = statistics.stratified_bootstrap_ci(
+    low, high = seed_statistics.stratified_bootstrap_ci(
         [values], seed=_seed_of(study.name, metric.column, condition.name))
-    iqm = f"{fmt(statistics.iqm(values))} [{fmt(low)}, {fmt(high)}]"
-    spread = f"{fmt(values.mean())} ± {fmt(statistics.sample_std(values))}"
+    iqm = f"{fmt(seed_statistics.iqm(values))} [{fmt(low)}, {fmt(high)}]"
+    std = seed_statistics.sample_std(values)
+    spread = f"{fmt(values.mean())} ± {fmt(std)}"
   else:
-    iqm = f"{fmt(statistics.iqm(values))} [n/a]"
+    iqm = f"{fmt(seed_statistics.iqm(values))} [n/a]"
     spread = f"{fmt(values.mean())} ± n/a"
   seed_list = ", ".join(str(s) for s in seeds)
   return (f"| {condition.label} | {condition.task} | {seed_list} | {iqm} | "
@@ -131,7 +132,7 @@ def _pair_row(study, metric, finals_by_cond, a: str, b: str) -> str | None:
   fa, fb = finals_by_cond[a], finals_by_cond[b]
   if not set(fa) & set(fb):
     return None
-  d = statistics.paired_difference(
+  d = seed_statistics.paired_difference(
       fa, fb, seed=_seed_of(study.name, metric.column, a, b))
   ci = "n/a" if d.ci is None else f"[{fmt(d.ci[0])}, {fmt(d.ci[1])}]"
   std = "n/a" if d.std is None else fmt(d.std)
@@ -156,7 +157,7 @@ def _aggregate_row(study, metric, finals_by_cond, label, pairs) -> str | None:
     strata.append(np.array([(finals_by_cond[a][s] - finals_by_cond[b][s])
                             / base for s in shared]))
     tasks.append(f"{study.condition(a).task} ({len(shared)} seeds)")
-  low, high = statistics.stratified_bootstrap_ci(
+  low, high = seed_statistics.stratified_bootstrap_ci(
       strata, statistic=np.mean, seed=_seed_of(study.name, metric.column,
                                                label))
   mean = float(np.mean(np.concatenate(strata)))
@@ -184,10 +185,10 @@ def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
         raise ValueError(f"{condition.name}: seeds evaluated at different "
                          f"steps; cannot draw one curve.")
       values = np.stack([data[s][metric.column] for s in seeds])  # [n, T]
-      line, = ax.plot(steps, statistics.iqm(values, axis=0),
+      line, = ax.plot(steps, seed_statistics.iqm(values, axis=0),
                       label=f"{condition.label} (n={len(seeds)})")
       if len(seeds) >= 2:
-        low, high = statistics.stratified_bootstrap_ci(
+        low, high = seed_statistics.stratified_bootstrap_ci(
             [values], seed=_seed_of(study.name, metric.column, condition.name,
                                     "curve"))
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2,
@@ -294,16 +295,16 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
   n = settings.num_seeds
   coverage = (f" With {n} seeds, the percentile interval of a mean of normal "
               f"values covers the true mean about "
-              f"{statistics.normal_coverage(n):.0%} of the time, not 95% "
-              f"(common/statistics.py)." if n >= 2 else "")
+              f"{seed_statistics.normal_coverage(n):.0%} of the time, not 95% "
+              f"(common/seed_statistics.py)." if n >= 2 else "")
   few = (" With 3 seeds, the CI of a paired mean difference excludes 0 only "
          "when all three differences have the same sign." if n == 3 else "")
   return [
-      "Statistics (`common/statistics.py`, from each run's `eval.csv`): per "
-      "condition, the IQM (`scipy.stats.trim_mean(x, 0.25)`; the plain mean "
-      "below 4 seeds) of the per-seed final values, with a 95% percentile "
-      "bootstrap CI (Agarwal et al. 2021, Secs. 4.1 and 4.3; "
-      f"{statistics.NUM_RESAMPLES} resamples of the seeds, "
+      "Statistics (`common/seed_statistics.py`, from each run's `eval.csv`): "
+      "per condition, the IQM (`scipy.stats.trim_mean(x, 0.25)`; the plain "
+      "mean below 4 seeds) of the per-seed final values, with a 95% "
+      "percentile bootstrap CI (Agarwal et al. 2021, Secs. 4.1 and 4.3; "
+      f"{seed_statistics.NUM_RESAMPLES} resamples of the seeds, "
       "`scipy.stats.bootstrap` with a seeded generator); mean ± sample std "
       "(ddof = 1); the finals per seed as logged. Paired differences A − B "
       "use the seeds both conditions ran (the same seed gives both the same "

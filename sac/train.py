@@ -33,8 +33,8 @@ from common import csv_logs
 from sac import envs
 from sac import evaluation
 from sac import learner
+from sac import plots
 from sac import replay
-from sac import run_logs
 from sac import seed_sharding
 from sac import validation
 
@@ -118,7 +118,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     step, iteration, eval_round = meta["step"], meta["iteration"], meta["eval_round"]
 
   eval_log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"),
-                             run_logs.EVAL_COLUMNS)
+                             evaluation.EVAL_COLUMNS)
   train_log = csv_logs.CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS)
   eval_log.start(resume_step)
   train_log.start(resume_step)
@@ -222,7 +222,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
 
   bar.close()
   writer.close()
-  run_logs.plot_learning_curve(
+  plots.plot_learning_curve(
       os.path.join(workdir, "eval.csv"),
       os.path.join(workdir, "learning_curve.png"),
       f"SAC ({config.actor_grad}) on {config.env_id}")

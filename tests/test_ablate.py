@@ -2,7 +2,7 @@
 
 One end-to-end study trains the real MoE trainer (two Table 6 rows, quick
 configs, 2 seeds, 4 runs of 20 steps) and checks the report's numbers against
-the runs' eval.csv and `common.statistics`. The other tests use a fake
+the runs' eval.csv and `common.seed_statistics`. The other tests use a fake
 trainer that writes an eval.csv in the system's format (SAC: a `seed` column,
 all seeds in one run directory), so the cell bookkeeping (resume, shards,
 manifest) and the report's determinism are checked in milliseconds per run.
@@ -21,7 +21,7 @@ import pytest
 
 from common import csv_logs
 from common import provenance
-from common import statistics
+from common import seed_statistics
 from launch import ablate
 from launch import studies
 from launch import study_report
@@ -103,7 +103,7 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
     assert f"| mixture | 0, 1 | " in text and per_seed in text
     assert [np.float32(v) for v in per_seed.split(", ")] == [
         np.float32(v) for v in values.values()]
-  diff = statistics.paired_difference(a, b, seed=study_report._seed_of(
+  diff = seed_statistics.paired_difference(a, b, seed=study_report._seed_of(
       study.name, "cv_load", "wi0.1_wl0.1", "wi0_wl0"))
   assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | {study_report.fmt(diff.mean)} "
           f"[{study_report.fmt(diff.ci[0])}, {study_report.fmt(diff.ci[1])}]"
