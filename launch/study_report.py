@@ -9,9 +9,10 @@ the seeds both conditions ran; optional aggregates over tasks; learning curves
 (IQM over seeds per evaluation step, with the CI as a band).
 
 The report is deterministic: every bootstrap draws from a generator seeded by
-a CRC-32 of the study, metric and row names, numbers are printed with a fixed
-format, and nothing depends on the clock or the directory's path, so the same
-run directories give a byte-identical report.md.
+a CRC-32 of the study, metric and row names, every number of its tables is
+printed by `fmt` (4 significant digits), and nothing depends on the clock or
+the directory's path, so the same run directories give a byte-identical
+report.md.
 """
 
 from __future__ import annotations
@@ -61,21 +62,6 @@ def fmt(value: float) -> str:
   return format(rounded, "f")
 
 
-def fmt_exact(value: float) -> str:
-  """A logged value as the shortest text that reads back to it, no exponent.
-
-  The trainers log float32 results: a value that is exactly a float32 gets
-  the shortest text that parses back to that float32 (within half a float32
-  ulp, ~6e-8 relative, of it as a float64); any other value gets the
-  shortest float64 text, which parses back exactly.
-  """
-  value = float(value)
-  if float(np.float32(value)) == value:
-    return np.format_float_positional(np.float32(value), unique=True,
-                                      trim="-")
-  return np.format_float_positional(value, unique=True, trim="-")
-
-
 def load_condition(study: studies.Study, workdir: str,
                    condition: studies.Condition,
                    cells: Sequence[study_runner.Cell]
@@ -113,7 +99,7 @@ def load_condition(study: studies.Study, workdir: str,
 def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
   seeds = sorted(finals)
   values = np.array([finals[s] for s in seeds])
-  per_seed = ", ".join(fmt_exact(finals[s]) for s in seeds)
+  per_seed = ", ".join(fmt(finals[s]) for s in seeds)
   if len(values) >= 2:
     low, high = seed_statistics.stratified_bootstrap_ci(
         [values], seed=_seed_of(study.name, metric.column, condition.name))
@@ -306,7 +292,7 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
       "percentile bootstrap CI (Agarwal et al. 2021, Secs. 4.1 and 4.3; "
       f"{seed_statistics.NUM_RESAMPLES} resamples of the seeds, "
       "`scipy.stats.bootstrap` with a seeded generator); mean ± sample std "
-      "(ddof = 1); the finals per seed as logged. Paired differences A − B "
+      "(ddof = 1); the final value of every seed. Paired differences A − B "
       "use the seeds both conditions ran (the same seed gives both the same "
       "initialisation and data streams): their mean, its 95% bootstrap CI "
       "and the sample std of the differences. **Rule:** two conditions are "
@@ -352,7 +338,7 @@ def write_report(study: studies.Study, workdir: str) -> str:
     lines += [f"## {metric.label}", "",
               f"`{metric.column}` at the final evaluation.", "",
               "| condition | task | seeds | IQM [95% CI] | mean ± sample std "
-              "| per seed (final, as logged) |",
+              "| per seed (final) |",
               "|---|---|---|---|---|---|"]
     for condition in study.conditions:
       if finals[condition.name]:

@@ -26,7 +26,10 @@ What is checked:
   std" cell equals numpy's mean and std (ddof=1) of the per-seed values it
   summarises, to the precision shown: either the "per seed" cell of the same
   row, or the numbers above it in its column when the row is labelled
-  "mean ± sample std".
+  "mean ± sample std". Per-seed values shown rounded (a study report's 4
+  significant digits) widen the tolerance by their rounding: rounding each
+  of n values by at most h moves the mean by at most h and the sample std by
+  at most h sqrt(n / (n - 1)).
 """
 
 import ast
@@ -235,18 +238,26 @@ def parse_mean_std(cell):
   return None if m is None else (m.group(1), m.group(2))
 
 
-def assert_matches(values, shown, where):
-  values = np.asarray(values, np.float64)
-  for label, exact, text in (("mean", values.mean(), shown[0]),
-                             ("sample std", values.std(ddof=1), shown[1])):
-    decimals = len(text.split(".")[1]) if "." in text else 0
-    assert abs(exact - float(text)) <= 0.5 * 10.0**-decimals + 1e-9, (
+def half_ulp(text):
+  """Half a unit in the last digit of a number shown as `text`."""
+  return 0.5 * 10.0**-len(text.partition(".")[2])
+
+
+def assert_matches(value_texts, shown, where):
+  values = np.asarray([float(v) for v in value_texts], np.float64)
+  n = len(values)
+  h = max(map(half_ulp, value_texts))
+  for label, exact, text, rounding in (
+      ("mean", values.mean(), shown[0], h),
+      ("sample std", values.std(ddof=1), shown[1], h * np.sqrt(n / (n - 1)))):
+    assert abs(exact - float(text)) <= half_ulp(text) + rounding + 1e-9, (
         f"{where}: {label} shown {text}, computed {exact:.4f} from "
         f"{values.tolist()}")
 
 
 def seed_statistics():
-  """(where, per-seed values, (mean text, std text)) of every such cell."""
+  """(where, per-seed value texts, (mean text, std text)) of every such
+  cell."""
   found = []
   for path in MARKDOWN:
     for table in markdown_tables(path):
@@ -256,14 +267,14 @@ def seed_statistics():
       if MEAN_STD in header and per_seed:
         col = header.index(MEAN_STD)
         for row in table[1:]:
-          values = [float(v) for v in re.findall(NUMBER, row[per_seed[0]])]
+          values = re.findall(NUMBER, row[per_seed[0]])
           found.append((f"{path.name}: {row}", values,
                         parse_mean_std(row[col])))
       for r, row in enumerate(table):
         if row[0].strip("*") == MEAN_STD:
           for col, cell in enumerate(row[1:], start=1):
             if parse_mean_std(cell) is not None:
-              values = [float(above[col].strip("*")) for above in table[1:r]]
+              values = [above[col].strip("*") for above in table[1:r]]
               found.append((f"{path.name}: {header[col]}", values,
                             parse_mean_std(cell)))
   return found
