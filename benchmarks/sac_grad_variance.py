@@ -57,7 +57,6 @@ the .md and .png from an existing grad_variance.json, leaving it as it is.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import io
@@ -67,6 +66,7 @@ import time
 import zlib
 from typing import Any, Sequence
 
+from absl import flags
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from benchmarks import command_line
 from common import atomic_files
 from common import checkpointing
 from common import estimators
@@ -496,59 +497,66 @@ def plot(results: dict[str, Any], path: str) -> None:
   atomic_files.write_bytes(path, png.getvalue())
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  """The command line (argparse, so importing this module defines no flags)."""
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", help="SAC run directory.")
-  parser.add_argument("--steps", help="Checkpoint steps, e.g. 20000,50000.")
-  parser.add_argument("--out", required=True,
-                      help="Output directory for the report.")
-  parser.add_argument("--num_repeats", type=int, default=Options.num_repeats,
-                      help="Estimates per arm and batch.")
-  parser.add_argument("--num_batches", type=int, default=Options.num_batches,
-                      help="Replay batches per checkpoint and seed.")
-  parser.add_argument("--batch_size", type=int, default=None,
-                      help="States per batch; default: the run's.")
-  parser.add_argument("--seed", type=int, default=Options.seed,
-                      help="Key of batches and noise.")
-  parser.add_argument("--timing_rounds", type=int,
-                      default=Options.timing_rounds,
-                      help="Interleaved timing rounds.")
-  parser.add_argument("--arms", default=",".join(ARMS),
-                      help="Arms to measure (with pathwise).")
-  parser.add_argument("--report_only", action="store_true",
-                      help="Rewrite the .md and .png from --out's "
-                           "grad_variance.json; measure nothing.")
-  args = parser.parse_args(argv)
-  if not args.report_only and (not args.workdir or not args.steps):
-    parser.error(f"need --workdir and --steps (or --report_only); got "
-                 f"--workdir={args.workdir!r}, --steps={args.steps!r}.")
-  if args.num_repeats < 2 or args.num_batches < 1 or args.timing_rounds < 1:
-    parser.error(
-        f"need --num_repeats >= 2, --num_batches >= 1, --timing_rounds >= 1; "
-        f"got {args.num_repeats}, {args.num_batches}, {args.timing_rounds}.")
-  return args
+# --------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------
+
+
+FLAGS = flags.FlagValues()
+_WORKDIR = flags.DEFINE_string("workdir", None, "SAC run directory.",
+                               flag_values=FLAGS)
+_STEPS = command_line.define_integer_list(
+    "steps", None, "Checkpoint steps, e.g. 20000,50000.", FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Output directory for the report.",
+                           flag_values=FLAGS, required=True)
+_NUM_REPEATS = flags.DEFINE_integer(
+    "num_repeats", Options.num_repeats, "Estimates per arm and batch.",
+    lower_bound=2, flag_values=FLAGS)
+_NUM_BATCHES = flags.DEFINE_integer(
+    "num_batches", Options.num_batches,
+    "Replay batches per checkpoint and seed.", lower_bound=1,
+    flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "States per batch; default: the run's.",
+    lower_bound=1, flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", Options.seed,
+                             "Key of batches and noise.", flag_values=FLAGS)
+_TIMING_ROUNDS = flags.DEFINE_integer(
+    "timing_rounds", Options.timing_rounds, "Interleaved timing rounds.",
+    lower_bound=1, flag_values=FLAGS)
+_ARMS = flags.DEFINE_list("arms", list(ARMS),
+                          "Arms to measure (with pathwise).",
+                          flag_values=FLAGS)
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False,
+    "Rewrite the .md and .png from --out's grad_variance.json; measure "
+    "nothing.", flag_values=FLAGS)
 
 
 def main(argv=None) -> None:
-  args = parse_args(argv)
-  if args.report_only:
-    path = os.path.join(args.out, "grad_variance.json")
+  command_line.parse(FLAGS, argv, doc=__doc__)
+  out = _OUT.value
+  if _REPORT_ONLY.value:
+    path = os.path.join(out, "grad_variance.json")
     if not os.path.exists(path):
       raise SystemExit(f"--report_only: {path!r} does not exist; run the "
                        "measurement first.")
     with open(path) as f:
       results = json.load(f)
-    write_report(results, args.out, with_json=False)
+    write_report(results, out, with_json=False)
     print(markdown(results))
     return
-  steps = [int(s) for s in args.steps.split(",")]
-  options = Options(num_repeats=args.num_repeats, num_batches=args.num_batches,
-                    batch_size=args.batch_size, seed=args.seed,
-                    timing_rounds=args.timing_rounds,
-                    arms=tuple(args.arms.split(",")))
-  run(args.workdir, steps, args.out, options)
-  with open(os.path.join(args.out, "grad_variance.json")) as f:
+  if not _WORKDIR.value or not _STEPS.value:
+    command_line.usage_error(
+        f"need --workdir and --steps (or --report_only); got "
+        f"--workdir={_WORKDIR.value!r}, --steps={_STEPS.value!r}.")
+  options = Options(num_repeats=_NUM_REPEATS.value,
+                    num_batches=_NUM_BATCHES.value,
+                    batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+                    timing_rounds=_TIMING_ROUNDS.value,
+                    arms=tuple(_ARMS.value))
+  run(_WORKDIR.value, _STEPS.value, out, options)
+  with open(os.path.join(out, "grad_variance.json")) as f:
     print(markdown(json.load(f)))
 
 

@@ -19,6 +19,9 @@ What is checked:
   block names a module of the repository, every `--config=<file>[:preset]` names a config file
   that exists with a preset that its `get_config` accepts, and every
   `--config.<field>=` override on the same line names a field of that config.
+  Every flag of a `python -m benchmarks.NAME` command is a flag of that
+  benchmark (`benchmarks/__init__.py`: absl flags in the module's `FLAGS`),
+  spelt `--name=value` unless it is a boolean.
 - Links in README.md and docs/*.md. Every relative link names a file of
   the repository, and its #anchor a heading of that file (GitHub's anchor
   rules).
@@ -209,6 +212,25 @@ def test_readme_commands_name_real_modules_and_configs():
         for part in field.split("."):
           assert part in node, f"{command}: no config field {field!r}"
           node = node[part]
+
+
+def test_benchmark_commands_use_the_benchmarks_flags():
+  """`python -m benchmarks.NAME --flag...` names flags of NAME's `FLAGS`
+  (booleans also as --noflag), written absl's way (--name=value)."""
+  checked = 0
+  for command in readme_commands():
+    match = re.search(r"python3? -m (benchmarks\.\w+)(.*)", command)
+    if match is None:
+      continue
+    defined = importlib.import_module(match.group(1)).FLAGS
+    for name, value in re.findall(r"--(\w+)(=?)", match.group(2)):
+      flag = defined[name] if name in defined else (
+          defined[name[2:]] if name.startswith("no") and name[2:] in defined
+          else None)
+      assert flag is not None, f"{command}: no flag --{name}"
+      assert value or flag.boolean, f"{command}: write --{name}=VALUE"
+      checked += 1
+  assert checked > 10, checked
 
 
 # ---------------------------------------------------------------------------
