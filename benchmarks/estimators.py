@@ -12,20 +12,31 @@ num_samples S it prints:
     same batched loss (same noise, same MLP), timed in the same run.
 
 Run:  python -m benchmarks.estimators            (about 1-2 minutes on 2 cores)
-      python -m benchmarks.estimators --repeats 200 --timing_runs 300
+      python -m benchmarks.estimators --repeats=200 --timing_runs=300
+      python -m benchmarks.estimators --samples=1,10
 """
 
-import argparse
 import functools
 import statistics
 import time
 
+from absl import flags
 import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from benchmarks import command_line
 from common import estimators as E
+
+FLAGS = flags.FlagValues()
+_SAMPLES = command_line.define_integer_list(
+    "samples", [1, 10, 100, 1000], "Samples per estimate (S).", FLAGS)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 100, "Independent estimates per variance figure.",
+    flag_values=FLAGS)
+_TIMING_RUNS = flags.DEFINE_integer(
+    "timing_runs", 100, "Timed calls per estimator.", flag_values=FLAGS)
 
 INPUT_DIM = 128
 
@@ -106,15 +117,8 @@ def total_variance(fn, repeats):
   return float(sum(jnp.sum(v) for v in jax.tree.leaves(moments.variance)))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--samples", type=int, nargs="+",
-                      default=[1, 10, 100, 1000])
-  parser.add_argument("--repeats", type=int, default=100,
-                      help="independent estimates per variance figure")
-  parser.add_argument("--timing_runs", type=int, default=100)
-  args = parser.parse_args()
-
+def main(argv=None):
+  command_line.parse(FLAGS, argv, doc=__doc__)
   f, dist_fn, dist_params, n_params = make_problem()
   print(f"f: MLP with {n_params:,} parameters; Gaussian over its "
         f"{INPUT_DIM}-d input; jax {jax.__version__} on "
@@ -124,11 +128,11 @@ def main():
   print(header)
   print("-" * len(header))
   overheads = {}
-  for s in args.samples:
+  for s in _SAMPLES.value:
     fns = estimators(f, dist_fn, dist_params, s)
-    timings = time_per_call(fns, args.timing_runs)
+    timings = time_per_call(fns, _TIMING_RUNS.value)
     overheads[s] = timings["pathwise"] / timings["hand_written_grad"]
-    variances = {name: total_variance(fn, args.repeats)
+    variances = {name: total_variance(fn, _REPEATS.value)
                  for name, fn in fns.items() if name != "hand_written_grad"}
     for name, var in variances.items():
       print(f"{name:<20} {s:>5} {1e3 * timings[name]:>12.3f} "

@@ -1,8 +1,8 @@
 r"""Where the dropless MoE layer's time goes, against the FLOP-matched dense FFN.
 
-  python -m benchmarks.moe_breakdown --experts 32 64
+  python -m benchmarks.moe_breakdown --experts=32,64
   STOCHGRAD_HUGETLB=0 python -m benchmarks.moe_breakdown   # glibc defaults
-  python -m benchmarks.moe_breakdown --experts 64 --ops    # per-op profile
+  python -m benchmarks.moe_breakdown --experts=64 --ops    # per-op profile
 
 Like `benchmarks.moe_throughput`, it re-executes itself once with
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` on glibc >= 2.35 (`launch.hugepages`)
@@ -27,7 +27,6 @@ more than the wall time.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import gzip
@@ -38,14 +37,30 @@ import re
 import tempfile
 import time
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 
+from benchmarks import command_line
 from benchmarks import moe_throughput
 from benchmarks.moe_throughput import D_MODEL, HIDDEN, K, TOKENS
 from launch import hugepages
 from moe import dispatch
 from moe import gating
+
+FLAGS = flags.FlagValues()
+_EXPERTS = command_line.define_integer_list(
+    "experts", [32, 64], "Numbers of experts E to time.", FLAGS)
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timed repeats.",
+                                flag_values=FLAGS)
+_BLOCK_SIZES = command_line.define_integer_list(
+    "block_sizes", dispatch.DEFAULT_BLOCK_SIZES, "Dropless block sizes.",
+    FLAGS)
+_OPS = flags.DEFINE_bool(
+    "ops", False, "Per-op profile of the layer's gradient step.",
+    flag_values=FLAGS)
+_TOP = flags.DEFINE_integer("top", 20, "Rows printed by --ops.",
+                            flag_values=FLAGS)
 
 
 def _sum_sq(y):
@@ -160,38 +175,29 @@ def op_profile(num_experts: int, calls: int) -> tuple[float, list]:
   return 1e3 * wall, rows
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--experts", type=int, nargs="+", default=[32, 64])
-  parser.add_argument("--repeats", type=int, default=7)
-  parser.add_argument("--block_sizes", type=int, nargs="+",
-                      default=list(dispatch.DEFAULT_BLOCK_SIZES))
-  parser.add_argument("--ops", action="store_true",
-                      help="per-op profile of the layer's gradient step")
-  parser.add_argument("--top", type=int, default=20,
-                      help="rows printed by --ops")
-  args = parser.parse_args()
-  block_sizes = tuple(args.block_sizes)
-  if args.ops:
+def main(argv=None):
+  command_line.parse(FLAGS, argv, doc=__doc__)
+  block_sizes = tuple(_BLOCK_SIZES.value)
+  if _OPS.value:
     print(f"jax {jax.__version__}, T={TOKENS}, d_model={D_MODEL}, "
-          f"hidden={HIDDEN}, k={K}, calls={args.repeats}, "
+          f"hidden={HIDDEN}, k={K}, calls={_REPEATS.value}, "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
-    for e in args.experts:
-      wall, rows = op_profile(e, args.repeats)
+    for e in _EXPERTS.value:
+      wall, rows = op_profile(e, _REPEATS.value)
       print(f"\nE={e}: {wall:.1f} ms per call (wall, while profiling)")
       print("| ms per call | ops per call | op kind | output shape |")
       print("|---|---|---|---|")
-      for ms, n, kind, shape in rows[:args.top]:
+      for ms, n, kind, shape in rows[:_TOP.value]:
         print(f"| {ms:.2f} | {n:g} | {kind} | {shape} |", flush=True)
     return
   print(f"jax {jax.__version__}, T={TOKENS}, d_model={D_MODEL}, "
-        f"hidden={HIDDEN}, k={K}, repeats={args.repeats}, "
+        f"hidden={HIDDEN}, k={K}, repeats={_REPEATS.value}, "
         f"block_sizes={block_sizes}, "
         f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
   print("| E | case | best ms |")
   print("|---|---|---|")
-  for e in args.experts:
-    for name, ms in run(e, args.repeats, block_sizes).items():
+  for e in _EXPERTS.value:
+    for name, ms in run(e, _REPEATS.value, block_sizes).items():
       print(f"| {e} | {name} | {ms:.1f} |", flush=True)
 
 

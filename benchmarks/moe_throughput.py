@@ -44,16 +44,17 @@ The header line prints the GLIBC_TUNABLES the run used.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import resource
 import time
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import command_line
 from launch import hugepages
 from moe import dispatch
 from moe import gating
@@ -61,6 +62,18 @@ from moe import layer as moe_layer
 
 TOKENS, D_MODEL, HIDDEN, K = 4096, 256, 1024, 2
 CAPACITY_FACTOR = 1.25
+
+FLAGS = flags.FlagValues()
+_EXPERTS = command_line.define_integer_list(
+    "experts", [32, 64], "Numbers of experts E to time.", FLAGS)
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timed repeats.",
+                                flag_values=FLAGS)
+_BLOCK_SIZES = command_line.define_integer_list(
+    "block_sizes", None, "Dropless block sizes (default: the layer's).",
+    FLAGS)
+_RAGGED = flags.DEFINE_bool(
+    "ragged", False, "Also time lax.ragged_dot (slow on CPU).",
+    flag_values=FLAGS)
 
 
 def _gate(params, x, key):
@@ -277,24 +290,18 @@ def run(num_experts: int, repeats: int, ragged: bool,
   return rows
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--experts", type=int, nargs="+", default=[32, 64])
-  parser.add_argument("--repeats", type=int, default=7)
-  parser.add_argument("--block_sizes", type=int, nargs="+", default=None,
-                      help="dropless block sizes (default: the layer's)")
-  parser.add_argument("--ragged", action="store_true",
-                      help="also time lax.ragged_dot (slow on CPU)")
-  args = parser.parse_args()
+def main(argv=None):
+  command_line.parse(FLAGS, argv, doc=__doc__)
+  block_sizes = _BLOCK_SIZES.value
   print(f"jax {jax.__version__}, devices {jax.devices()}, T={TOKENS}, "
-        f"d_model={D_MODEL}, hidden={HIDDEN}, k={K}, repeats={args.repeats}, "
-        f"block_sizes={args.block_sizes or moe_layer.MoE.block_sizes}, "
+        f"d_model={D_MODEL}, hidden={HIDDEN}, k={K}, repeats={_REPEATS.value}, "
+        f"block_sizes={block_sizes or moe_layer.MoE.block_sizes}, "
         f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
   print("| E | case | best ms | median ms | tokens/s | vs dense | vs einsum |"
         " peak MB | page faults/call |")
   print("|---|---|---|---|---|---|---|---|---|")
-  for e in args.experts:
-    for r in run(e, args.repeats, args.ragged, args.block_sizes):
+  for e in _EXPERTS.value:
+    for r in run(e, _REPEATS.value, _RAGGED.value, block_sizes):
       print(f"| {r['experts']} | {r['case']} | {r['ms']:.0f} | "
             f"{r['median_ms']:.0f} | {r['tokens_per_s']:.0f} | "
             f"{r['vs_dense']:.2f}x | {r['vs_einsum']:.2f}x | "

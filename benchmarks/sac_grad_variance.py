@@ -47,9 +47,8 @@ of the arms' median times and the ratio of their minimum times.
 
 Across seeds, per checkpoint and arm: the IQM of the per-seed variance
 ratios with a 95% percentile bootstrap CI over the seeds (Agarwal et al.
-2021, Secs. 4.1 and 4.3; `common.statistics`, seeded by the checkpoint and
-arm), their range, the
-lowest cosine and the mean z-test figures.
+2021, Secs. 4.1 and 4.3; `common.seed_statistics`, seeded by the checkpoint
+and arm), their range, the lowest cosine and the mean z-test figures.
 
 Outputs in --out, each written atomically: grad_variance.md (tables),
 grad_variance.json (all numbers, and the `common.provenance` record of the
@@ -60,7 +59,6 @@ the .md and .png from an existing grad_variance.json, leaving it as it is.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import io
@@ -70,6 +68,7 @@ import time
 import zlib
 from typing import Any, Sequence
 
+from absl import flags
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
@@ -77,11 +76,12 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from benchmarks import command_line
 from common import atomic_files
 from common import checkpointing
 from common import estimators
 from common import provenance
-from common import statistics
+from common import seed_statistics
 from sac import learner
 from sac import replay
 from sac import train as sac_train
@@ -158,7 +158,8 @@ def restore_state(workdir: str, config, agent: learner.Agent,
   return state
 
 
-def seed_state(state: learner.SACState, index: int) -> learner.SACState:
+def state_of_seed(state: learner.SACState, index: int) -> learner.SACState:
+  """The state of the run's `index`-th seed (states are stacked over seeds)."""
   return jax.tree.map(lambda x: x[index], state)
 
 
@@ -356,7 +357,7 @@ def run(workdir: str, steps: Sequence[int], out: str,
   for step in steps:
     state = restore_state(workdir, config, agents[PATHWISE], step)
     for index in range(config.num_seeds):
-      one = seed_state(state, index)
+      one = state_of_seed(state, index)
       batches = replay_batches(one, batch_key, options.num_batches, batch_size)
       per_batch = [gradient_moments(moment_fns, one, batches.obs[b],
                                     jax.random.fold_in(noise_key, b))
@@ -389,12 +390,12 @@ def across_seeds(results: dict[str, Any]) -> list[dict[str, Any]]:
       ratios = np.array([r["ratio"] for r in per_seed])
       ci = None
       if len(ratios) >= 2:
-        low, high = statistics.stratified_bootstrap_ci(
+        low, high = seed_statistics.stratified_bootstrap_ci(
             [ratios], seed=zlib.crc32(f"{step}/{arm}".encode()))
         ci = (float(low), float(high))
       rows.append({
           "step": step, "arm": arm, "seeds": [e["seed"] for e in entries],
-          "iqm": float(statistics.iqm(ratios)), "ci": ci,
+          "iqm": float(seed_statistics.iqm(ratios)), "ci": ci,
           "min": float(ratios.min()), "max": float(ratios.max()),
           "cosine_min": min(r["cosine"] for r in per_seed),
           **{k: float(np.mean([r[k] for r in per_seed]))
@@ -425,7 +426,7 @@ def markdown(results: dict[str, Any]) -> str:
       "difference to pathwise per coordinate (unbiased: ~0.05, ~0.001, ~1).",
       "",
       "Across seeds: IQM of the per-seed ratios with a 95% bootstrap CI "
-      "over the seeds (common/statistics.py), their range, the lowest "
+      "over the seeds (common/seed_statistics.py), their range, the lowest "
       "cosine and the z-test figures averaged over the seeds.", "",
       "| step | arm | seeds | ratio IQM [95% CI] | ratio range | lowest "
       "cosine | frac abs(z)>1.96 | frac abs(z)>3.29 | mean z^2 |",
@@ -503,59 +504,66 @@ def plot(results: dict[str, Any], path: str) -> None:
   atomic_files.write_bytes(path, png.getvalue())
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  """The command line (argparse, so importing this module defines no flags)."""
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", help="SAC run directory.")
-  parser.add_argument("--steps", help="Checkpoint steps, e.g. 20000,50000.")
-  parser.add_argument("--out", required=True,
-                      help="Output directory for the report.")
-  parser.add_argument("--num_repeats", type=int, default=Options.num_repeats,
-                      help="Estimates per arm and batch.")
-  parser.add_argument("--num_batches", type=int, default=Options.num_batches,
-                      help="Replay batches per checkpoint and seed.")
-  parser.add_argument("--batch_size", type=int, default=None,
-                      help="States per batch; default: the run's.")
-  parser.add_argument("--seed", type=int, default=Options.seed,
-                      help="Key of batches and noise.")
-  parser.add_argument("--timing_rounds", type=int,
-                      default=Options.timing_rounds,
-                      help="Interleaved timing rounds.")
-  parser.add_argument("--arms", default=",".join(ARMS),
-                      help="Arms to measure (with pathwise).")
-  parser.add_argument("--report_only", action="store_true",
-                      help="Rewrite the .md and .png from --out's "
-                           "grad_variance.json; measure nothing.")
-  args = parser.parse_args(argv)
-  if not args.report_only and (not args.workdir or not args.steps):
-    parser.error(f"need --workdir and --steps (or --report_only); got "
-                 f"--workdir={args.workdir!r}, --steps={args.steps!r}.")
-  if args.num_repeats < 2 or args.num_batches < 1 or args.timing_rounds < 1:
-    parser.error(
-        f"need --num_repeats >= 2, --num_batches >= 1, --timing_rounds >= 1; "
-        f"got {args.num_repeats}, {args.num_batches}, {args.timing_rounds}.")
-  return args
+# --------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------
+
+
+FLAGS = flags.FlagValues()
+_WORKDIR = flags.DEFINE_string("workdir", None, "SAC run directory.",
+                               flag_values=FLAGS)
+_STEPS = command_line.define_integer_list(
+    "steps", None, "Checkpoint steps, e.g. 20000,50000.", FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Output directory for the report.",
+                           flag_values=FLAGS, required=True)
+_NUM_REPEATS = flags.DEFINE_integer(
+    "num_repeats", Options.num_repeats, "Estimates per arm and batch.",
+    lower_bound=2, flag_values=FLAGS)
+_NUM_BATCHES = flags.DEFINE_integer(
+    "num_batches", Options.num_batches,
+    "Replay batches per checkpoint and seed.", lower_bound=1,
+    flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "States per batch; default: the run's.",
+    lower_bound=1, flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", Options.seed,
+                             "Key of batches and noise.", flag_values=FLAGS)
+_TIMING_ROUNDS = flags.DEFINE_integer(
+    "timing_rounds", Options.timing_rounds, "Interleaved timing rounds.",
+    lower_bound=1, flag_values=FLAGS)
+_ARMS = flags.DEFINE_list("arms", list(ARMS),
+                          "Arms to measure (with pathwise).",
+                          flag_values=FLAGS)
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False,
+    "Rewrite the .md and .png from --out's grad_variance.json; measure "
+    "nothing.", flag_values=FLAGS)
 
 
 def main(argv=None) -> None:
-  args = parse_args(argv)
-  if args.report_only:
-    path = os.path.join(args.out, "grad_variance.json")
+  command_line.parse(FLAGS, argv, doc=__doc__)
+  out = _OUT.value
+  if _REPORT_ONLY.value:
+    path = os.path.join(out, "grad_variance.json")
     if not os.path.exists(path):
       raise SystemExit(f"--report_only: {path!r} does not exist; run the "
                        "measurement first.")
     with open(path) as f:
       results = json.load(f)
-    write_report(results, args.out, with_json=False)
+    write_report(results, out, with_json=False)
     print(markdown(results))
     return
-  steps = [int(s) for s in args.steps.split(",")]
-  options = Options(num_repeats=args.num_repeats, num_batches=args.num_batches,
-                    batch_size=args.batch_size, seed=args.seed,
-                    timing_rounds=args.timing_rounds,
-                    arms=tuple(args.arms.split(",")))
-  run(args.workdir, steps, args.out, options)
-  with open(os.path.join(args.out, "grad_variance.json")) as f:
+  if not _WORKDIR.value or not _STEPS.value:
+    command_line.usage_error(
+        f"need --workdir and --steps (or --report_only); got "
+        f"--workdir={_WORKDIR.value!r}, --steps={_STEPS.value!r}.")
+  options = Options(num_repeats=_NUM_REPEATS.value,
+                    num_batches=_NUM_BATCHES.value,
+                    batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+                    timing_rounds=_TIMING_ROUNDS.value,
+                    arms=tuple(_ARMS.value))
+  run(_WORKDIR.value, _STEPS.value, out, options)
+  with open(os.path.join(out, "grad_variance.json")) as f:
     print(markdown(json.load(f)))
 
 

@@ -1,24 +1,24 @@
 r"""SAC learning benchmarks: final deterministic eval return per seed.
 
   # Pendulum-v1, 5 seeds vmapped in one process, 20k steps.
-  python benchmarks/sac_learning.py --suite=pendulum --num_seeds=5
+  python -m benchmarks.sac_learning --suite=pendulum --num_seeds=5
 
   # Actor-gradient ablation: same, with the score-function estimator.
-  python benchmarks/sac_learning.py --suite=pendulum \
+  python -m benchmarks.sac_learning --suite=pendulum \
       --num_seeds=5 --actor_grad=score_function
 
   # HalfCheetah-v5, 100k steps, ours vs sbx with the same seeds (needs sbx).
-  .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
+  .venv-bench/bin/python -m benchmarks.sac_learning --suite=halfcheetah \
       --num_seeds=5 --with_sbx
   # ... or the two libraries in two processes (2 cores: about 95 min wall):
-  python benchmarks/sac_learning.py --suite=halfcheetah --num_seeds=5 \
+  python -m benchmarks.sac_learning --suite=halfcheetah --num_seeds=5 \
       --out=ours.json
-  .venv-bench/bin/python benchmarks/sac_learning.py --suite=halfcheetah \
+  .venv-bench/bin/python -m benchmarks.sac_learning --suite=halfcheetah \
       --num_seeds=5 --norun_ours --with_sbx --out=sbx.json
   # More seeds: add --first_seed=5 (seeds 5..9) to both.
   # Temperature-loss ablation (Eq. 18 as written; the default and sbx use
   # the log-alpha form):
-  python benchmarks/sac_learning.py --suite=halfcheetah --num_seeds=5 \
+  python -m benchmarks.sac_learning --suite=halfcheetah --num_seeds=5 \
       --temperature_loss=alpha
 
 Evaluation protocol for both libraries: deterministic policy (tanh of the
@@ -32,32 +32,44 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
-from common import statistics
+from benchmarks import command_line
+from common import atomic_files
+from common import seed_statistics
 from launch.configs import sac as sac_config
 from sac import envs
 from sac import train as sac_train
 
+FLAGS = flags.FlagValues()
 _SUITE = flags.DEFINE_enum("suite", "pendulum", ["pendulum", "halfcheetah"],
-                           "Which benchmark.")
-_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 5, "How many seeds.")
+                           "Which benchmark.", flag_values=FLAGS)
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 5, "How many seeds.",
+                                  flag_values=FLAGS)
 _FIRST_SEED = flags.DEFINE_integer(
-    "first_seed", 0, "Seeds first_seed .. first_seed + num_seeds - 1.")
-_ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.")
+    "first_seed", 0, "Seeds first_seed .. first_seed + num_seeds - 1.",
+    flag_values=FLAGS)
+_ACTOR_GRAD = flags.DEFINE_string("actor_grad", "pathwise", "Actor gradient.",
+                                  flag_values=FLAGS)
 _TEMPERATURE_LOSS = flags.DEFINE_string(
     "temperature_loss", None,
-    "Temperature loss: log_alpha or alpha (Eq. 18); default: the config's.")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", None, "Override the budget.")
-_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Final eval episodes.")
-_WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.")
+    "Temperature loss: log_alpha or alpha (Eq. 18); default: the config's.",
+    flag_values=FLAGS)
+_NUM_STEPS = flags.DEFINE_integer("num_steps", None,
+                                  "Override the budget.", flag_values=FLAGS)
+_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10,
+                                      "Final eval episodes.",
+                                      flag_values=FLAGS)
+_WITH_SBX = flags.DEFINE_bool("with_sbx", False, "Also train sbx SAC.",
+                              flag_values=FLAGS)
 _RUN_OURS = flags.DEFINE_bool(
     "run_ours", True, "Train our agent (--norun_ours --with_sbx runs only sbx, "
-    "e.g. in a second process).")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/sac_learning", "Run directories.")
-_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+    "e.g. in a second process).", flag_values=FLAGS)
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/sac_learning",
+                               "Run directories.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.",
+                           flag_values=FLAGS)
 
 
 def _config():
@@ -122,10 +134,11 @@ def run_sbx(config, progress_file: str | None = None) -> list[float]:
 
 def _sample_std(values) -> float | None:
   """The sample std (ddof = 1) over seeds; None for a single seed."""
-  return statistics.sample_std(values) if len(values) > 1 else None
+  return seed_statistics.sample_std(values) if len(values) > 1 else None
 
 
-def main(_):
+def main(argv=None):
+  command_line.parse(FLAGS, argv, doc=__doc__)
   config = _config()
   workdir = os.path.join(
       _WORKDIR.value, f"{config.env_id}_{config.actor_grad}_seeds{config.seed}"
@@ -150,9 +163,8 @@ def main(_):
                sbx_sample_std=_sample_std(theirs), sbx_wall_s=time.time() - start)
   print(json.dumps(out, indent=2))
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(out, f, indent=2)
+    atomic_files.write_json(_OUT.value, out)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -1,6 +1,6 @@
 r"""SAC training throughput: stochgrad vs sbx vs the update-only ceiling.
 
-  .venv-bench/bin/python benchmarks/sac_throughput.py [--env_id=HalfCheetah-v5]
+  .venv-bench/bin/python -m benchmarks.sac_throughput [--env_id=HalfCheetah-v5]
 
 Everything is measured in this one process, so the ratios are what counts (the
 CPU may be shared). Setting for all runs: one gradient step per env step,
@@ -31,27 +31,35 @@ import os
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
+from benchmarks import command_line
+from common import atomic_files
+from common import csv_logs
 from launch.configs import sac as sac_config
 from sac import learner
 from sac import replay
-from sac import run_logs
 from sac import train as sac_train
 
-_ENV_ID = flags.DEFINE_string("env_id", "HalfCheetah-v5", "Gymnasium env id.")
-_WARMUP = flags.DEFINE_integer("warmup", 1500, "Steps before timing starts.")
-_MEASURE = flags.DEFINE_integer("measure", 3000, "Timed steps.")
-_SKIP_SBX = flags.DEFINE_bool("skip_sbx", False, "Do not run sbx.")
-_SEEDS4 = flags.DEFINE_bool("seeds4", True, "Also time num_seeds=4.")
+FLAGS = flags.FlagValues()
+_ENV_ID = flags.DEFINE_string("env_id", "HalfCheetah-v5", "Gymnasium env id.",
+                              flag_values=FLAGS)
+_WARMUP = flags.DEFINE_integer("warmup", 1500, "Steps before timing starts.",
+                               flag_values=FLAGS)
+_MEASURE = flags.DEFINE_integer("measure", 3000, "Timed steps.",
+                                flag_values=FLAGS)
+_SKIP_SBX = flags.DEFINE_bool("skip_sbx", False, "Do not run sbx.",
+                              flag_values=FLAGS)
+_SEEDS4 = flags.DEFINE_bool("seeds4", True, "Also time num_seeds=4.",
+                            flag_values=FLAGS)
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 5, "Alternating ceiling/ours/sbx rounds (the CPU may be "
     "shared): ratios within each round, their median and minimum reported.",
-    lower_bound=1)
-_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+    lower_bound=1, flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.",
+                           flag_values=FLAGS)
 
 LEARNING_STARTS = 1000
 LOG_EVERY = 500
@@ -78,7 +86,7 @@ def time_ours(num_seeds: int = 1) -> float:
   """Per-seed env steps/s of the full training loop after warm-up."""
   with tempfile.TemporaryDirectory() as workdir:
     sac_train.train(_config(num_seeds), workdir)
-    rows = run_logs.read_csv(os.path.join(workdir, "train.csv"))
+    rows = csv_logs.read_csv(os.path.join(workdir, "train.csv"))
   rows = [r for r in rows if int(r["seed"]) == 0
           and int(r["step"]) > _WARMUP.value]
   seconds = sum(LOG_EVERY / float(r["steps_per_sec"]) for r in rows)
@@ -165,7 +173,8 @@ def _round_ratios(name: str, numerators, denominators) -> dict:
           f"{name}_min": min(ratios)}
 
 
-def main(_):
+def main(argv=None):
+  command_line.parse(FLAGS, argv, doc=__doc__)
   results = {"env_id": _ENV_ID.value, "jax": jax.__version__,
              "devices": str(jax.devices())}
   ceilings, compiles, ours_runs, sbx_runs = [], [], [], []
@@ -191,9 +200,8 @@ def main(_):
     results.update(_round_ratios("ours_over_sbx", ours_runs, sbx_runs))
   print(json.dumps(results, indent=2))
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(results, f, indent=2)
+    atomic_files.write_json(_OUT.value, results)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

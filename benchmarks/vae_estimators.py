@@ -44,22 +44,25 @@ Tiny smoke run:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import statistics
 import time
+import types
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import command_line
+from common import atomic_files
 from common import checkpointing
 from common import csv_logs
 from common import estimators
+from common import seed_statistics
 from common import training_loop
-from common import statistics as seed_statistics
 from launch.configs import vae as vae_configs
 from vae import data as vae_data
 from vae import gradients
@@ -166,50 +169,67 @@ def time_steps(runs: dict, *, timing_steps: int, rounds: int):
   return seconds
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", choices=sorted(ESTIMATORS))
-  parser.add_argument("--estimators", default="",
-                      help="Comma-separated subset (default: all).")
-  parser.add_argument("--seeds", default="0")
-  parser.add_argument("--num_steps", type=int, default=2000)
-  parser.add_argument("--eval_every", type=int, default=250)
-  parser.add_argument("--iw_samples", type=int, default=1000)
-  parser.add_argument("--num_repeats", type=int, default=64,
-                      help="Gradient estimates per variance measurement.")
-  parser.add_argument("--timing_steps", type=int, default=20)
-  parser.add_argument("--timing_rounds", type=int, default=5)
-  parser.add_argument("--tiny", action="store_true",
-                      help="Sizes of the `test` config (smoke run).")
-  parser.add_argument("--compare_to", default="score_function",
-                      help="Estimator the comparison table divides by (no "
-                      "comparison table when it was not run).")
-  parser.add_argument("--from_json", default="",
-                      help="Rewrite the tables and figure of this saved "
-                      "JSON into --out_dir; no training.")
-  parser.add_argument("--out_dir", required=True)
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("preset", None, sorted(ESTIMATORS), "The VAE preset.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("estimators", "", "Comma-separated subset (default: all).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("seeds", "0", "Comma-separated seeds.", flag_values=FLAGS)
+flags.DEFINE_integer("num_steps", 2000, "Training steps per run.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("iw_samples", 1000,
+                     "Samples of the importance-weighted bound.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("num_repeats", 64,
+                     "Gradient estimates per variance measurement.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("timing_steps", 20, "Updates per timed chunk.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("timing_rounds", 5, "Interleaved timing rounds.",
+                     flag_values=FLAGS)
+flags.DEFINE_bool("tiny", False, "Sizes of the `test` config (smoke run).",
+                  flag_values=FLAGS)
+flags.DEFINE_string("compare_to", "score_function",
+                    "Estimator the comparison table divides by (no "
+                    "comparison table when it was not run).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("from_json", "",
+                    "Rewrite the tables and figure of this saved JSON into "
+                    "--out_dir; no training.", flag_values=FLAGS)
+flags.DEFINE_string("out_dir", None, "Output directory.", flag_values=FLAGS,
+                    required=True)
+
+
+def main(argv=None):
+  command_line.parse(FLAGS, argv, doc=__doc__)
+  args = types.SimpleNamespace(**FLAGS.flag_values_dict())
   if args.from_json:
     training_flags = [f"--{name}" for name in ("preset", "estimators")
                       if getattr(args, name)]
     if training_flags:
-      parser.error(f"--from_json takes the run's settings from the JSON; "
-                   f"drop {training_flags}.")
+      command_line.usage_error(
+          f"--from_json takes the run's settings from the JSON; "
+          f"drop {training_flags}.")
     results = load_results(args.from_json)
     if args.compare_to not in results["finals"]:
-      parser.error(f"--compare_to={args.compare_to!r} is not among the "
-                   f"JSON's estimators {list(results['finals'])}.")
+      command_line.usage_error(
+          f"--compare_to={args.compare_to!r} is not among the "
+          f"JSON's estimators {list(results['finals'])}.")
     write_outputs(results, args.out_dir, compare_to=args.compare_to)
     return
   if args.preset is None:
-    parser.error("--preset is required (or --from_json).")
+    command_line.usage_error("--preset is required (or --from_json).")
   if args.num_steps % (2 * args.eval_every):
-    parser.error("--num_steps must be a multiple of 2 * --eval_every.")
+    command_line.usage_error(
+        "--num_steps must be a multiple of 2 * --eval_every.")
   field, all_names = ESTIMATORS[args.preset]
   names = tuple(args.estimators.split(",")) if args.estimators else all_names
   unknown = [n for n in names if n not in all_names]
   if unknown:
-    parser.error(f"unknown estimators {unknown}; choose from {all_names}.")
+    command_line.usage_error(
+        f"unknown estimators {unknown}; choose from {all_names}.")
   seeds = [int(s) for s in args.seeds.split(",")]
   os.makedirs(args.out_dir, exist_ok=True)
   checkpoint_steps = (args.eval_every, args.num_steps // 2, args.num_steps)
@@ -272,8 +292,8 @@ def main():
              "finals": finals, "variance": variance, "timing": timing,
              "checkpoint_steps": checkpoint_steps}
   stem = os.path.join(args.out_dir, f"vae_estimators_{args.preset}")
-  with open(stem + ".json", "w") as f:
-    json.dump(results, f, indent=1, default=str)
+  atomic_files.write_text(stem + ".json",
+                          json.dumps(results, indent=1, default=str))
   write_outputs(results, args.out_dir, compare_to=args.compare_to)
 
 
@@ -297,8 +317,7 @@ def write_outputs(results: dict, out_dir: str, *, compare_to: str) -> None:
     text += "\n" + comparison_table(results, names, seeds, compare_to)
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f"vae_estimators_{results['args']['preset']}")
-  with open(stem + ".md", "w") as f:
-    f.write(text)
+  atomic_files.write_text(stem + ".md", text)
   plot(results, names, seeds, stem + ".png")
   print(text)
 

@@ -1,17 +1,18 @@
 """The report of a study directory: `DIR/report.md` and `DIR/figures/*.png`.
 
 Everything is computed from the finished cells' `eval.csv` files by
-`common.statistics` (no hand-entered number): per condition the IQM of the
-per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
+`common.seed_statistics` (no hand-entered number): per condition the IQM of
+the per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
 2021, Secs. 4.1 and 4.3; stratified by task where tasks are pooled), the mean
 +- sample std (ddof = 1) and the per-seed finals; paired differences A - B on
 the seeds both conditions ran; optional aggregates over tasks; learning curves
 (IQM over seeds per evaluation step, with the CI as a band).
 
 The report is deterministic: every bootstrap draws from a generator seeded by
-a CRC-32 of the study, metric and row names, numbers are printed with a fixed
-format, and nothing depends on the clock or the directory's path, so the same
-run directories give a byte-identical report.md.
+a CRC-32 of the study, metric and row names, every number of its tables is
+printed by `fmt` (4 significant digits), and nothing depends on the clock or
+the directory's path, so the same run directories give a byte-identical
+report.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from common import atomic_files
 from common import csv_logs
 from common import provenance
-from common import statistics
+from common import seed_statistics
 from launch import studies
 from launch import study_runner
 
@@ -59,21 +60,6 @@ def fmt(value: float) -> str:
   if abs(rounded) >= 1000:
     return f"{value:.1f}"
   return format(rounded, "f")
-
-
-def fmt_exact(value: float) -> str:
-  """A logged value as the shortest text that reads back to it, no exponent.
-
-  The trainers log float32 results: a value that is exactly a float32 gets
-  the shortest text that parses back to that float32 (within half a float32
-  ulp, ~6e-8 relative, of it as a float64); any other value gets the
-  shortest float64 text, which parses back exactly.
-  """
-  value = float(value)
-  if float(np.float32(value)) == value:
-    return np.format_float_positional(np.float32(value), unique=True,
-                                      trim="-")
-  return np.format_float_positional(value, unique=True, trim="-")
 
 
 def load_condition(study: studies.Study, workdir: str,
@@ -113,14 +99,15 @@ def load_condition(study: studies.Study, workdir: str,
 def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
   seeds = sorted(finals)
   values = np.array([finals[s] for s in seeds])
-  per_seed = ", ".join(fmt_exact(finals[s]) for s in seeds)
+  per_seed = ", ".join(fmt(finals[s]) for s in seeds)
   if len(values) >= 2:
-    low, high = statistics.stratified_bootstrap_ci(
+    low, high = seed_statistics.stratified_bootstrap_ci(
         [values], seed=_seed_of(study.name, metric.column, condition.name))
-    iqm = f"{fmt(statistics.iqm(values))} [{fmt(low)}, {fmt(high)}]"
-    spread = f"{fmt(values.mean())} ± {fmt(statistics.sample_std(values))}"
+    iqm = f"{fmt(seed_statistics.iqm(values))} [{fmt(low)}, {fmt(high)}]"
+    std = seed_statistics.sample_std(values)
+    spread = f"{fmt(values.mean())} ± {fmt(std)}"
   else:
-    iqm = f"{fmt(statistics.iqm(values))} [n/a]"
+    iqm = f"{fmt(seed_statistics.iqm(values))} [n/a]"
     spread = f"{fmt(values.mean())} ± n/a"
   seed_list = ", ".join(str(s) for s in seeds)
   return (f"| {condition.label} | {condition.task} | {seed_list} | {iqm} | "
@@ -131,7 +118,7 @@ def _pair_row(study, metric, finals_by_cond, a: str, b: str) -> str | None:
   fa, fb = finals_by_cond[a], finals_by_cond[b]
   if not set(fa) & set(fb):
     return None
-  d = statistics.paired_difference(
+  d = seed_statistics.paired_difference(
       fa, fb, seed=_seed_of(study.name, metric.column, a, b))
   ci = "n/a" if d.ci is None else f"[{fmt(d.ci[0])}, {fmt(d.ci[1])}]"
   std = "n/a" if d.std is None else fmt(d.std)
@@ -156,7 +143,7 @@ def _aggregate_row(study, metric, finals_by_cond, label, pairs) -> str | None:
     strata.append(np.array([(finals_by_cond[a][s] - finals_by_cond[b][s])
                             / base for s in shared]))
     tasks.append(f"{study.condition(a).task} ({len(shared)} seeds)")
-  low, high = statistics.stratified_bootstrap_ci(
+  low, high = seed_statistics.stratified_bootstrap_ci(
       strata, statistic=np.mean, seed=_seed_of(study.name, metric.column,
                                                label))
   mean = float(np.mean(np.concatenate(strata)))
@@ -184,10 +171,10 @@ def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
         raise ValueError(f"{condition.name}: seeds evaluated at different "
                          f"steps; cannot draw one curve.")
       values = np.stack([data[s][metric.column] for s in seeds])  # [n, T]
-      line, = ax.plot(steps, statistics.iqm(values, axis=0),
+      line, = ax.plot(steps, seed_statistics.iqm(values, axis=0),
                       label=f"{condition.label} (n={len(seeds)})")
       if len(seeds) >= 2:
-        low, high = statistics.stratified_bootstrap_ci(
+        low, high = seed_statistics.stratified_bootstrap_ci(
             [values], seed=_seed_of(study.name, metric.column, condition.name,
                                     "curve"))
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2,
@@ -294,18 +281,18 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
   n = settings.num_seeds
   coverage = (f" With {n} seeds, the percentile interval of a mean of normal "
               f"values covers the true mean about "
-              f"{statistics.normal_coverage(n):.0%} of the time, not 95% "
-              f"(common/statistics.py)." if n >= 2 else "")
+              f"{seed_statistics.normal_coverage(n):.0%} of the time, not 95% "
+              f"(common/seed_statistics.py)." if n >= 2 else "")
   few = (" With 3 seeds, the CI of a paired mean difference excludes 0 only "
          "when all three differences have the same sign." if n == 3 else "")
   return [
-      "Statistics (`common/statistics.py`, from each run's `eval.csv`): per "
-      "condition, the IQM (`scipy.stats.trim_mean(x, 0.25)`; the plain mean "
-      "below 4 seeds) of the per-seed final values, with a 95% percentile "
-      "bootstrap CI (Agarwal et al. 2021, Secs. 4.1 and 4.3; "
-      f"{statistics.NUM_RESAMPLES} resamples of the seeds, "
+      "Statistics (`common/seed_statistics.py`, from each run's `eval.csv`): "
+      "per condition, the IQM (`scipy.stats.trim_mean(x, 0.25)`; the plain "
+      "mean below 4 seeds) of the per-seed final values, with a 95% "
+      "percentile bootstrap CI (Agarwal et al. 2021, Secs. 4.1 and 4.3; "
+      f"{seed_statistics.NUM_RESAMPLES} resamples of the seeds, "
       "`scipy.stats.bootstrap` with a seeded generator); mean ± sample std "
-      "(ddof = 1); the finals per seed as logged. Paired differences A − B "
+      "(ddof = 1); the final value of every seed. Paired differences A − B "
       "use the seeds both conditions ran (the same seed gives both the same "
       "initialisation and data streams): their mean, its 95% bootstrap CI "
       "and the sample std of the differences. **Rule:** two conditions are "
@@ -351,7 +338,7 @@ def write_report(study: studies.Study, workdir: str) -> str:
     lines += [f"## {metric.label}", "",
               f"`{metric.column}` at the final evaluation.", "",
               "| condition | task | seeds | IQM [95% CI] | mean ± sample std "
-              "| per seed (final, as logged) |",
+              "| per seed (final) |",
               "|---|---|---|---|---|---|"]
     for condition in study.conditions:
       if finals[condition.name]:

@@ -10,6 +10,10 @@ import numpy as np
 
 from sac import envs
 
+# The columns of a SAC run's eval.csv: one row per evaluation and seed, the
+# mean and std of the deterministic return over the evaluation episodes.
+EVAL_COLUMNS = ("step", "seed", "return_mean", "return_std", "episodes")
+
 
 def evaluate(eval_env: gym.vector.VectorEnv, policy_fn: Callable, actor_params,
              seeds: Sequence[int], episodes: int, round_index: int,

@@ -38,7 +38,7 @@ from sac import collector as sac_collector
 from sac import envs
 from sac import evaluation
 from sac import learner
-from sac import run_logs
+from sac import plots
 from sac import seed_sharding
 from sac import validation
 
@@ -96,7 +96,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _, rows = training_loop.run(
         run, state, program, workdir=workdir, num_steps=config.num_steps,
         tensorboard=True, progress_bar=config.progress_bar)
-  run_logs.plot_learning_curve(
+  plots.plot_learning_curve(
       os.path.join(workdir, "eval.csv"),
       os.path.join(workdir, "learning_curve.png"),
       f"SAC ({config.actor_grad}) on {config.env_id}")
@@ -132,7 +132,7 @@ def make_program(config, agent: learner.Agent,
 
   return training_loop.Program(
       stride=config.num_envs, step=collector.step, evaluate=evaluate,
-      eval_columns=run_logs.EVAL_COLUMNS, loss_names=learner.METRIC_NAMES,
+      eval_columns=evaluation.EVAL_COLUMNS, loss_names=learner.METRIC_NAMES,
       evaluate_every=training_loop.Every(config.eval_every),
       checkpoint_every=training_loop.Every(
           config.checkpoint_every,

@@ -2,7 +2,7 @@
 
 One end-to-end study trains the real MoE trainer (two Table 6 rows, quick
 configs, 2 seeds, 4 runs of 20 steps) and checks the report's numbers against
-the runs' eval.csv and `common.statistics`. The other tests use a fake
+the runs' eval.csv and `common.seed_statistics`. The other tests use a fake
 trainer that writes an eval.csv in the system's format (SAC: a `seed` column,
 all seeds in one run directory), so the cell bookkeeping (resume, shards,
 manifest) and the report's determinism are checked in milliseconds per run.
@@ -21,7 +21,7 @@ import pytest
 
 from common import csv_logs
 from common import provenance
-from common import statistics
+from common import seed_statistics
 from launch import ablate
 from launch import studies
 from launch import study_report
@@ -76,6 +76,11 @@ def _cells(study, settings):
   return [c.path for c in study_runner.study_cells(study, settings)]
 
 
+def _section(report, heading):
+  """The text of a report's `## heading` section."""
+  return report.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
   """Two rows x 2 seeds, quick configs; then a rerun trains nothing."""
   base = studies.MOE_TABLE6
@@ -98,12 +103,12 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
       finals[row.name, seed] = float(csv[-1]["cv_load"])
   a = {s: finals["wi0.1_wl0.1", s] for s in (0, 1)}
   b = {s: finals["wi0_wl0", s] for s in (0, 1)}
-  for name, values in (("wi0_wl0", b), ("wi0.1_wl0.1", a)):
-    per_seed = ", ".join(study_report.fmt_exact(v) for v in values.values())
-    assert f"| mixture | 0, 1 | " in text and per_seed in text
-    assert [np.float32(v) for v in per_seed.split(", ")] == [
-        np.float32(v) for v in values.values()]
-  diff = statistics.paired_difference(a, b, seed=study_report._seed_of(
+  cv_load = _section(text, "CV(Load)")
+  for label, values in (("(0, 0)", b), ("(0.1, 0.1)", a)):
+    per_seed = ", ".join(study_report.fmt(v) for v in values.values())
+    assert f"| {label} | mixture | 0, 1 | " in cv_load
+    assert f" | {per_seed} |\n" in cv_load, (per_seed, cv_load)
+  diff = seed_statistics.paired_difference(a, b, seed=study_report._seed_of(
       study.name, "cv_load", "wi0.1_wl0.1", "wi0_wl0"))
   assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | {study_report.fmt(diff.mean)} "
           f"[{study_report.fmt(diff.ci[0])}, {study_report.fmt(diff.ci[1])}]"
@@ -194,18 +199,55 @@ def test_report_is_deterministic_and_lists_unfinished_cells(tmp_path):
   assert "`cells/wi0_wl0/seed_1`" in text  # Shard 1's cells.
   assert "`cells/wi0_wl0/seed_0`" not in text
   assert "| (0, 0) | mixture | 0, 2 |" in text  # Seeds 0 and 2 finished.
-  # Every "mean ± sample std" cell is numpy's of the per-seed values shown.
+  # Every "mean ± sample std" cell is numpy's of the per-seed values shown,
+  # within the rounding of both: rounding each value by at most h moves the
+  # mean by at most h and the sample std by at most h sqrt(n / (n - 1)).
   rows = [line.split(" | ") for line in text.splitlines()
           if line.startswith("| (") and " ± " in line
           and " ± n/a" not in line]  # Rows 0, 2, 4, 6 have 2 seeds.
   assert len(rows) == 4 * 4
+  half_ulp = lambda s: 0.5 * 10.0**-len(s.partition(".")[2])
   for row in rows:
-    values = [float(v) for v in row[5].strip(" |").split(", ")]
+    shown_values = row[5].strip(" |").split(", ")
+    values = [float(v) for v in shown_values]
+    n, h = len(values), max(map(half_ulp, shown_values))
     mean, std = row[4].split(" ± ")
-    for shown, exact in ((mean, np.mean(values)),
-                         (std, np.std(values, ddof=1))):
-      decimals = len(shown.split(".")[1])
-      assert abs(float(shown) - exact) <= 0.5 * 10.0**-decimals + 1e-12, row
+    for shown, exact, rounding in (
+        (mean, np.mean(values), h),
+        (std, np.std(values, ddof=1), h * np.sqrt(n / (n - 1)))):
+      assert abs(float(shown) - exact) <= half_ulp(shown) + rounding + 1e-12, (
+          row)
+
+
+def test_report_prints_each_seed_final_with_four_significant_digits(
+    tmp_path):
+  """The per-seed column uses the report's `fmt`, like every other number.
+
+  Oracle: the finals read back from each cell's eval.csv, formatted by
+  `fmt` (whose own digits its doctest checks); the fake trainer's finals
+  have 16 significant digits, so a full-precision column fails.
+  """
+  study = studies.MOE_TABLE6
+  workdir = str(tmp_path)
+  ablate.run(study.name, workdir, quick=True, seeds=2,
+             train=FakeTrainer(study))
+  text = open(study_report.write_report(study, workdir)).read()
+  checked = 0
+  for metric in study.system.metrics:
+    section = _section(text, metric.label)
+    for condition in study.conditions:
+      finals = []
+      for seed in (0, 1):
+        rows = csv_logs.read_csv(os.path.join(
+            workdir, "cells", condition.name, f"seed_{seed}", "eval.csv"))
+        finals.append(float(rows[-1][metric.column]))
+      assert float(study_report.fmt(finals[0])) != finals[0]  # More digits.
+      per_seed = ", ".join(study_report.fmt(v) for v in finals)
+      row = next(r for r in section.splitlines()
+                 if r.startswith(f"| {condition.label} | "))
+      assert row.endswith(f" | {per_seed} |"), row
+      checked += 1
+  assert checked == len(study.system.metrics) * len(study.conditions)
 
 
 def test_bad_input_is_named(tmp_path):

@@ -9,15 +9,19 @@ What is checked:
   match. A docstring section headed `Example:`, `Examples:` or `Usage:` must
   be written as `>>>` lines, so an example that doctest would not run cannot
   be added.
-- README python blocks. Each fenced python block of README.md is executed as
-  a script from the repository root, in a fresh namespace, with its printed
-  output captured (comments such as `# mean ~ (2, 2)` are for the reader and
-  are not compared; the estimators' exact values are tested in
-  tests/test_estimators.py).
+- Python blocks in README.md and docs/*.md. Each fenced python block is
+  executed as a script in a fresh namespace, from a temporary directory (so a
+  block that writes files leaves nothing behind) with the repository root on
+  sys.path, its printed output captured (comments such as `# mean ~ (2, 2)`
+  are for the reader and are not compared; the estimators' exact values are
+  tested in tests/test_estimators.py).
 - Commands in README.md and docs/*.md. Every `python -m <module>` in a bash
   block names a module of the repository, every `--config=<file>[:preset]` names a config file
   that exists with a preset that its `get_config` accepts, and every
   `--config.<field>=` override on the same line names a field of that config.
+  Every flag of a `python -m benchmarks.NAME` command is a flag of that
+  benchmark (`benchmarks/__init__.py`: absl flags in the module's `FLAGS`),
+  spelt `--name=value` unless it is a boolean.
 - Links in README.md and docs/*.md. Every relative link names a file of
   the repository, and its #anchor a heading of that file (GitHub's anchor
   rules).
@@ -25,7 +29,10 @@ What is checked:
   std" cell equals numpy's mean and std (ddof=1) of the per-seed values it
   summarises, to the precision shown: either the "per seed" cell of the same
   row, or the numbers above it in its column when the row is labelled
-  "mean ± sample std".
+  "mean ± sample std". Per-seed values shown rounded (a study report's 4
+  significant digits) widen the tolerance by their rounding: rounding each
+  of n values by at most h moves the mean by at most h and the sample std by
+  at most h sqrt(n / (n - 1)).
 """
 
 import ast
@@ -138,7 +145,7 @@ def test_docstring_examples_run(name):
 
 
 # ---------------------------------------------------------------------------
-# README.
+# Markdown: python blocks and commands.
 # ---------------------------------------------------------------------------
 
 
@@ -150,21 +157,25 @@ def fenced_blocks(language, paths=(README,)):
   return blocks
 
 
-def readme_blocks(language):
-  return fenced_blocks(language)
+def python_blocks():
+  """(file name, index in that file, code) of every python block."""
+  return [(str(path.relative_to(ROOT)), i, code) for path in MARKDOWN
+          for i, code in enumerate(fenced_blocks("python", (path,)))]
 
 
-def test_readme_has_python_blocks():
-  assert readme_blocks("python")
+def test_python_blocks_are_found_in_the_readme_and_docs():
+  files = {name for name, _, _ in python_blocks()}
+  assert {"README.md", "docs/moe.md"} <= files, files
 
 
-@pytest.mark.parametrize("index", range(len(readme_blocks("python"))))
-def test_readme_python_block_runs(index, monkeypatch):
-  code = readme_blocks("python")[index]
-  monkeypatch.chdir(ROOT)
-  namespace = {"__name__": "__readme__"}
+@pytest.mark.parametrize("name,index,code", python_blocks(),
+                         ids=[f"{n}-{i}" for n, i, _ in python_blocks()])
+def test_markdown_python_block_runs(name, index, code, monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(ROOT))
+  namespace = {"__name__": "__markdown__"}
   with contextlib.redirect_stdout(io.StringIO()):
-    exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    exec(compile(code, f"{name} python block {index}", "exec"), namespace)
 
 
 def readme_commands():
@@ -203,6 +214,25 @@ def test_readme_commands_name_real_modules_and_configs():
           node = node[part]
 
 
+def test_benchmark_commands_use_the_benchmarks_flags():
+  """`python -m benchmarks.NAME --flag...` names flags of NAME's `FLAGS`
+  (booleans also as --noflag), written absl's way (--name=value)."""
+  checked = 0
+  for command in readme_commands():
+    match = re.search(r"python3? -m (benchmarks\.\w+)(.*)", command)
+    if match is None:
+      continue
+    defined = importlib.import_module(match.group(1)).FLAGS
+    for name, value in re.findall(r"--(\w+)(=?)", match.group(2)):
+      flag = defined[name] if name in defined else (
+          defined[name[2:]] if name.startswith("no") and name[2:] in defined
+          else None)
+      assert flag is not None, f"{command}: no flag --{name}"
+      assert value or flag.boolean, f"{command}: write --{name}=VALUE"
+      checked += 1
+  assert checked > 10, checked
+
+
 # ---------------------------------------------------------------------------
 # Seed statistics in tables.
 # ---------------------------------------------------------------------------
@@ -230,18 +260,26 @@ def parse_mean_std(cell):
   return None if m is None else (m.group(1), m.group(2))
 
 
-def assert_matches(values, shown, where):
-  values = np.asarray(values, np.float64)
-  for label, exact, text in (("mean", values.mean(), shown[0]),
-                             ("sample std", values.std(ddof=1), shown[1])):
-    decimals = len(text.split(".")[1]) if "." in text else 0
-    assert abs(exact - float(text)) <= 0.5 * 10.0**-decimals + 1e-9, (
+def half_ulp(text):
+  """Half a unit in the last digit of a number shown as `text`."""
+  return 0.5 * 10.0**-len(text.partition(".")[2])
+
+
+def assert_matches(value_texts, shown, where):
+  values = np.asarray([float(v) for v in value_texts], np.float64)
+  n = len(values)
+  h = max(map(half_ulp, value_texts))
+  for label, exact, text, rounding in (
+      ("mean", values.mean(), shown[0], h),
+      ("sample std", values.std(ddof=1), shown[1], h * np.sqrt(n / (n - 1)))):
+    assert abs(exact - float(text)) <= half_ulp(text) + rounding + 1e-9, (
         f"{where}: {label} shown {text}, computed {exact:.4f} from "
         f"{values.tolist()}")
 
 
 def seed_statistics():
-  """(where, per-seed values, (mean text, std text)) of every such cell."""
+  """(where, per-seed value texts, (mean text, std text)) of every such
+  cell."""
   found = []
   for path in MARKDOWN:
     for table in markdown_tables(path):
@@ -251,14 +289,14 @@ def seed_statistics():
       if MEAN_STD in header and per_seed:
         col = header.index(MEAN_STD)
         for row in table[1:]:
-          values = [float(v) for v in re.findall(NUMBER, row[per_seed[0]])]
+          values = re.findall(NUMBER, row[per_seed[0]])
           found.append((f"{path.name}: {row}", values,
                         parse_mean_std(row[col])))
       for r, row in enumerate(table):
         if row[0].strip("*") == MEAN_STD:
           for col, cell in enumerate(row[1:], start=1):
             if parse_mean_std(cell) is not None:
-              values = [float(above[col].strip("*")) for above in table[1:r]]
+              values = [above[col].strip("*") for above in table[1:r]]
               found.append((f"{path.name}: {header[col]}", values,
                             parse_mean_std(cell)))
   return found

@@ -153,13 +153,13 @@ def _fake_results(ratios_by_step):
 
 
 def test_across_seeds_summary_is_the_iqm_with_a_bootstrap_ci():
-  from common import statistics
+  from common import seed_statistics
   ratios = [0.8, 0.9, 1.3, 0.85, 5.0]
   rows = gv.across_seeds(_fake_results({20000: ratios, 50000: [2.0]}))
   first, single = rows
   # IQM of 5 values drops the lowest and the highest: mean(0.85, 0.9, 1.3).
   assert first["iqm"] == pytest.approx((0.85 + 0.9 + 1.3) / 3)
-  assert first["iqm"] == pytest.approx(float(statistics.iqm(ratios)))
+  assert first["iqm"] == pytest.approx(float(seed_statistics.iqm(ratios)))
   assert first["ci"][0] <= first["iqm"] <= first["ci"][1]
   assert (first["min"], first["max"]) == (0.8, 5.0)
   assert first["cosine_min"] == pytest.approx(0.95)

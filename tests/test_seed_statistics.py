@@ -1,4 +1,4 @@
-"""Tests of common/statistics.py (IQM, ddof = 1, stratified bootstrap CIs).
+"""Tests of common/seed_statistics.py: IQM, sample std, bootstrap CIs.
 
 Oracles: hand-worked samples (the trimmed values of the IQM; the exact
 bootstrap distribution of a 2-value sample, whose percentile interval is the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from common import statistics as S
+from common import seed_statistics as S
 
 
 def test_iqm_hand_worked():

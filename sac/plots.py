@@ -1,15 +1,10 @@
-"""SAC run outputs: the eval.csv columns and the learning-curve PNG.
-
-The resume-safe CSV logs themselves are `common.csv_logs.CsvLog`.
-"""
+"""The learning-curve PNG of a SAC run, drawn from its eval.csv."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from common.csv_logs import read_csv
-
-EVAL_COLUMNS = ("step", "seed", "return_mean", "return_std", "episodes")
+from common import csv_logs
 
 
 def plot_learning_curve(eval_csv: str, png_path: str, title: str) -> None:
@@ -18,7 +13,7 @@ def plot_learning_curve(eval_csv: str, png_path: str, title: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  rows = read_csv(eval_csv)
+  rows = csv_logs.read_csv(eval_csv)
   if not rows:
     return
   steps = np.array([int(r["step"]) for r in rows])
