@@ -1,70 +1,58 @@
-"""Statistical tests of common/estimators.py.
+"""Tests of the public interface common/estimators.py.
 
-Monte-Carlo means are compared with exact gradients, and per-sample variances
-with exact variances, each within 5 standard errors computed from the samples
-themselves (never a fixed loose constant): the SE of a mean is the sample
-std / sqrt(n), and the SE of a sample variance comes from the fourth central
-moment, Var(s^2) ~= (m4 - s^4) / n. Seeds are fixed, so every test is
-deterministic.
-
-Oracle: Gaussian x ~ N(mu, sigma^2), f(x) = (x - k)^2, d = mu - k.
-  E f = d^2 + sigma^2, so the exact gradient is
-      d/dmu = 2 d,   d/dsigma = 2 sigma.
-  Exact per-sample (S = 1) variances of the estimates:
-      pathwise:                          mu: 4 sigma^2
-                                         sigma: 4 d^2 + 8 sigma^2
-      score function, no baseline:       mu: d^4/sigma^2 + 14 d^2 + 15 sigma^2
-                                         sigma: 2 d^4/sigma^2 + 60 d^2 + 74 sigma^2
-      score function, baseline b = E f:  mu: 8 d^2 + 10 sigma^2
-                                         sigma: 40 d^2 + 56 sigma^2
-  At mu = sigma = 1, k = 0: pathwise 4 (mu) and 12 (sigma); score function
-  30 (mu) and 136 (sigma).
-
-Derivation. Write x = mu + sigma eps with eps ~ N(0, 1), so
-f = (d + sigma eps)^2, and use E eps^2 = 1, E eps^4 = 3, E eps^6 = 15,
-E eps^8 = 105 (odd moments vanish). Each variance is E[g^2] - (E g)^2.
-  Pathwise: g_mu = 2 (d + sigma eps) and g_sigma = 2 (d + sigma eps) eps
-    = 2 d eps + 2 sigma eps^2; Var(eps^2) = 2 and Cov(eps, eps^2) = 0.
-  Score function: the scores of N(mu, sigma^2) are h_mu = eps / sigma and
-    h_sigma = (eps^2 - 1) / sigma, and g = (f - b) h. With b = 0, expand
-    (d + sigma eps)^4 and take E[(d + sigma eps)^4 eps^2] = d^4 + 18 d^2
-    sigma^2 + 15 sigma^4 (mu) and E[(d + sigma eps)^4 (eps^2 - 1)^2] =
-    2 d^4 + 60 d^2 sigma^2 + 78 sigma^4 (sigma); divide by sigma^2 and
-    subtract (2 d)^2 and (2 sigma)^2. With b = E f, f - b = 2 d sigma eps +
-    sigma^2 (eps^2 - 1), so g_mu = 2 d eps^2 + sigma (eps^3 - eps) and
-    g_sigma = 2 d eps (eps^2 - 1) + sigma (eps^2 - 1)^2, with
-    E[(eps^3 - eps)^2] = 10, E[eps^2 (eps^2 - 1)^2] = 10 and
-    E[(eps^2 - 1)^4] = 60.
-  The leave-one-out estimator's exact variance is derived in
-  `exact_leave_one_out_variance` below.
-
-Also tested: degenerate limits (a constant f with a matching baseline gives
-exactly zero; zero noise gives the deterministic gradient); a
-`jax.custom_jvp` trap that fails if `score_function_grad` ever differentiates
-f; multivariate and tanh-transformed Gaussians (the latter against
-quadrature); a Flax parameter tree (equal to a hand-written `jax.grad`) and
-`jax.vmap` over parameters; implicit reparameterization for Gamma
-(d/dalpha E[x] = 1), Beta and Dirichlet; the tanh-Gaussian log-density
-against distrax and float64, and that the density integrates to one; a
-chi-squared test of hard Gumbel-softmax samples; straight-through values and
-gradients; the moving-average baseline; errors that name the bad value; and
-`chex.assert_max_traces` for no recompilation.
+`common.estimators` only re-exports the families implemented in
+common/_estimators/ (each tested in tests/test_estimators_<family>.py). Tested
+here: the exact set of public names (so a rename or a lost export fails), the
+shared input convention (a non-int num_samples raises TypeError, a value
+below the minimum ValueError, for every estimator that takes num_samples),
+and `jax.vmap`/`jax.jit` across families (batched calls equal unbatched ones;
+one trace for many keys, checked with `chex.assert_max_traces`).
 """
 
-import functools
+import inspect
 
 import chex
 import distrax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 from common import estimators as E
 
-NUM_SE = 5.0  # Tolerance in standard errors.
+PUBLIC_NAMES = {
+    # Types and constants.
+    "Array", "PRNGKey", "PyTree", "Baseline", "LEAVE_ONE_OUT", "CATEGORICAL",
+    "BERNOULLI", "GradMoments", "MovingAverageState",
+    # reparameterization
+    "gaussian_reparameterize", "tanh_gaussian_sample_and_log_prob",
+    "tanh_gaussian_log_prob",
+    # pathwise_score
+    "pathwise_grad", "score_function_grad", "score_function_surrogate",
+    # baselines
+    "leave_one_out_baseline", "init_moving_average_baseline",
+    "moving_average_baseline",
+    # relaxations
+    "gumbel_softmax", "straight_through",
+    # control_variates
+    "rebar_grad", "relax_grad",
+    # diagnostics
+    "grad_moments",
+}
+
+
+def test_public_names_are_exactly_the_exports():
+  public = {name for name in dir(E) if not name.startswith("_")}
+  assert public == PUBLIC_NAMES, (sorted(public - PUBLIC_NAMES),
+                                  sorted(PUBLIC_NAMES - public))
+  assert set(E.__all__) == PUBLIC_NAMES
+  assert len(E.__all__) == len(PUBLIC_NAMES)  # No duplicates.
+  type_aliases = {"Array", "PRNGKey", "PyTree", "Baseline"}  # chex/typing.
+  for name in set(E.__all__) - type_aliases:
+    obj = getattr(E, name)
+    if inspect.isfunction(obj) or inspect.isclass(obj):
+      assert obj.__module__.startswith("common._estimators."), (
+          name, obj.__module__)
 
 
 def quadratic(k):
@@ -75,298 +63,35 @@ def normal_fn(p):
   return distrax.Normal(p["mu"], p["sigma"])
 
 
-def exact_moments(mu, sigma, k):
-  d = mu - k
+def _num_samples_calls():
+  """name -> (num_samples -> call) for every estimator with num_samples."""
+  key, params = jax.random.key(0), {"mu": 1.0, "sigma": 1.0}
+  f, logits = quadratic(0.0), jnp.zeros(3)
   return {
-      "grad": {"mu": 2 * d, "sigma": 2 * sigma},
-      "pathwise": {"mu": 4 * sigma**2, "sigma": 4 * d**2 + 8 * sigma**2},
-      "score": {"mu": d**4 / sigma**2 + 14 * d**2 + 15 * sigma**2,
-                "sigma": 2 * d**4 / sigma**2 + 60 * d**2 + 74 * sigma**2},
-      "score_opt_b": {"mu": 8 * d**2 + 10 * sigma**2,
-                      "sigma": 40 * d**2 + 56 * sigma**2},
+      "pathwise_grad": lambda n: E.pathwise_grad(
+          f, normal_fn, params, key, num_samples=n),
+      "score_function_grad": lambda n: E.score_function_grad(
+          f, normal_fn, params, key, num_samples=n),
+      "rebar_grad": lambda n: E.rebar_grad(
+          f, logits, key, eta=1.0, log_temperature=0.0, kind="bernoulli",
+          num_samples=n),
+      "relax_grad": lambda n: E.relax_grad(
+          f, logits, key, control_variate=lambda phi, z: phi * jnp.sum(z),
+          cv_params=1.0, kind="bernoulli", num_samples=n),
   }
 
 
-def per_repeat_grads(grad_fn, key, num_repeats):
-  """The R draws that grad_moments summarises (same keys)."""
-  return jax.jit(jax.vmap(grad_fn))(jax.random.split(key, num_repeats))
-
-
-def assert_mean_close(draws, exact, num_se=NUM_SE):
-  draws = np.asarray(draws, np.float64)
-  mean = draws.mean()
-  se = draws.std(ddof=1) / np.sqrt(draws.size)
-  assert abs(mean - exact) <= num_se * se, (
-      f"MC mean {mean:.5f} vs exact {exact:.5f}: off by "
-      f"{abs(mean - exact) / se:.1f} standard errors (SE {se:.2e})")
-
-
-def assert_variance_close(draws, exact, num_se=NUM_SE):
-  """Sample variance vs exact, with the SE of a sample variance.
-
-  Var(s^2) ~= (m4 - s^4) / n, with m4 the fourth central moment.
-  """
-  draws = np.asarray(draws, np.float64)
-  centered = draws - draws.mean()
-  var = centered.var(ddof=1)
-  m4 = np.mean(centered**4)
-  se = np.sqrt((m4 - var**2) / draws.size)
-  assert abs(var - exact) <= num_se * se, (
-      f"sample variance {var:.4f} vs exact {exact:.4f}: off by "
-      f"{abs(var - exact) / se:.1f} standard errors (SE {se:.3f})")
-
-
-# ---------------------------------------------------------------------------
-# Unbiasedness and exact variances, Gaussian, f = (x - k)^2.
-# ---------------------------------------------------------------------------
-
-SETTINGS = [(1.0, 1.0, 0.0), (0.5, 2.0, 1.5)]  # (mu, sigma, k)
-R = 100_000
-
-
-@pytest.mark.parametrize("mu,sigma,k", SETTINGS)
-def test_pathwise_mean_and_variance_match_exact(mu, sigma, k):
-  params = {"mu": mu, "sigma": sigma}
-  grad_fn = lambda key: E.pathwise_grad(quadratic(k), normal_fn, params, key,
-                                        num_samples=1)
-  draws = per_repeat_grads(grad_fn, jax.random.key(0), R)
-  exact = exact_moments(mu, sigma, k)
-  for name in ("mu", "sigma"):
-    assert_mean_close(draws[name], exact["grad"][name])
-    assert_variance_close(draws[name], exact["pathwise"][name])
-
-
-@pytest.mark.parametrize("mu,sigma,k", SETTINGS)
-def test_score_function_mean_and_variance_match_exact(mu, sigma, k):
-  params = {"mu": mu, "sigma": sigma}
-  exact = exact_moments(mu, sigma, k)
-  for baseline, variance_key in ((None, "score"),
-                                 ((mu - k)**2 + sigma**2, "score_opt_b")):
-    grad_fn = lambda key, b=baseline: E.score_function_grad(
-        quadratic(k), normal_fn, params, key, num_samples=1, baseline=b)
-    draws = per_repeat_grads(grad_fn, jax.random.key(1), R)
-    for name in ("mu", "sigma"):
-      assert_mean_close(draws[name], exact["grad"][name])
-      assert_variance_close(draws[name], exact[variance_key][name])
-
-
-def test_exact_variances_at_unit_parameters():
-  """At mu = sigma = 1, k = 0 the formulas of the module docstring give:
-
-  pathwise mu: 4 sigma^2 = 4; sigma: 4 d^2 + 8 sigma^2 = 12 (d = 1);
-  score function mu: d^4/sigma^2 + 14 d^2 + 15 sigma^2 = 1 + 14 + 15 = 30;
-  sigma: 2 d^4/sigma^2 + 60 d^2 + 74 sigma^2 = 2 + 60 + 74 = 136.
-  """
-  exact = exact_moments(1.0, 1.0, 0.0)
-  assert exact["pathwise"] == {"mu": 4.0, "sigma": 12.0}
-  assert exact["score"] == {"mu": 30.0, "sigma": 136.0}
-
-
-def exact_leave_one_out_variance(mu, sigma, k, s):
-  """Exact variance of the S-sample leave-one-out estimator (Kool et al. 2019).
-
-  With h the score, f_s = f(x_s), b_s the mean of the other S - 1 values and
-  c = 1/(S - 1): b_s is independent of (f_s, h_s) with E b = E f = F and
-  Var b = c Var f; Cov(a_1, a_2) = c^2 g^2 for a_s = (f_s - b_s) h_s, since
-  E h = 0 removes every other cross term. Hence
-
-      Var = (1/S) [ V_{b=F} + c E[h^2] Var f + c g^2 ],
-
-  with V_{b=F} the per-sample variance at the constant baseline F, E[h^2] the
-  Fisher information (1/sigma^2 for mu, 2/sigma^2 for sigma) and
-  Var f = 4 d^2 sigma^2 + 2 sigma^4.
-  """
-  exact = exact_moments(mu, sigma, k)
-  d, c = mu - k, 1.0 / (s - 1)
-  var_f = 4 * d**2 * sigma**2 + 2 * sigma**4
-  fisher = {"mu": 1 / sigma**2, "sigma": 2 / sigma**2}
-  return {name: (exact["score_opt_b"][name] + c * fisher[name] * var_f
-                 + c * exact["grad"][name] ** 2) / s
-          for name in ("mu", "sigma")}
-
-
-@pytest.mark.parametrize("mu,sigma,k", SETTINGS)
-def test_leave_one_out_is_unbiased_and_lowers_variance(mu, sigma, k):
-  s = 4
-  params = {"mu": mu, "sigma": sigma}
-  plain = lambda key: E.score_function_grad(
-      quadratic(k), normal_fn, params, key, num_samples=s)
-  loo = lambda key: E.score_function_grad(
-      quadratic(k), normal_fn, params, key, num_samples=s,
-      baseline="leave_one_out")
-  key = jax.random.key(2)
-  draws_plain = per_repeat_grads(plain, key, R)
-  draws_loo = per_repeat_grads(loo, key, R)  # Common random numbers.
-  exact = exact_moments(mu, sigma, k)
-  exact_loo = exact_leave_one_out_variance(mu, sigma, k, s)
-  for name in ("mu", "sigma"):
-    assert_mean_close(draws_loo[name], exact["grad"][name])
-    # Without a baseline the S-sample variance is exactly Var_1 / S.
-    assert_variance_close(draws_plain[name], exact["score"][name] / s)
-    assert_variance_close(draws_loo[name], exact_loo[name])
-    assert exact_loo[name] < exact["score"][name] / s
-
-
-def test_exact_leave_one_out_variance_at_unit_parameters():
-  # mu = sigma = 1, k = 0, S = 4: (18 + 2 + 4/3) / 4 and (96 + 4 + 4/3) / 4.
-  v = exact_leave_one_out_variance(1.0, 1.0, 0.0, 4)
-  assert v["mu"] == pytest.approx(64 / 12)
-  assert v["sigma"] == pytest.approx(304 / 12)
-
-
-def test_grad_moments_matches_direct_computation_and_common_random_numbers():
-  params = {"mu": 0.3, "sigma": 1.2}
-  grad_fn = lambda key: E.pathwise_grad(quadratic(0.0), normal_fn, params, key,
-                                        num_samples=3)
-  key = jax.random.key(3)
-  moments = E.grad_moments(grad_fn, key, num_repeats=500)
-  draws = per_repeat_grads(grad_fn, key, 500)
-  for name in ("mu", "sigma"):
-    np.testing.assert_allclose(moments.mean[name], np.mean(draws[name]),
-                               rtol=1e-5)
-    np.testing.assert_allclose(moments.variance[name],
-                               np.var(draws[name], ddof=1), rtol=1e-4)
-  batched = E.grad_moments(grad_fn, key, num_repeats=500, batch_size=64)
-  chex.assert_trees_all_close(batched, moments, rtol=1e-5)
-  again = E.grad_moments(grad_fn, key, num_repeats=500)
-  chex.assert_trees_all_equal(again, moments)
-
-
-# ---------------------------------------------------------------------------
-# Degenerate limits and the "never differentiates f" trap.
-# ---------------------------------------------------------------------------
-
-
-def test_constant_f_with_matching_baseline_gives_exactly_zero():
-  params = {"mu": jnp.array([0.2, -1.0]), "sigma": jnp.array([1.0, 3.0])}
-  g = E.score_function_grad(lambda x: jnp.float32(7.0), normal_fn, params,
-                            jax.random.key(4), num_samples=16, baseline=7.0)
-  chex.assert_trees_all_equal(g, jax.tree.map(jnp.zeros_like, params))
-  g_loo = E.score_function_grad(lambda x: jnp.float32(7.0), normal_fn, params,
-                                jax.random.key(4), num_samples=16,
-                                baseline="leave_one_out")
-  # Leave-one-out: zero up to float32 rounding of the mean of the others
-  # (XLA computes the division by S - 1 as a multiplication by 1/(S - 1)).
-  chex.assert_trees_all_close(g_loo, jax.tree.map(jnp.zeros_like, params),
-                              atol=1e-6)
-
-
-def test_pathwise_with_zero_noise_equals_deterministic_gradient():
-  params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.25)}
-  f = lambda x: jnp.sum(jnp.sin(x) * x)
-  dist_fn = lambda p: distrax.MultivariateNormalDiag(
-      2.0 * p["w"] + p["b"], jnp.zeros(3))
-  g = E.pathwise_grad(f, dist_fn, params, jax.random.key(5), num_samples=8)
-  expected = jax.grad(lambda p: f(2.0 * p["w"] + p["b"]))(params)
-  chex.assert_trees_all_close(g, expected, rtol=1e-6, atol=1e-6)
-
-
-def test_score_function_never_differentiates_f():
-  @jax.custom_jvp
-  def trap(x):
-    return jnp.sum(x**2)
-
-  @trap.defjvp
-  def _trap_jvp(primals, tangents):
-    raise AssertionError("score_function_grad differentiated f")
-
-  params = {"mu": 1.0, "sigma": 1.0}
-  for baseline in (None, 0.5, "leave_one_out"):
-    g = jax.jit(lambda key, b=baseline: E.score_function_grad(
-        trap, normal_fn, params, key, num_samples=8, baseline=b))(
-            jax.random.key(6))
-    assert all(np.isfinite(v) for v in jax.tree.leaves(g))
-  # The same trap fires for the pathwise estimator, which must differentiate f.
-  with pytest.raises(AssertionError, match="differentiated f"):
-    E.pathwise_grad(trap, normal_fn, params, jax.random.key(6), num_samples=2)
-
-
-# ---------------------------------------------------------------------------
-# Distributions beyond the scalar Gaussian.
-# ---------------------------------------------------------------------------
-
-
-def test_multivariate_normal_diag_pathwise_and_score_are_unbiased():
-  mu = jnp.array([1.0, -0.5, 0.0])
-  sigma = jnp.array([0.5, 1.0, 2.0])
-  k = 0.25
-  dist_fn = lambda p: distrax.MultivariateNormalDiag(p["mu"], p["sigma"])
-  params = {"mu": mu, "sigma": sigma}
-  for est in (E.pathwise_grad, functools.partial(E.score_function_grad,
-                                                 baseline="leave_one_out")):
-    grad_fn = lambda key, est=est: est(quadratic(k), dist_fn, params, key,
-                                       num_samples=4)
-    draws = per_repeat_grads(grad_fn, jax.random.key(7), 40_000)
-    for i in range(3):
-      assert_mean_close(draws["mu"][:, i], 2 * (mu[i] - k))
-      assert_mean_close(draws["sigma"][:, i], 2 * sigma[i])
-
-
-def test_tanh_transformed_gaussian_pathwise_matches_quadrature():
-  """d/dmu E[tanh(u)] = E[1 - tanh(u)^2], u ~ N(mu, sigma^2) (Gauss-Hermite)."""
-  mu, sigma = 0.3, 0.8
-  nodes, weights = np.polynomial.hermite_e.hermegauss(80)
-  u = mu + sigma * nodes
-  exact_dmu = np.sum(weights * (1 - np.tanh(u) ** 2)) / np.sqrt(2 * np.pi)
-  exact_dsigma = np.sum(weights * (1 - np.tanh(u) ** 2) * nodes) / np.sqrt(
-      2 * np.pi)
-  dist_fn = lambda p: distrax.Transformed(
-      distrax.MultivariateNormalDiag(p["mu"], p["sigma"]),
-      distrax.Block(distrax.Tanh(), 1))
-  params = {"mu": jnp.array([mu]), "sigma": jnp.array([sigma])}
-  grad_fn = lambda key: E.pathwise_grad(jnp.sum, dist_fn, params, key,
-                                        num_samples=1)
-  draws = per_repeat_grads(grad_fn, jax.random.key(8), R)
-  assert_mean_close(draws["mu"][:, 0], exact_dmu)
-  assert_mean_close(draws["sigma"][:, 0], exact_dsigma)
-
-
-@pytest.mark.parametrize("alpha", [0.5, 2.0, 7.0])
-def test_implicit_reparameterization_gamma(alpha):
-  """d/dalpha E[x] = 1 for x ~ Gamma(alpha, 1) (Figurnov et al. 2018)."""
-  grad_fn = lambda key: E.pathwise_grad(
-      lambda x: x, lambda a: distrax.Gamma(a, 1.0), alpha, key, num_samples=1)
-  draws = per_repeat_grads(grad_fn, jax.random.key(9), R)
-  assert_mean_close(draws, 1.0)
-
-
-def test_implicit_reparameterization_beta_and_dirichlet():
-  a, b = 1.5, 3.0
-  beta_fn = lambda p: distrax.Beta(p["a"], p["b"])
-  grad_fn = lambda key: E.pathwise_grad(lambda x: x, beta_fn,
-                                        {"a": a, "b": b}, key, num_samples=1)
-  draws = per_repeat_grads(grad_fn, jax.random.key(10), R)
-  assert_mean_close(draws["a"], b / (a + b) ** 2)   # d/da a/(a+b)
-  assert_mean_close(draws["b"], -a / (a + b) ** 2)  # d/db a/(a+b)
-
-  conc = jnp.array([0.7, 2.0, 4.0])
-  total = float(conc.sum())
-  grad_fn = lambda key: E.pathwise_grad(lambda x: x[0], distrax.Dirichlet,
-                                        conc, key, num_samples=1)
-  draws = per_repeat_grads(grad_fn, jax.random.key(11), R)
-  # E[x_0] = a_0 / A: d/da_0 = (A - a_0) / A^2, d/da_j = -a_0 / A^2.
-  assert_mean_close(draws[:, 0], (total - 0.7) / total**2)
-  assert_mean_close(draws[:, 1], -0.7 / total**2)
-  assert_mean_close(draws[:, 2], -0.7 / total**2)
-
-
-def test_pathwise_on_flax_parameter_tree_equals_hand_written_grad():
-  """A whole Flax parameter tree as params; same noise as a direct jax.grad."""
-  model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
-  params = model.init(jax.random.key(0), jnp.ones((1, 4)))
-  context = jnp.linspace(-1.0, 1.0, 4)[None]
-  f = lambda x: jnp.sum(jnp.cos(x))
-  dist_fn = lambda p: distrax.Normal(model.apply(p, context)[0], 0.7)
-  key = jax.random.key(12)
-  g = E.pathwise_grad(f, dist_fn, params, key, num_samples=5)
-
-  def direct(p):
-    x = dist_fn(p).sample(seed=key, sample_shape=(5,))
-    return jnp.mean(jax.vmap(f)(x))
-
-  chex.assert_trees_all_close(g, jax.grad(direct)(params), rtol=1e-5,
-                              atol=1e-7)
-  chex.assert_trees_all_equal_structs(g, params)
+@pytest.mark.parametrize("name", sorted(_num_samples_calls()))
+def test_num_samples_convention(name):
+  call = _num_samples_calls()[name]
+  for bad in (2.0, True, "2", None):
+    with pytest.raises(TypeError, match=f"num_samples must be a Python int.*"
+                       f"got {bad!r} of type {type(bad).__name__}"):
+      call(bad)
+  for bad in (0, -3):
+    with pytest.raises(ValueError, match=f"num_samples must be >= 1; got "
+                       f"num_samples={bad}"):
+      call(bad)
 
 
 def test_estimators_vmap_over_params():
@@ -383,172 +108,13 @@ def test_estimators_vmap_over_params():
       baseline="leave_one_out")
   batched = jax.vmap(sf)(mus, keys)
   for i in range(3):
-    chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], batched),
+    chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], batched),
                                 sf(mus[i], keys[i]), rtol=1e-5)
   logits = jnp.array([[0.0, 1.0, 2.0]] * 3)
   y = jax.vmap(lambda key, l: E.gumbel_softmax(key, l, temperature=0.5))(
       keys, logits)
   np.testing.assert_allclose(
       y[1], E.gumbel_softmax(keys[1], logits[1], temperature=0.5), rtol=1e-6)
-
-
-# ---------------------------------------------------------------------------
-# Building blocks.
-# ---------------------------------------------------------------------------
-
-
-def test_score_function_surrogate_value_and_gradient():
-  theta = jnp.array([0.3, -0.2, 0.9])
-  f_value = jnp.array([1.0, 4.0, -2.0])
-  baseline = 0.5
-
-  def surrogate(t):
-    log_prob = jnp.sin(t) * 2.0
-    return E.score_function_surrogate(log_prob, f_value, baseline)
-
-  assert float(surrogate(theta)) == pytest.approx(float(f_value.mean()))
-  expected = 2.0 * jnp.cos(theta) * (f_value - baseline) / 3
-  np.testing.assert_allclose(jax.grad(surrogate)(theta), expected, rtol=1e-6)
-  # f_value and baseline receive no gradient.
-  grad_f, grad_b = jax.grad(
-      lambda fv, b: E.score_function_surrogate(jnp.sin(theta), fv, b),
-      argnums=(0, 1))(f_value, baseline)
-  np.testing.assert_array_equal(grad_f, jnp.zeros(3))
-  assert float(grad_b) == 0.0
-
-
-def test_leave_one_out_baseline_by_hand():
-  f = jnp.array([1.0, 2.0, 6.0])
-  np.testing.assert_allclose(E.leave_one_out_baseline(f), [4.0, 3.5, 1.5])
-  with pytest.raises(ValueError, match="at least 2 samples"):
-    E.leave_one_out_baseline(jnp.array([1.0]))
-
-
-def test_moving_average_baseline_is_debiased_and_lags_one_step():
-  state = E.init_moving_average_baseline()
-  b0, state = E.moving_average_baseline(state, jnp.array([3.0, 5.0]), decay=0.9)
-  assert float(b0) == 0.0  # No information before the first update.
-  b1, state = E.moving_average_baseline(state, jnp.array([10.0]), decay=0.9)
-  assert float(b1) == pytest.approx(4.0)  # Debiased: exactly the first mean.
-  b2, _ = E.moving_average_baseline(state, jnp.array([0.0]), decay=0.9)
-  # ema = 0.9 * 0.4 + 0.1 * 10 = 1.36; debias by 1 - 0.81 = 0.19.
-  assert float(b2) == pytest.approx(1.36 / 0.19, rel=1e-6)
-  step = jax.jit(functools.partial(E.moving_average_baseline, decay=0.5))
-  b, _ = step(E.init_moving_average_baseline((2,)), jnp.ones((4, 2)))
-  chex.assert_shape(b, (2,))
-  with pytest.raises(ValueError, match="decay=1.5"):
-    E.moving_average_baseline(state, jnp.ones(2), decay=1.5)
-
-
-def test_gaussian_reparameterize_moments_and_gradients():
-  mean, log_std = jnp.full((50_000,), 1.5), jnp.full((50_000,), jnp.log(0.5))
-  x = E.gaussian_reparameterize(jax.random.key(13), mean, log_std)
-  assert_mean_close(x, 1.5)
-  assert_variance_close(x, 0.25)
-  key = jax.random.key(14)
-  eps = E.gaussian_reparameterize(key, jnp.zeros(3), jnp.zeros(3))
-  g_mean, g_log_std = jax.grad(
-      lambda m, s: jnp.sum(E.gaussian_reparameterize(key, m, s)),
-      argnums=(0, 1))(jnp.zeros(3), jnp.zeros(3))
-  np.testing.assert_allclose(g_mean, jnp.ones(3))
-  np.testing.assert_allclose(g_log_std, eps, rtol=1e-6)  # d/dlog_std = std*eps.
-
-
-def test_tanh_gaussian_log_prob_matches_distrax_and_float64():
-  mean = jnp.array([[0.3, -1.0], [2.0, 0.0]])
-  log_std = jnp.array([[-0.5, 0.2], [0.0, -1.0]])
-  key = jax.random.key(15)
-  action, log_prob = E.tanh_gaussian_sample_and_log_prob(key, mean, log_std)
-  ref = distrax.Transformed(
-      distrax.MultivariateNormalDiag(mean, jnp.exp(log_std)),
-      distrax.Block(distrax.Tanh(), 1))
-  np.testing.assert_allclose(log_prob, ref.log_prob(action), rtol=1e-4)
-  # Same density through the given-u entry point.
-  eps = jax.random.normal(key, mean.shape)
-  u = mean + jnp.exp(log_std) * eps
-  np.testing.assert_allclose(E.tanh_gaussian_log_prob(u, mean, log_std),
-                             log_prob, rtol=1e-5)
-
-  # Large pre-tanh values: naive float32 log(1 - tanh^2) is -inf; ours is
-  # finite and equals the float64 value log(4) - 2|u| - 2 log1p(exp(-2|u|)).
-  u64 = np.linspace(-30.0, 30.0, 13)
-  with np.errstate(divide="ignore"):
-    naive = np.log(1 - np.tanh(u64.astype(np.float32)) ** 2)
-  assert np.isinf(naive).any()
-  log_det = (np.log(4.0) - 2 * np.abs(u64) - 2 * np.log1p(np.exp(-2 * np.abs(u64))))
-  expected = -0.5 * np.log(2 * np.pi) - log_det  # mean = u, log_std = 0, eps = 0.
-  got = E.tanh_gaussian_log_prob(jnp.asarray(u64[:, None], jnp.float32),
-                                 jnp.asarray(u64[:, None], jnp.float32),
-                                 jnp.zeros((13, 1)))
-  np.testing.assert_allclose(got, expected, rtol=1e-6)
-  # Sampling at |u| = 30 with tiny noise: finite log-prob and gradients.
-  m30 = jnp.array([[30.0, -30.0]])
-  ls = jnp.full((1, 2), -10.0)
-  a, lp = E.tanh_gaussian_sample_and_log_prob(key, m30, ls)
-  assert np.isfinite(lp).all() and np.all(np.abs(a) == 1.0)
-  g = jax.grad(lambda m: E.tanh_gaussian_sample_and_log_prob(key, m, ls)[1].sum())(m30)
-  np.testing.assert_allclose(g, 2.0 * np.sign(m30), rtol=1e-5)
-
-
-def test_tanh_gaussian_density_integrates_to_one():
-  mean, log_std = jnp.array([0.7]), jnp.array([0.4])
-  u = jnp.linspace(-15.0, 15.0, 60_001)[:, None]
-  log_p = E.tanh_gaussian_log_prob(u, jnp.broadcast_to(mean, u.shape),
-                                   jnp.broadcast_to(log_std, u.shape))
-  # int p_A(tanh u) |d tanh/du| du = 1.
-  integrand = np.exp(np.asarray(log_p, np.float64)) * (1 - np.tanh(
-      np.asarray(u[:, 0], np.float64)) ** 2)
-  assert np.trapezoid(integrand, np.asarray(u[:, 0])) == pytest.approx(1.0,
-                                                                     abs=1e-4)
-
-
-def test_straight_through_value_and_gradient():
-  x = jnp.array([0.2, 1.7, -2.4, 0.5])
-  y = E.straight_through(jnp.round(x), x)
-  np.testing.assert_array_equal(y, jnp.round(x))
-  g = jax.grad(lambda v: jnp.sum(E.straight_through(jnp.round(v), v) * 3.0))(x)
-  np.testing.assert_array_equal(g, jnp.full(4, 3.0))
-  # VQ-VAE: value is the codebook vector, gradient goes to the encoder output.
-  codebook = jnp.array([[0.0, 0.0], [1.0, 1.0]])
-  z_e = jnp.array([0.9, 0.8])
-  z_q = codebook[jnp.argmin(jnp.sum((codebook - z_e) ** 2, -1))]
-  out, vjp = jax.vjp(lambda z: E.straight_through(z_q, z), z_e)
-  np.testing.assert_array_equal(out, z_q)
-  np.testing.assert_array_equal(vjp(jnp.array([1.0, -2.0]))[0], [1.0, -2.0])
-
-
-def test_gumbel_softmax_hard_is_exact_one_hot_and_follows_softmax():
-  logits = jnp.array([1.0, 0.5, -1.0, 2.0, 0.0])
-  n = 40_000
-  y = E.gumbel_softmax(jax.random.key(16), jnp.broadcast_to(logits, (n, 5)),
-                       temperature=0.5, hard=True)
-  y = np.asarray(y)
-  assert set(np.unique(y)) <= {0.0, 1.0}
-  np.testing.assert_array_equal(y.sum(-1), np.ones(n))
-  counts = y.sum(0)
-  probs = np.asarray(jax.nn.softmax(logits), np.float64)
-  chi2 = stats.chisquare(counts, n * probs / probs.sum())
-  assert chi2.pvalue > 1e-3, (counts, n * probs)
-  soft = E.gumbel_softmax(jax.random.key(16), logits, temperature=2.0)
-  assert float(soft.sum()) == pytest.approx(1.0, abs=1e-6)
-  assert float(soft.min()) > 0.0
-
-
-def test_gumbel_softmax_gradients_are_finite_and_straight_through():
-  logits = jnp.array([[0.1, -0.3, 0.7], [2.0, 0.0, -1.0]])
-  w = jnp.array([1.0, -2.0, 3.0])
-  key = jax.random.key(17)
-  loss = lambda l, hard: jnp.sum(
-      E.gumbel_softmax(key, l, temperature=0.7, hard=hard) * w)
-  g_soft = jax.grad(loss)(logits, False)
-  g_hard = jax.grad(loss)(logits, True)
-  assert np.isfinite(g_hard).all() and np.abs(g_hard).sum() > 0
-  np.testing.assert_allclose(g_hard, g_soft, rtol=1e-6)  # Straight-through.
-  y_axis0 = E.gumbel_softmax(key, logits.T, temperature=0.7, hard=True, axis=0)
-  np.testing.assert_array_equal(y_axis0.sum(axis=0), jnp.ones(2))
-  g_axis0 = jax.grad(lambda l: jnp.sum(E.gumbel_softmax(
-      key, l, temperature=0.7, hard=True, axis=0) * w[:, None]))(logits.T)
-  assert np.isfinite(g_axis0).all() and np.abs(g_axis0).sum() > 0
 
 
 def test_no_recompilation_across_keys():
@@ -567,64 +133,3 @@ def test_no_recompilation_across_keys():
 
   for seed in range(4):
     estimates(jax.random.key(seed))
-
-
-# ---------------------------------------------------------------------------
-# Bad input: clear errors naming the value.
-# ---------------------------------------------------------------------------
-
-
-def test_bad_inputs_raise_clear_errors():
-  params = {"mu": 1.0, "sigma": 1.0}
-  key = jax.random.key(0)
-  f = quadratic(0.0)
-  with pytest.raises(ValueError, match="num_samples=0"):
-    E.pathwise_grad(f, normal_fn, params, key, num_samples=0)
-  with pytest.raises(TypeError, match="num_samples must be a Python int"):
-    E.score_function_grad(f, normal_fn, params, key, num_samples=2.0)
-  with pytest.raises(ValueError, match=r"leave_one_out.*num_samples=1"):
-    E.score_function_grad(f, normal_fn, params, key, num_samples=1,
-                          baseline="leave_one_out")
-  with pytest.raises(ValueError, match="'mean'"):
-    E.score_function_grad(f, normal_fn, params, key, num_samples=2,
-                          baseline="mean")
-  with pytest.raises(ValueError, match="temperature=0.0"):
-    E.gumbel_softmax(key, jnp.zeros(3), temperature=0.0)
-  with pytest.raises(ValueError, match="temperature=-1"):
-    E.gumbel_softmax(key, jnp.zeros(3), temperature=-1)
-  with pytest.raises(TypeError, match="logits must have a floating dtype"):
-    E.gumbel_softmax(key, jnp.zeros(3, jnp.int32), temperature=1.0)
-  with pytest.raises(AssertionError):  # chex rank check: scalar logits.
-    E.gumbel_softmax(key, jnp.float32(0.0), temperature=1.0)
-  with pytest.raises(AssertionError):  # chex shape check.
-    E.gaussian_reparameterize(key, jnp.zeros(3), jnp.zeros(2))
-  with pytest.raises(TypeError, match="mean must have a floating dtype"):
-    E.tanh_gaussian_sample_and_log_prob(key, jnp.zeros(2, jnp.int32),
-                                        jnp.zeros(2))
-  with pytest.raises(ValueError, match="per-sample output of shape"):
-    E.pathwise_grad(lambda x: jnp.stack([x, x]), normal_fn, params, key,
-                    num_samples=2)
-  with pytest.raises(ValueError, match="dtype int32"):
-    E.pathwise_grad(lambda x: x.astype(jnp.float32),
-                    lambda p: distrax.Categorical(logits=p), jnp.zeros(3), key,
-                    num_samples=2)
-  with pytest.raises(ValueError, match="num_repeats"):
-    E.grad_moments(lambda k: 0.0, key, num_repeats=1)
-
-  class NoLogProb:
-    def __init__(self, p):
-      self.p = p
-
-    def sample(self, seed, sample_shape=()):
-      return jax.random.normal(seed, sample_shape) + self.p
-
-  with pytest.raises(TypeError, match="NoLogProb without it"):
-    E.score_function_grad(f, NoLogProb, 0.0, key, num_samples=2)
-
-
-def test_same_key_same_result():
-  params = {"mu": 0.1, "sigma": 2.0}
-  run = jax.jit(lambda key: E.score_function_grad(
-      quadratic(1.0), normal_fn, params, key, num_samples=32,
-      baseline="leave_one_out"))
-  chex.assert_trees_all_equal(run(jax.random.key(5)), run(jax.random.key(5)))

@@ -1,4 +1,4 @@
-"""Statistical tests of the REBAR and RELAX estimators in common/estimators.py.
+"""Statistical tests of REBAR and RELAX (common/_estimators/control_variates.py).
 
 Oracles (stated here, derived by hand or by exact enumeration):
 
@@ -38,6 +38,7 @@ import optax
 import pytest
 
 from common import estimators as E
+from common._estimators import control_variates
 
 NUM_SE = 5.0
 T = 0.45  # Tucker et al. 2017's target.
@@ -160,7 +161,7 @@ EXACT = {"bernoulli": tucker_exact_grad(BERNOULLI_LOGITS),
          "categorical": coupled_exact_grad(CATEGORICAL_LOGITS)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def toy_draws(kind, estimator):
   """R single-draw estimates [R, *logits.shape] on the toy of `kind`."""
   f, logits = TOYS[kind]
@@ -173,7 +174,7 @@ def toy_draws(kind, estimator):
   return np.asarray(draws(lambda k: fn(k)[0]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_param_cv(kind):
   f, logits = TOYS[kind]
   return train_param_cv(f, logits, kind)
@@ -211,7 +212,8 @@ def test_lower_variance_than_reinforce(kind):
 
 
 def _hard_samples(logits, kind, key, num_samples):
-  _, _, b = E._discrete_draws(E._FAMILIES[kind], logits, key, num_samples)
+  _, _, b = control_variates._discrete_draws(
+      control_variates._FAMILIES[kind], logits, key, num_samples)
   return b
 
 
@@ -295,11 +297,11 @@ def test_conditional_sample_has_the_law_of_z_given_b():
   """
   for kind, logits in (("bernoulli", BERNOULLI_LOGITS),
                        ("categorical", CATEGORICAL_LOGITS)):
-    family = E._FAMILIES[kind]
+    family = control_variates._FAMILIES[kind]
 
     @jax.jit
     def sample(key, family=family, logits=logits):
-      u, v, b = E._discrete_draws(family, logits, key, R)
+      u, v, b = control_variates._discrete_draws(family, logits, key, R)
       z = jax.vmap(family.relaxed, in_axes=(None, 0))(logits, u)
       z_tilde = jax.vmap(family.conditional, in_axes=(None, 0, 0))(
           logits, v, b)
@@ -447,7 +449,7 @@ def test_vmap_over_data_with_per_example_f_and_no_retrace():
   keys = jax.random.split(jax.random.key(0), len(xs))
   for i in range(len(xs)):
     chex.assert_trees_all_close(
-        jax.tree.map(lambda x: x[i], out),
+        jax.tree.map(lambda x, i=i: x[i], out),
         single(targets[i], logits[i], keys[i]), rtol=1e-5, atol=1e-6)
 
 
@@ -504,6 +506,19 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match=r"eta must be a scalar.*\(2,\)"):
     E.rebar_grad(tucker_f, logits, key, eta=jnp.ones(2), log_temperature=0.0,
                  kind="bernoulli")
-  with pytest.raises(AssertionError):  # chex rank check: categorical needs K.
+  with pytest.raises(ValueError, match=r"logits must have at least 1 axes.*"
+                     r"shape \(\)"):  # Categorical logits need a class axis.
     E.rebar_grad(tucker_f, jnp.float32(0.0), key, eta=1.0,
                  log_temperature=0.0, kind="categorical")
+  with pytest.raises(TypeError, match="kind must be a string.*got None"):
+    E.relax_grad(tucker_f, logits, key, control_variate=param_cv,
+                 cv_params=init_param_cv((3,)), kind=None)
+  with pytest.raises(TypeError, match="eta must be a real number; got "
+                     "eta='1'"):
+    E.rebar_grad(tucker_f, logits, key, eta="1", log_temperature=0.0,
+                 kind="bernoulli")
+  with pytest.raises(ValueError, match=r"log_temperature must be a scalar.*"
+                     r"\(3,\)"):  # Also checked when traced.
+    jax.jit(lambda t: E.rebar_grad(
+        tucker_f, logits, key, eta=1.0, log_temperature=t,
+        kind="bernoulli"))(jnp.zeros(3))
