@@ -48,7 +48,8 @@ EXTRAS = {
 # Seed statistics (IQM, bootstrap CIs) and their plots.
 EXTRAS["all"] = sorted(set(sum(EXTRAS.values(), [])) |
                        {"scipy>=1.17", "matplotlib>=3.11.2"})
-EXTRAS["test"] = EXTRAS["all"] + ["pytest>=9.0"]
+# The suite also runs ruff over the repository (tests/test_style.py).
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=9.0", "ruff>=0.17.6"]
 
 setup(
     name="stochgrad",
