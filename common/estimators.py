@@ -22,6 +22,14 @@ function's docstring gives its equation, paper, shapes and an example):
   baselines           `leave_one_out_baseline`, `moving_average_baseline`.
   relaxations         `gumbel_softmax`, `straight_through`.
   control_variates    `rebar_grad`, `relax_grad`.
+  rejection           Gamma gradients through a standardizing transform:
+                      `gamma_rejection_grad` (RSVI, Marsaglia-Tsang
+                      proposal), `gamma_generalized_reparam_grad` (G-REP).
+  measure_valued      `measure_valued_grad` (weak derivatives of the
+                      Gaussian; f is never differentiated).
+  multi_sample        `iwae_grad`: the IWAE bound with the "iwae", "stl"
+                      (sticking the landing) or "dreg" (doubly
+                      reparameterized) gradient.
   diagnostics         `grad_moments`.
 
 Example:
@@ -49,11 +57,17 @@ from common._estimators.control_variates import (
     relax_grad,
 )
 from common._estimators.diagnostics import GradMoments, grad_moments
+from common._estimators.measure_valued import measure_valued_grad
+from common._estimators.multi_sample import iwae_grad
 from common._estimators.pathwise_score import (
     Baseline,
     pathwise_grad,
     score_function_grad,
     score_function_surrogate,
+)
+from common._estimators.rejection import (
+    gamma_generalized_reparam_grad,
+    gamma_rejection_grad,
 )
 from common._estimators.relaxations import gumbel_softmax, straight_through
 from common._estimators.reparameterization import (
@@ -72,11 +86,15 @@ __all__ = (
     "MovingAverageState",
     "PRNGKey",
     "PyTree",
+    "gamma_generalized_reparam_grad",
+    "gamma_rejection_grad",
     "gaussian_reparameterize",
     "grad_moments",
     "gumbel_softmax",
     "init_moving_average_baseline",
+    "iwae_grad",
     "leave_one_out_baseline",
+    "measure_valued_grad",
     "moving_average_baseline",
     "pathwise_grad",
     "rebar_grad",

@@ -36,6 +36,12 @@ PUBLIC_NAMES = {
     "gumbel_softmax", "straight_through",
     # control_variates
     "rebar_grad", "relax_grad",
+    # rejection
+    "gamma_rejection_grad", "gamma_generalized_reparam_grad",
+    # measure_valued
+    "measure_valued_grad",
+    # multi_sample
+    "iwae_grad",
     # diagnostics
     "grad_moments",
 }
@@ -78,6 +84,16 @@ def _num_samples_calls():
       "relax_grad": lambda n: E.relax_grad(
           f, logits, key, control_variate=lambda phi, z: phi * jnp.sum(z),
           cv_params=1.0, kind="bernoulli", num_samples=n),
+      "gamma_rejection_grad": lambda n: E.gamma_rejection_grad(
+          f, jnp.ones(2), jnp.ones(2), key, num_samples=n),
+      "gamma_generalized_reparam_grad": lambda n: (
+          E.gamma_generalized_reparam_grad(f, jnp.ones(2), jnp.ones(2), key,
+                                           num_samples=n)),
+      "measure_valued_grad": lambda n: E.measure_valued_grad(
+          f, jnp.zeros(2), jnp.ones(2), key, num_samples=n),
+      "iwae_grad": lambda n: E.iwae_grad(
+          lambda theta, z: -jnp.sum(z**2), normal_fn, None, params, key,
+          num_samples=n, estimator="dreg"),
   }
 
 

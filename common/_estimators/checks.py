@@ -1,4 +1,4 @@
-"""Input checks shared by the estimator families.
+"""Input checks and per-sample helpers shared by the estimator families.
 
 The convention: an argument of the wrong type (a float where an int is
 needed, integer logits, a string temperature) raises `TypeError`; an argument
@@ -93,6 +93,18 @@ def check_finite_static(name: str, value: Any, why: str = "") -> None:
     raise ValueError(f"{name} must be finite{why}; got {name}={value!r}.")
 
 
+def check_positive_array_static(name: str, x: Any) -> None:
+  """Checks every entry of x is > 0 when x is concrete (not traced)."""
+  if isinstance(x, jax.core.Tracer):
+    return
+  values = np.asarray(x)
+  if not np.all(values > 0):  # Also rejects NaN.
+    shown = (values.tolist() if values.size <= 8
+             else f"an array of shape {values.shape} with minimum "
+                  f"{np.nanmin(values)!r}")
+    raise ValueError(f"{name} must be > 0 everywhere; got {name}={shown}.")
+
+
 def check_equal_shape(**arrays: Any) -> None:
   """Checks the named arrays share one shape (chex), raising ValueError."""
   try:
@@ -136,6 +148,22 @@ def check_distribution(dist: Any, *, need_log_prob: bool) -> None:
         f"got {type(dist).__name__} without it.")
 
 
+def check_reparameterized(dist: Any, caller: str) -> None:
+  if getattr(dist, "reparameterization_type", None) is not None and (
+      "NOT_REPARAMETERIZED" in str(dist.reparameterization_type)):
+    raise TypeError(
+        f"{caller} needs a reparameterized distribution; "
+        f"{type(dist).__name__} is not (use score_function_grad).")
+
+
+def check_float_samples(samples: Array, dist: Any, caller: str) -> None:
+  if not jnp.issubdtype(samples.dtype, jnp.floating):
+    raise TypeError(
+        f"{caller} needs a continuous, reparameterized distribution; "
+        f"{type(dist).__name__} gives samples of dtype {samples.dtype} "
+        "(use score_function_grad or gumbel_softmax).")
+
+
 def check_scalar_output(name: str, value: Any) -> Array:
   if jnp.shape(value) != ():
     raise ValueError(
@@ -151,3 +179,13 @@ def per_sample_f(f: Callable[[Array], Array], samples: Array) -> Array:
         "f must return a scalar for each sample; got per-sample output of "
         f"shape {values.shape[1:]}.")
   return values
+
+
+def per_sample_log_prob(log_prob: Array, num_samples: int) -> Array:
+  """Joint log-density per sample: sums every axis after the sample axis.
+
+  A distrax distribution with a batch shape (e.g. `Normal(mu, sigma)` with
+  vector `mu`) returns one log-density per component; the components are
+  independent, so the joint log-density of a whole sample is their sum.
+  """
+  return jnp.reshape(log_prob, (num_samples, -1)).sum(axis=-1)

@@ -38,24 +38,6 @@ PyTree = checks.PyTree
 Baseline = float | Array | str | None
 
 
-def _flatten_sample_log_prob(log_prob: Array, num_samples: int) -> Array:
-  """Joint log-density per sample: sums every axis after the sample axis.
-
-  A distrax distribution with a batch shape (e.g. `Normal(mu, sigma)` with
-  vector `mu`) returns one log-density per component; the components are
-  independent, so the joint log-density of a whole sample is their sum.
-  """
-  return jnp.reshape(log_prob, (num_samples, -1)).sum(axis=-1)
-
-
-def _check_reparameterized(dist: Any) -> None:
-  if getattr(dist, "reparameterization_type", None) is not None and (
-      "NOT_REPARAMETERIZED" in str(dist.reparameterization_type)):
-    raise TypeError(
-        f"pathwise_grad needs a reparameterized distribution; "
-        f"{type(dist).__name__} is not (use score_function_grad).")
-
-
 def pathwise_grad(
     f: Callable[[Array], Array],
     dist_fn: Callable[[PyTree], Any],
@@ -100,13 +82,9 @@ def pathwise_grad(
   def mc_objective(p):
     dist = dist_fn(p)
     checks.check_distribution(dist, need_log_prob=False)
-    _check_reparameterized(dist)
+    checks.check_reparameterized(dist, "pathwise_grad")
     samples = dist.sample(seed=key, sample_shape=(num_samples,))
-    if not jnp.issubdtype(samples.dtype, jnp.floating):
-      raise TypeError(
-          f"pathwise_grad needs a continuous, reparameterized distribution; "
-          f"{type(dist).__name__} gives samples of dtype {samples.dtype} "
-          "(use score_function_grad or gumbel_softmax).")
+    checks.check_float_samples(samples, dist, "pathwise_grad")
     return jnp.mean(checks.per_sample_f(f, samples))
 
   return jax.grad(mc_objective)(params)
@@ -239,7 +217,7 @@ def score_function_grad(
     b = jnp.broadcast_to(jnp.asarray(baseline, f_values.dtype), f_values.shape)
 
   def surrogate(p):
-    log_prob = _flatten_sample_log_prob(
+    log_prob = checks.per_sample_log_prob(
         dist_fn(p).log_prob(samples), num_samples)
     return score_function_surrogate(log_prob, f_values, b)
 
