@@ -183,11 +183,14 @@ def last_rows(rows: Sequence[dict]) -> Rows:
 
 
 def check_finite(metrics: dict, step: int, loss_names: Sequence[str],
-                 seeds: Sequence[int] | None, last_good: int | None) -> None:
+                 seeds: Sequence[int] | None,
+                 last_good: Callable[[], int | None]) -> None:
   """Raises FloatingPointError naming the loss, seed and step that failed.
 
   `metrics` are those of one call of `Program.step` (for a `scan_chunk`,
-  those of its first failing update); `step` is the step that update made.
+  those of its first failing update); `step` is the step that update made;
+  `last_good()` names the newest checkpoint that verifies (only called on
+  failure).
   """
   for name in loss_names:
     values = np.atleast_1d(np.asarray(metrics[name]))
@@ -196,7 +199,8 @@ def check_finite(metrics: dict, step: int, loss_names: Sequence[str],
       where = "" if seeds is None else f" for seed {seeds[bad[0]]}"
       raise FloatingPointError(
           f"non-finite {name}={values[bad[0]]}{where} at step {step}; "
-          f"training stopped, the last good checkpoint is step {last_good}.")
+          f"training stopped, the last good checkpoint is step "
+          f"{last_good()}.")
 
 
 def _failed_step(metrics: dict, step: int, stride: int) -> int:
@@ -262,7 +266,7 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
       if metrics is not None:
         check_finite(metrics, _failed_step(metrics, step, stride),
                      program.loss_names, program.seeds,
-                     checkpoints.latest_step())
+                     checkpoints.latest_step)
         metrics = {k: v for k, v in metrics.items()
                    if k != "non_finite_index"}
         window.append(metrics)
