@@ -1,9 +1,10 @@
-"""Noisy top-k MoE on the synthetic mixture-of-domains task.
+r"""Noisy top-k MoE on the synthetic mixture-of-domains task.
 
 Run (about 35-110 s on a shared 2-core CPU):
   python -m launch.train_moe --config=launch/configs/moe.py --workdir=/tmp/moe
 Tiny CI variant:
-  python -m launch.train_moe --config=launch/configs/moe.py:test --workdir=/tmp/t
+  python -m launch.train_moe --config=launch/configs/moe.py:test \
+      --workdir=/tmp/t
 Ablations (Shazeer et al. 2017, Table 6):
   --config.w_importance=0 --config.w_load=0   (no balancing)
   --config.noise=False  --config.k=1  --config.num_experts=16
