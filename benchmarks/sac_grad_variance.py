@@ -193,8 +193,9 @@ def make_moment_fns(agents: dict[str, learner.Agent], *, num_repeats: int,
     map_batch: evaluate this many repeats at a time (memory bound).
   """
   def estimate(agent, state, obs, k):
-    return _flat(learner.actor_gradient(
-        agent, state.actor_params, state.critic_params, state.log_alpha, obs, k))
+    grad = learner.actor_gradient(
+        agent, state.actor_params, state.critic_params, state.log_alpha, obs, k)
+    return _flat(grad)
 
   def moments(agent, state, obs, key):
     def one(k):
@@ -296,11 +297,13 @@ def update_costs(agents: dict[str, learner.Agent], state: learner.SACState,
   fns = {}
   for name, agent in agents.items():
     fns[name] = {
-        "actor_grad": (jax.jit(functools.partial(learner.actor_gradient, agent)),
-                       (core.actor_params, core.critic_params, core.log_alpha,
-                        batch.obs, key)),
-        "gradient_step": (jax.jit(functools.partial(learner.gradient_step, agent)),
-                          (core, batch))}
+        "actor_grad": (
+            jax.jit(functools.partial(learner.actor_gradient, agent)),
+            (core.actor_params, core.critic_params, core.log_alpha,
+             batch.obs, key)),
+        "gradient_step": (
+            jax.jit(functools.partial(learner.gradient_step, agent)),
+            (core, batch))}
   times = {name: {kind: [] for kind in fn} for name, fn in fns.items()}
   for name, per_kind in fns.items():   # Compile and warm up.
     for kind, (fn, args) in per_kind.items():
@@ -457,12 +460,14 @@ def markdown(results: dict[str, Any]) -> str:
           + " |")
   lines += ["", f"Cost per update ({o['timing_rounds']} interleaved rounds; "
             "ratio to pathwise: of median times, of minimum times):", "",
-            "| arm | actor gradient (ms) | ratio | gradient_step (ms) | ratio |",
+            "| arm | actor gradient (ms) | ratio | gradient_step (ms) "
+            "| ratio |",
             "|---|---:|---:|---:|---:|"]
   for arm, c in results["cost"].items():
     lines.append(
         f"| {arm} | {1e3 * c['actor_grad_s']:.2f} | "
-        f"{c['actor_grad_ratio_median']:.2f}, {c['actor_grad_ratio_min']:.2f} | "
+        f"{c['actor_grad_ratio_median']:.2f}, "
+        f"{c['actor_grad_ratio_min']:.2f} | "
         f"{1e3 * c['gradient_step_s']:.2f} | "
         f"{c['gradient_step_ratio_median']:.2f}, "
         f"{c['gradient_step_ratio_min']:.2f} |")

@@ -153,14 +153,15 @@ def main(argv=None):
     result = sac_train.train(config, workdir)
     ours = [float(x) for x in result["eval_returns"]]
     out.update(ours_final_eval=ours, ours_mean=float(np.mean(ours)),
-               ours_sample_std=_sample_std(ours), ours_wall_s=time.time() - start,
-               workdir=workdir)
+               ours_sample_std=_sample_std(ours),
+               ours_wall_s=time.time() - start, workdir=workdir)
   if _WITH_SBX.value:
     start = time.time()
     progress = _OUT.value + ".sbx.jsonl" if _OUT.value else None
     theirs = run_sbx(config, progress)
     out.update(sbx_final_eval=theirs, sbx_mean=float(np.mean(theirs)),
-               sbx_sample_std=_sample_std(theirs), sbx_wall_s=time.time() - start)
+               sbx_sample_std=_sample_std(theirs),
+               sbx_wall_s=time.time() - start)
   print(json.dumps(out, indent=2))
   if _OUT.value:
     atomic_files.write_json(_OUT.value, out)

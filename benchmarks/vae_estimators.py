@@ -343,7 +343,8 @@ def markdown_table(results, names, seeds) -> str:
       "|" + "---|" * (5 + len(steps))]
   for name in names:
     lines.append(
-        f"| {name} | {_mean_sd(finals[name][s]['test_neg_elbo'] for s in seeds)}"
+        f"| {name} | "
+        f"{_mean_sd(finals[name][s]['test_neg_elbo'] for s in seeds)}"
         f" | {_mean_sd(finals[name][s]['test_neg_log_px_iw'] for s in seeds)}"
         " | " + " | ".join(f"{variance[name][s]['trace_variance']:.3g}"
                            for s in steps)

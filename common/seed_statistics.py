@@ -1,4 +1,4 @@
-"""Seed statistics for ablation reports: IQM, stratified bootstrap CIs, paired differences.
+"""Ablation seed statistics: IQM, stratified bootstrap CIs, paired differences.
 
 All functions are NumPy/SciPy, deterministic given their `seed`, and never
 touch NumPy's global generator.

@@ -76,7 +76,7 @@ def _holder_pid(path: str) -> str:
 
 
 def acquire(workdir: str) -> WorkdirLock:
-  """Takes the workdir's lock (creating workdir) or raises WorkdirLockedError."""
+  """Takes workdir's lock (creating workdir) or raises WorkdirLockedError."""
   return WorkdirLock(workdir)
 
 

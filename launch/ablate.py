@@ -49,7 +49,7 @@ from absl import flags
 
 # First among the project's modules: the commit and package versions that
 # every cell's provenance record names are read when it is imported.
-from common import provenance  # pylint: disable=unused-import
+from common import provenance  # noqa: F401 (imported for its side effect)
 from launch import studies
 from launch import study_report
 from launch import study_runner

@@ -81,4 +81,5 @@ def describe() -> str:
   if os.environ.get(OPT_OUT_VARIABLE) == "0":
     return f"malloc huge pages off ({OPT_OUT_VARIABLE}=0)"
   return (f"malloc huge pages off (C library: "
-          f"{glibc_version() or 'not glibc'}, GLIBC_TUNABLES={current or '(unset)'})")
+          f"{glibc_version() or 'not glibc'}, "
+          f"GLIBC_TUNABLES={current or '(unset)'})")

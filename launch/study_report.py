@@ -45,7 +45,7 @@ def _seed_of(*names: str) -> int:
 
 
 def fmt(value: float) -> str:
-  """Summary numbers: 4 significant digits (1 decimal from 1000 up), no exponent.
+  """Summary number: 4 significant digits (1 decimal from 1000 up), no exponent.
 
   Trailing zeros are kept, so every number shows its 4 digits:
 

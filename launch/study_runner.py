@@ -1,4 +1,4 @@
-"""Cells, shards, the study manifest and the resumable run loop of `launch.ablate`.
+"""Cells, shards, the study manifest and resumable run loop of `launch.ablate`.
 
 Layout of a study directory DIR:
 
@@ -73,7 +73,8 @@ def study_cells(study: studies.Study, settings: Settings) -> list[Cell]:
   cells = []
   for condition in study.conditions:
     if study.system.vmapped_seeds:
-      cells.append(Cell(condition, seeds, os.path.join("cells", condition.name)))
+      cells.append(
+          Cell(condition, seeds, os.path.join("cells", condition.name)))
     else:
       cells.extend(Cell(condition, (s,), os.path.join(
           "cells", condition.name, f"seed_{s}")) for s in seeds)

@@ -1,4 +1,4 @@
-"""What a launcher shows on the terminal: a start line, the progress bar, a summary.
+"""A launcher's terminal output: a start line, the progress bar, a summary.
 
 By default a run's terminal holds one line saying what runs and where its
 outputs go, the trainer's progress bar, and a final summary that lists the

@@ -1,4 +1,4 @@
-"""Expert parallelism: experts sharded over a mesh axis, tokens moved by all-to-all.
+"""Expert parallelism: experts sharded over a mesh axis, tokens sent all-to-all.
 
 With N devices on mesh axis `axis_name`, device n holds experts
 [n * E/N, (n+1) * E/N) and a 1/N shard of the tokens. Inside `jax.shard_map`

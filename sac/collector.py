@@ -86,7 +86,7 @@ class Collector:
         name: arrays[f"pending_{name}"] for name in _TRANSITION_FIELDS})
                     if bool(arrays["has_pending"]) else None)
 
-  # --- The loop's step -----------------------------------------------------------
+  # --- The loop's step -------------------------------------------------------
 
   def step(self, state: learner.SACState
            ) -> tuple[learner.SACState, dict | None]:

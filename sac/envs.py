@@ -105,7 +105,7 @@ def make_vec_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
 
 def env_seeds(seeds: Sequence[int], num_envs: int, stream: int = 0,
               round_index: int = 0) -> list[int]:
-  """Reset seeds for sub-envs [seed-major, env-minor], from (seed, stream, round, env).
+  """Sub-env reset seeds [seed-major, env-minor] of (seed, stream, round, env).
 
   A seed's environments depend on that seed only, so agent i of a run with
   num_seeds > 1 sees the same episodes as a single-seed run with its seed.
@@ -159,7 +159,8 @@ def snapshot(env: gym.vector.SyncVectorEnv) -> bytes:
   with no plain-data encoding (so nothing is silently left out).
   """
   if not isinstance(env, gym.vector.SyncVectorEnv):
-    raise TypeError(f"snapshot needs a SyncVectorEnv; got {type(env).__name__}.")
+    raise TypeError(
+        f"snapshot needs a SyncVectorEnv; got {type(env).__name__}.")
   subenvs = [[_encode_layer(layer) for layer in _layers(sub)]
              for sub in env.envs]
   vector = {k: _encode(getattr(env, k), f"vector.{k}")

@@ -1,4 +1,4 @@
-"""Deterministic evaluation (tanh of the mean) on separate eval envs, per seed."""
+"""Deterministic evaluation (tanh of mean) on separate eval envs, per seed."""
 
 from __future__ import annotations
 
@@ -46,11 +46,13 @@ def evaluate(eval_env: gym.vector.VectorEnv, policy_fn: Callable, actor_params,
   lengths = np.zeros(total, np.int64)
   running = np.ones(total, bool)
   while running.any():
-    action = policy_fn(actor_params,
-                       np.asarray(obs, np.float32).reshape(num_seeds, episodes, -1))
+    action = policy_fn(
+        actor_params,
+        np.asarray(obs, np.float32).reshape(num_seeds, episodes, -1))
     action = np.asarray(jax.device_get(action)).reshape(total, -1)
     obs, reward, terminated, truncated, _ = eval_env.step(scaler.to_env(action))
     returns += np.where(running, reward, 0.0)
     lengths += running
     running &= ~(np.asarray(terminated) | np.asarray(truncated))
-  return returns.reshape(num_seeds, episodes), lengths.reshape(num_seeds, episodes)
+  return (returns.reshape(num_seeds, episodes),
+          lengths.reshape(num_seeds, episodes))

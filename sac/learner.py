@@ -103,9 +103,10 @@ def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
                actor_grad: str, score_function_samples: int,
                temperature_loss: str = "log_alpha",
                pathwise_samples: int = 1) -> Agent:
-  """Builds the static agent; `alpha=None` learns it, `target_entropy=None` is -|A|."""
+  """The static agent; `alpha=None`: learned, `target_entropy=None`: -|A|."""
   if actor_grad not in ACTOR_GRADS:
-    raise ValueError(f"actor_grad must be one of {ACTOR_GRADS}; got {actor_grad!r}.")
+    raise ValueError(
+        f"actor_grad must be one of {ACTOR_GRADS}; got {actor_grad!r}.")
   if temperature_loss not in TEMPERATURE_LOSSES:
     raise ValueError(
         f"temperature_loss must be one of {tuple(TEMPERATURE_LOSSES)}; got "
@@ -156,7 +157,8 @@ def _critic_apply(agent: Agent, params, obs, action):
   return agent.critic.apply({"params": params}, obs, action)
 
 
-def _actor_objective(agent: Agent, actor_params, critic_params, alpha, obs, key):
+def _actor_objective(agent: Agent, actor_params, critic_params, alpha, obs,
+                     key):
   """Actor loss (pathwise or score-function) and log pi of fresh actions [B]."""
   mean, log_std = _actor_apply(agent, actor_params, obs)
   if agent.actor_grad == PATHWISE and agent.pathwise_samples == 1:
@@ -176,7 +178,8 @@ def _actor_objective(agent: Agent, actor_params, critic_params, alpha, obs, key)
     loss = losses.actor_loss_pathwise(
         log_prob.reshape(-1), q_values.reshape(q_values.shape[0], -1), alpha)
     return loss, log_prob[0]
-  # Score function: M stopped samples per state, scored under the current policy.
+  # Score function: M stopped samples per state, scored under the current
+  # policy.
   num_samples = agent.score_function_samples
   pre_tanh = jax.lax.stop_gradient(
       estimators.gaussian_reparameterize(
@@ -216,7 +219,8 @@ def gradient_step(agent: Agent, state: SACState, batch: replay.Transition):
   alpha = jnp.exp(state.log_alpha)
 
   # Critic (Eq. 5-6, clipped double Q).
-  next_mean, next_log_std = _actor_apply(agent, state.actor_params, batch.next_obs)
+  next_mean, next_log_std = _actor_apply(agent, state.actor_params,
+                                         batch.next_obs)
   next_action, next_log_prob = estimators.tanh_gaussian_sample_and_log_prob(
       critic_key, next_mean, next_log_std)
   q_next = _critic_apply(agent, state.target_critic_params, batch.next_obs,
@@ -268,8 +272,11 @@ def run_updates(agent: Agent, state: SACState, num_updates: int):
   states and keys.
   """
   key, sample_key = jax.random.split(state.key)
-  batches = jax.vmap(lambda k: replay.sample(state.buffer, k, agent.batch_size))(
-      jax.random.split(sample_key, num_updates))
+
+  def sample(k):
+    return replay.sample(state.buffer, k, agent.batch_size)
+
+  batches = jax.vmap(sample)(jax.random.split(sample_key, num_updates))
   step = functools.partial(gradient_step, agent)
   core, metrics = jax.lax.scan(step, state.replace(buffer=None, key=key),
                                batches)

@@ -34,7 +34,8 @@ def soft_td_target(reward_t: Array, terminated_t: Array, q_next: Array,
   (Fujimoto et al. 2018, Sec. 4.2; Haarnoja et al. 2018, Sec. 5 "two
   Q-functions ... use the minimum"):
 
-      y = r + gamma * (1 - terminated) * (min_i Qbar_i(s', a') - alpha log pi(a'|s')),
+      y = r + gamma * (1 - terminated)
+              * (min_i Qbar_i(s', a') - alpha log pi(a'|s')),
       a' ~ pi(.|s').
 
   Only termination cuts the bootstrap. A time-limit truncation is not a
@@ -52,7 +53,8 @@ def soft_td_target(reward_t: Array, terminated_t: Array, q_next: Array,
   Returns:
     Target y [B], with gradients stopped.
   """
-  chex.assert_rank([reward_t, terminated_t, q_next, next_log_prob], [1, 1, 2, 1])
+  chex.assert_rank([reward_t, terminated_t, q_next, next_log_prob],
+                   [1, 1, 2, 1])
   soft_value = jnp.min(q_next, axis=0) - alpha * next_log_prob
   target = reward_t + gamma * (1.0 - terminated_t) * soft_value
   return jax.lax.stop_gradient(target)
@@ -72,7 +74,8 @@ def critic_loss(q_pred: Array, target: Array) -> Array:
   return 0.5 * jnp.sum(jnp.mean(jnp.square(q_pred - target[None]), axis=1))
 
 
-def actor_loss_pathwise(log_prob: Array, q_values: Array, alpha: Array) -> Array:
+def actor_loss_pathwise(log_prob: Array, q_values: Array,
+                        alpha: Array) -> Array:
   """J_pi = E_s E_{a~pi}[alpha log pi(a|s) - min_i Q_i(s, a)], pathwise.
 
   Haarnoja et al. 2018, Eq. 7 with the reparameterization of Eq. 11-12
@@ -95,7 +98,8 @@ def actor_loss_score_function(log_prob: Array, q_values: Array,
   """The same actor objective with the score-function (REINFORCE) gradient.
 
   Objective (Haarnoja et al. 2018, Eq. 7), per state s:
-      J(theta) = E_{a ~ pi_theta}[f_theta(a)],  f_theta(a) = alpha log pi_theta(a|s) - Q(s, a),
+      J(theta) = E_{a ~ pi_theta}[f_theta(a)],
+      f_theta(a) = alpha log pi_theta(a|s) - Q(s, a),
   with Q = min_i Q_i. Because f depends on theta directly (entropy term),
       grad J = E[grad log pi(a|s) * f(a)] + alpha E[grad log pi(a|s)]
              = E[grad log pi(a|s) * f(a)],

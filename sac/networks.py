@@ -34,7 +34,7 @@ class MLP(nn.Module):
 
 
 class Actor(nn.Module):
-  """obs [..., O] -> (mean [..., A], log_std [..., A]) of the pre-tanh Gaussian."""
+  """obs [..., O] -> (mean, log_std) [..., A] of the pre-tanh Gaussian."""
   hidden_sizes: Sequence[int]
   action_dim: int
 

@@ -68,7 +68,8 @@ def unpack(buffer: ReplayBuffer, rows: jax.Array) -> Transition:
   """Splits packed rows [..., W] back into a Transition."""
   o, a = buffer.obs_dim, buffer.action_dim
   return Transition(obs=rows[..., :o], action=rows[..., o:o + a],
-                    reward=rows[..., o + a], next_obs=rows[..., o + a + 1:2 * o + a + 1],
+                    reward=rows[..., o + a],
+                    next_obs=rows[..., o + a + 1:2 * o + a + 1],
                     terminated=rows[..., 2 * o + a + 1])
 
 

@@ -61,7 +61,7 @@ def seed_sharding(num_seeds: int, devices: Sequence[jax.Device] | None = None
 
 
 def place(tree: Any, sharding: NamedSharding | None) -> Any:
-  """Puts every leaf of `tree` (leading seed axis) on `sharding`; None: as is."""
+  """Puts each leaf of `tree` (leading seed axis) on `sharding`; None: as is."""
   if sharding is None:
     return tree
   return jax.device_put(tree, sharding)

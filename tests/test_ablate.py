@@ -1,4 +1,4 @@
-"""Tests of the study runner (launch/ablate.py, studies.py, study_runner.py, study_report.py).
+"""The study runner: launch/{ablate,studies,study_runner,study_report}.py.
 
 One end-to-end study trains the real MoE trainer (two Table 6 rows, quick
 configs, 2 seeds, 4 runs of 20 steps) and checks the report's numbers against
@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class FakeTrainer:
-  """Writes eval.csv (two evaluations) like the system's trainer; counts calls."""
+  """Writes eval.csv (two evaluations) as the system's trainer; counts calls."""
 
   def __init__(self, study, stop_after=None):
     self.system = study.system
@@ -110,7 +110,8 @@ def test_moe_study_end_to_end_with_the_real_trainer(tmp_path, monkeypatch):
     assert f" | {per_seed} |\n" in cv_load, (per_seed, cv_load)
   diff = seed_statistics.paired_difference(a, b, seed=study_report._seed_of(
       study.name, "cv_load", "wi0.1_wl0.1", "wi0_wl0"))
-  assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | {study_report.fmt(diff.mean)} "
+  assert (f"| (0.1, 0.1) − (0, 0) | mixture | 0, 1 | "
+          f"{study_report.fmt(diff.mean)} "
           f"[{study_report.fmt(diff.ci[0])}, {study_report.fmt(diff.ci[1])}]"
           in text)
   for metric in study.system.metrics:
@@ -178,7 +179,8 @@ def test_sharded_runs_train_each_cell_once_then_report(tmp_path):
                          check_settings=False)).read()
   assert "Finished cells: 5 of 5." in text
   assert "score_function (8) vs pathwise, both tasks" in text
-  assert "| score_function (2 samples) − pathwise | HalfCheetah-v5 | 0, 1, 2 |" in text
+  assert ("| score_function (2 samples) − pathwise | HalfCheetah-v5 "
+          "| 0, 1, 2 |" in text)
   # Cost: median of the first seed's steps_per_sec rows (100 + 300, 100 + 600).
   assert "| pathwise | Hopper-v5 | 550.0 |" in text
 
@@ -257,7 +259,8 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match=f"--shard={shard!r} is out of range"):
       ablate.run("moe_table6", str(tmp_path), shard=shard)
   for shard in ("a/b", "-1/2", "2"):
-    with pytest.raises(ValueError, match=f"--shard must look like i/n.*{shard!r}"):
+    with pytest.raises(ValueError,
+                       match=f"--shard must look like i/n.*{shard!r}"):
       ablate.run("moe_table6", str(tmp_path), shard=shard)
   with pytest.raises(ValueError, match="--seeds must be an int >= 1; got 0"):
     ablate.run("moe_table6", str(tmp_path), seeds=0)
@@ -386,7 +389,7 @@ def test_cells_record_their_software_and_the_report_names_differences(
 
 
 def test_provenance_record_names_the_code_the_process_imported(monkeypatch):
-  """A later commit or install does not change what a running process records."""
+  """A later commit or install does not change a running process's record."""
   def fail(*args, **kwargs):
     raise AssertionError("record() must not query the checkout or packages")
   monkeypatch.setattr(provenance, "git_commit", fail)

@@ -82,7 +82,7 @@ def _dummy_state():
 
 @pytest.fixture(scope="module")
 def saved_configs(tmp_path_factory):
-  """Each trainer's test config, as stored in and read back from a checkpoint."""
+  """Each trainer's test config as stored in and read back from a checkpoint."""
   saved = {}
   for trainer, (make_config, allowed) in TRAINERS.items():
     workdir = str(tmp_path_factory.mktemp(trainer))
@@ -381,7 +381,8 @@ def test_no_checkpoint_restores_error_changes_nothing(tmp_path):
   with _open(str(tmp_path)) as run:
     with pytest.raises(checkpointing.CheckpointsDamagedError,
                        match=r"no checkpoint in .*checkpoints restores: "
-                       r"checkpoint 2: .*; checkpoint 1: .*Nothing was renamed"):
+                       r"checkpoint 2: .*; checkpoint 1: "
+                       r".*Nothing was renamed"):
       run.restore_latest(_dummy_state())
   after = _snapshot_tree(str(tmp_path))
   after.pop("run.lock"), before.pop("run.lock")  # Holds the pid.
@@ -425,7 +426,7 @@ def test_changed_config_is_refused_before_anything_is_set_aside(tmp_path):
   assert (tmp_path / "provenance.json").read_text() == records  # Unchanged.
 
 
-# --- A full disk ---------------------------------------------------------------
+# --- A full disk --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("error", [

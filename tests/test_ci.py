@@ -15,7 +15,8 @@ FAKE_README = """# fake
 
 <!-- quickstart:test -->
 ```bash
-pwd > "$CI_PROBE" && ls setup.py untracked.txt >> "$CI_PROBE" && mkdir -p .venv && touch .venv/made_by_ci
+pwd > "$CI_PROBE" && ls setup.py untracked.txt >> "$CI_PROBE" && \
+mkdir -p .venv && touch .venv/made_by_ci
 ```
 """
 
@@ -31,7 +32,8 @@ def _fake_checkout(tmp_path):
   subprocess.run(["git", "add", "."], cwd=repo, check=True)
   (repo / "untracked.txt").write_text("", encoding="utf-8")
   (repo / ".venv" / "bin").mkdir(parents=True)
-  (repo / ".venv" / "bin" / "python").write_text("user's venv", encoding="utf-8")
+  (repo / ".venv" / "bin" / "python").write_text("user's venv",
+                                                  encoding="utf-8")
   return repo
 
 
@@ -49,7 +51,8 @@ def test_ci_leaves_the_users_venv_alone_and_cleans_up(tmp_path):
   assert pathlib.Path(ran_in) != repo
   assert listed == ["setup.py", "untracked.txt"]
   # The user's virtual environment is untouched; CI's own is gone.
-  assert sorted(p.name for p in (repo / ".venv").rglob("*")) == ["bin", "python"]
+  assert (sorted(p.name for p in (repo / ".venv").rglob("*"))
+          == ["bin", "python"])
   assert (repo / ".venv" / "bin" / "python").read_text() == "user's venv"
   assert not pathlib.Path(ran_in).exists()
 

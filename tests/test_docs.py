@@ -16,9 +16,10 @@ What is checked:
   are for the reader and are not compared; the estimators' exact values are
   tested in tests/test_estimators.py).
 - Commands in README.md and docs/*.md. Every `python -m <module>` in a bash
-  block names a module of the repository, every `--config=<file>[:preset]` names a config file
-  that exists with a preset that its `get_config` accepts, and every
-  `--config.<field>=` override on the same line names a field of that config.
+  block names a module of the repository, every `--config=<file>[:preset]`
+  names a config file that exists with a preset that its `get_config`
+  accepts, and every `--config.<field>=` override on the same line names a
+  field of that config.
   Every flag of a `python -m benchmarks.NAME` command is a flag of that
   benchmark (`benchmarks/__init__.py`: absl flags in the module's `FLAGS`),
   spelt `--name=value` unless it is a boolean.

@@ -195,8 +195,9 @@ def test_bad_config_values_raise(tmp_path, field, value, match):
 def _gate_gradient_fn(config):
   """Jitted params -> d(loss)/d(w_gate) of the configured model on one batch
   of random tokens with a fixed gating key; and initial parameters."""
-  tokens = jax.random.randint(jax.random.key(1), (32, config.context_length + 1),
-                              0, config.vocab_size)
+  tokens = jax.random.randint(jax.random.key(1),
+                              (32, config.context_length + 1), 0,
+                              config.vocab_size)
   context, target = tokens[:, :-1], tokens[:, -1]
   model = moe_train.make_model(config)
 

@@ -103,7 +103,8 @@ def test_step_returns_final_obs_as_next_obs_and_reset_obs_to_act_on():
   assert sum(s[2] for s in seen) == 2 and sum(s[3] for s in seen) == 1
 
 
-def test_replay_buffer_after_training_has_no_cross_episode_transitions(tmp_path):
+def test_replay_buffer_after_training_has_no_cross_episode_transitions(
+    tmp_path):
   config = sac_config.get_config("test")
   config.env_id = SCRIPTED_ID
   config.num_envs = 2
@@ -129,7 +130,8 @@ def test_replay_buffer_after_training_has_no_cross_episode_transitions(tmp_path)
   np.testing.assert_array_equal(buf.reward, next_obs[:, 1])
   episode = next_obs[:, 0] % 100
   expected_terminal = (episode % 2 == 0) & (next_obs[:, 1] == 3)
-  np.testing.assert_array_equal(terminated, expected_terminal.astype(np.float32))
+  np.testing.assert_array_equal(terminated,
+                                expected_terminal.astype(np.float32))
   # Truncated transitions (odd episodes, t = 5) are stored and bootstrap.
   assert np.any((episode % 2 == 1) & (next_obs[:, 1] == 5))
   # The two sub-envs (different reset seeds) both appear.
@@ -213,7 +215,8 @@ def test_action_scaler_maps_unit_box_to_bounds():
 @pytest.mark.parametrize("field,value,match", [
     ("actor_lr", -1e-3, "config.actor_lr"),
     ("critic_lr", 0.0, "config.critic_lr"),
-    ("batch_size", 2000, "batch_size=2000 is larger than config.buffer_size=1000"),
+    ("batch_size", 2000,
+     "batch_size=2000 is larger than config.buffer_size=1000"),
     ("actor_grad", "finite_difference", "actor_grad"),
     ("temperature_loss", "beta", "config.temperature_loss must be one of"),
     ("gamma", 1.5, "config.gamma"),

@@ -1,4 +1,4 @@
-"""Kept checkpoints, the M = 1 score function, and benchmarks/sac_grad_variance.py."""
+"""Kept checkpoints, M = 1 score function, benchmarks/sac_grad_variance.py."""
 
 import os
 
@@ -19,7 +19,7 @@ from sac import validation
 
 @pytest.fixture(scope="module")
 def kept_run(tmp_path_factory):
-  """The test preset (checkpoints every 200 steps to 600) keeping 200 and 300."""
+  """Test preset (checkpoints every 200 steps to 600) keeping 200 and 300."""
   workdir = str(tmp_path_factory.mktemp("kept"))
   config = sac_config.get_config("test")
   config.keep_checkpoint_steps = (200, 300)

@@ -102,8 +102,9 @@ def test_actor_loss_score_function_value_and_gradient_hand_computed():
   # log p_mb = theta * c_mb (linear in a scalar parameter), so the gradient
   # is mean_mb c_mb (f_mb - b_mb) with f = alpha * log p - min Q.
   c = jnp.array([[1.0, -1.0], [2.0, 0.5], [0.0, 1.0]])      # [M=3, B=2]
-  q = jnp.stack([jnp.array([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]]),
-                 jnp.array([[2.0, 0.0], [1.0, 1.0], [2.0, 0.0]])])  # [N=2, M, B]
+  q = jnp.stack([                                           # [N=2, M, B]
+      jnp.array([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]]),
+      jnp.array([[2.0, 0.0], [1.0, 1.0], [2.0, 0.0]])])
   alpha, theta = 0.3, 0.7
   loss_fn = lambda t: losses.actor_loss_score_function(t * c, q, alpha)
   value, grad = jax.value_and_grad(loss_fn)(theta)
@@ -156,7 +157,8 @@ def test_score_function_gradient_never_differentiates_the_critic():
   grad_critic = jax.grad(lambda cp: learner._actor_objective(
       agent, state.actor_params, cp, jnp.asarray(0.2), obs,
       jax.random.PRNGKey(0))[0])(state.critic_params)
-  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grad_critic))
+  assert all(float(jnp.abs(g).max()) == 0.0
+             for g in jax.tree.leaves(grad_critic))
 
 
 def test_replay_buffer_wraps_fifo_and_samples_only_filled_rows():
@@ -172,8 +174,9 @@ def test_replay_buffer_wraps_fifo_and_samples_only_filled_rows():
   np.testing.assert_array_equal(stored.next_obs[:, 0], [5.0, 6.0, 3.0, 4.0])
   assert int(buf.size) == 4 and int(buf.insert_index) == 2
   small = replay.add(replay.init(10, 1, 1), replay.Transition(
-      obs=jnp.ones((2, 1)), action=jnp.ones((2, 1)), reward=jnp.array([7.0, 8.0]),
-      next_obs=jnp.ones((2, 1)), terminated=jnp.zeros(2)))
+      obs=jnp.ones((2, 1)), action=jnp.ones((2, 1)),
+      reward=jnp.array([7.0, 8.0]), next_obs=jnp.ones((2, 1)),
+      terminated=jnp.zeros(2)))
   batch = replay.sample(small, jax.random.PRNGKey(0), 256)
   assert set(np.asarray(batch.reward).tolist()) == {7.0, 8.0}
 
@@ -193,7 +196,8 @@ def test_tanh_log_prob_of_stopped_sample_matches_sampler():
   # tanh_gaussian_log_prob; it must equal the sampler's own log-prob.
   key = jax.random.PRNGKey(0)
   mean, log_std = jnp.array([[0.3, -1.0]]), jnp.array([[-0.5, 0.2]])
-  action, log_prob = estimators.tanh_gaussian_sample_and_log_prob(key, mean, log_std)
+  action, log_prob = estimators.tanh_gaussian_sample_and_log_prob(
+      key, mean, log_std)
   pre_tanh = estimators.gaussian_reparameterize(key, mean, log_std)
   np.testing.assert_allclose(jnp.tanh(pre_tanh), action, rtol=1e-6)
   np.testing.assert_allclose(

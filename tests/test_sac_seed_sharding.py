@@ -1,4 +1,4 @@
-"""Seed-axis sharding of SAC over local devices: the rule, and 2 forced CPU devices == 1 device."""
+"""SAC's seed-axis sharding: the rule, and 2 forced CPU devices == 1 device."""
 
 import json
 import os
@@ -32,7 +32,8 @@ def recording_make_update_fn(*args, **kwargs):
   step_fn = make_update_fn(*args, **kwargs)
   def step(state, *inputs):
     out = step_fn(state, *inputs)
-    layouts.update((len(x.sharding.device_set), x.addressable_shards[0].data.shape[0])
+    layouts.update((len(x.sharding.device_set),
+                    x.addressable_shards[0].data.shape[0])
                    for x in jax.tree.leaves(out[0]))
     return out
   return step
@@ -53,12 +54,14 @@ restored = {len(x.sharding.device_set) for x in jax.tree.leaves(state)}
 leaves = jax.tree.leaves((state.actor_params, state.critic_params))
 np.savez(workdir + "/final.npz", *[np.asarray(x) for x in leaves])
 print(json.dumps({"devices": len(jax.local_devices()),
-                  "step_layouts": sorted(layouts), "restored": sorted(restored)}))
+                  "step_layouts": sorted(layouts),
+                  "restored": sorted(restored)}))
 """
 
 
 @pytest.mark.parametrize("num_seeds,num_devices,expected", [
-    (2, 2, 2), (4, 2, 2), (6, 4, 3), (5, 4, 1), (2, 8, 2), (1, 2, 1), (3, 1, 1)])
+    (2, 2, 2), (4, 2, 2), (6, 4, 3), (5, 4, 1), (2, 8, 2), (1, 2, 1),
+    (3, 1, 1)])
 def test_num_seed_devices_is_largest_divisor_at_most_device_count(
     num_seeds, num_devices, expected):
   assert seed_sharding.num_seed_devices(num_seeds, num_devices) == expected

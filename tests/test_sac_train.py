@@ -1,4 +1,4 @@
-"""End-to-end SAC runs: determinism, exact SIGKILL resume, num_seeds, traces, NaN stop, learning.
+"""SAC runs: determinism, SIGKILL resume, num_seeds, traces, NaN stop, learning.
 
 How `sac.train.train` is tested, on the tiny `:test` config unless noted:
 - The outputs exist and their metrics are finite and in range; two runs with
@@ -107,7 +107,8 @@ def test_same_seed_same_numbers(reference_run, tmp_path):
   sac_train.train(_test_config(), str(tmp_path))
   assert _read(tmp_path, "eval.csv") == _read(reference_run, "eval.csv")
   config = _test_config()
-  a, b = _final_state(config, reference_run), _final_state(config, str(tmp_path))
+  a = _final_state(config, reference_run)
+  b = _final_state(config, str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, a, b)
   # And a different seed gives different numbers.
   other = tmp_path / "other"
@@ -115,7 +116,8 @@ def test_same_seed_same_numbers(reference_run, tmp_path):
   assert _read(other, "eval.csv") != _read(reference_run, "eval.csv")
 
 
-def test_sigkill_then_resume_reproduces_uninterrupted_run(reference_run, tmp_path):
+def test_sigkill_then_resume_reproduces_uninterrupted_run(reference_run,
+                                                          tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(
       [sys.executable, "-m", "launch.train_sac",
@@ -247,7 +249,10 @@ def test_non_finite_loss_stops_with_named_loss_and_keeps_checkpoint(tmp_path):
 
 
 def test_pendulum_learns():
-  """Pendulum-v1, 2 seeds x 6000 steps, 64x64 networks: eval > -400 (random ~ -1200)."""
+  """Pendulum-v1, 2 seeds x 6000 steps, 64x64 networks: eval > -400.
+
+  A random policy scores about -1200.
+  """
   config = sac_config.get_config()
   config.hidden_sizes = (64, 64)
   config.num_steps = 6000

@@ -144,7 +144,8 @@ def test_paired_difference():
   assert d.ci[0] >= 1.0 and d.ci[1] <= 3.0 and d.excludes_zero
   one = S.paired_difference({0: 1.0}, {0: 3.0}, seed=0)
   assert one.ci is None and one.std is None and not one.excludes_zero
-  with pytest.raises(ValueError, match=r"no shared seeds: A has \[0\], B has \[1\]"):
+  with pytest.raises(ValueError,
+                     match=r"no shared seeds: A has \[0\], B has \[1\]"):
     S.paired_difference({0: 1.0}, {1: 1.0}, seed=0)
 
 

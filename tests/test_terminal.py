@@ -33,7 +33,8 @@ def test_moe_launcher_terminal_is_quiet_by_default_and_verbose_on_request(
   workdir = tmp_path / "moe"
   quiet = _launch(workdir)
   assert not ABSL_INFO.search(quiet.stderr), quiet.stderr
-  assert "orbax" not in quiet.stderr and "checkpoint_manager" not in quiet.stderr
+  assert ("orbax" not in quiet.stderr
+          and "checkpoint_manager" not in quiet.stderr)
   start, where, *_, summary = quiet.stdout.splitlines()
   assert start.startswith("MoE: 4 experts, top-2, 40 steps")
   glibc_ok = (hugepages.glibc_version() or (0, 0)) >= (2, 35)

@@ -1,4 +1,4 @@
-"""Noisy top-k MoE on the synthetic mixture-of-domains task.
+r"""Noisy top-k MoE on the synthetic mixture-of-domains task.
 
 Run:
   python -m launch.train_moe --config=launch/configs/moe.py --workdir=/tmp/moe
