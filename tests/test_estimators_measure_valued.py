@@ -1,4 +1,4 @@
-"""Statistical tests of measure_valued_grad (common/_estimators/measure_valued.py).
+"""Statistical tests of measure_valued_grad (common/_estimators/measure_valued).
 
 Oracles, for x ~ N(mu, sigma^2) per coordinate, in closed form:
   f = x^2:       E = mu^2 + sigma^2;       d/dmu = 2 mu,  d/dsigma = 2 sigma.
@@ -69,7 +69,8 @@ def step(x):
 
 SEPARABLE_MU = np.array([0.5, -1.0, 2.0])
 SEPARABLE_SIGMA = np.array([1.3, 0.4, 1.0])
-PRODUCT_MU, PRODUCT_SIGMA = np.array([0.7, -0.4, 1.2]), np.array([0.5, 1.0, 0.8])
+PRODUCT_MU = np.array([0.7, -0.4, 1.2])
+PRODUCT_SIGMA = np.array([0.5, 1.0, 0.8])
 IDENTITY_MU, IDENTITY_SIGMA = np.array([0.3]), np.array([2.0])
 
 SEPARABLE = {"square": lambda x: jnp.sum(x**2),

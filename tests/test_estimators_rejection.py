@@ -3,7 +3,8 @@
 Oracles, for z ~ Gamma(a, b) (shape a, rate b), in closed form:
   E[z] = a / b:                   d/da = 1 / b,          d/db = -a / b^2.
   E[log z] = digamma(a) - log b:  d/da = trigamma(a),    d/db = -1 / b.
-  E[z^2] = a (a + 1) / b^2:       d/da = (2a + 1) / b^2, d/db = -2a(a + 1) / b^3.
+  E[z^2] = a (a + 1) / b^2:       d/da = (2a + 1) / b^2,
+                                  d/db = -2a(a + 1) / b^3.
   E[exp(-z)] = (b / (b + 1))^a:   d/da = (b / (b + 1))^a log(b / (b + 1)),
                                   d/db = a b^(a - 1) / (b + 1)^(a + 1).
   A product of independent entries, f = z_1 z_2: E = a_1 a_2 / (b_1 b_2), so
