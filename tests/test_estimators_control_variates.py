@@ -1,4 +1,4 @@
-"""Statistical tests of REBAR and RELAX (common/_estimators/control_variates.py).
+"""Statistical tests of REBAR and RELAX (common/_estimators/control_variates).
 
 Oracles (stated here, derived by hand or by exact enumeration):
 

@@ -1,4 +1,4 @@
-"""Statistical tests of measure_valued_grad (common/_estimators/measure_valued.py).
+"""Statistical tests of measure_valued_grad (common/_estimators/measure_valued).
 
 Oracles, for x ~ N(mu, sigma^2) per coordinate, in closed form:
   f = x^2:       E = mu^2 + sigma^2;       d/dmu = 2 mu,  d/dsigma = 2 sigma.
@@ -23,6 +23,8 @@ N ~ N(0, 1), and with coupling N = U M it is M (1 - U), variance
 Means are compared within 5 standard errors computed from the draws, sample
 variances within 5 standard errors sqrt((m4 - s^4) / n).
 """
+
+import functools
 
 import distrax
 import jax
@@ -54,15 +56,6 @@ def assert_variance_close(draws, exact, num_se=NUM_SE):
   assert abs(var - exact) <= num_se * se, (var, exact, se)
 
 
-def mvd_draws(f, mu, sigma, *, coupling=True, seed=0, num_repeats=R):
-  mu = jnp.asarray(mu, jnp.float32)
-  sigma = jnp.asarray(sigma, jnp.float32)
-  one = lambda key: E.measure_valued_grad(f, mu, sigma, key, num_samples=1,
-                                          coupling=coupling)
-  keys = jax.random.split(jax.random.key(seed), num_repeats)
-  return jax.jit(jax.vmap(one))(keys)
-
-
 def gaussian_sin(mu, sigma):
   s = np.sin(mu) * np.exp(-sigma**2 / 2)
   ds_dmu = np.cos(mu) * np.exp(-sigma**2 / 2)
@@ -74,39 +67,72 @@ def step(x):
   return jnp.sum((x > 0).astype(jnp.float32))
 
 
+SEPARABLE_MU = np.array([0.5, -1.0, 2.0])
+SEPARABLE_SIGMA = np.array([1.3, 0.4, 1.0])
+PRODUCT_MU = np.array([0.7, -0.4, 1.2])
+PRODUCT_SIGMA = np.array([0.5, 1.0, 0.8])
+IDENTITY_MU, IDENTITY_SIGMA = np.array([0.3]), np.array([2.0])
+
+SEPARABLE = {"square": lambda x: jnp.sum(x**2),
+             "sin": lambda x: jnp.sum(jnp.sin(x)),
+             "step": step}
+
+
+def _specs():
+  """name -> (f, mu, sigma, coupling) for every draw used below."""
+  specs = {}
+  for coupling in (True, False):
+    for name, f in SEPARABLE.items():
+      specs[name, coupling] = (f, SEPARABLE_MU, SEPARABLE_SIGMA, coupling)
+    specs["identity", coupling] = (jnp.sum, IDENTITY_MU, IDENTITY_SIGMA,
+                                   coupling)
+  specs["product", True] = (lambda x: jnp.prod(jnp.sin(x)), PRODUCT_MU,
+                            PRODUCT_SIGMA, True)
+  return specs
+
+
+@functools.cache
+def mvd_draws():
+  """R one-sample estimates for every spec, from one jitted program (one
+  compilation; each spec uses its own independent keys)."""
+  specs = _specs()
+
+  def one(key):
+    keys = jax.random.split(key, len(specs))
+    return {name: E.measure_valued_grad(
+        f, jnp.float32(mu), jnp.float32(sigma), k, num_samples=1,
+        coupling=coupling)
+            for (name, (f, mu, sigma, coupling)), k in zip(specs.items(), keys)}
+
+  keys = jax.random.split(jax.random.key(0), R)
+  out = jax.jit(jax.vmap(one))(keys)
+  return jax.tree.map(lambda x: np.asarray(x, np.float64), out)
+
+
 @pytest.mark.parametrize("coupling", [True, False])
 def test_unbiased_on_separable_functions(coupling):
   """x^2, sin x and the step, each on three coordinates (summed)."""
-  mu, sigma = np.array([0.5, -1.0, 2.0]), np.array([1.3, 0.4, 1.0])
+  mu, sigma = SEPARABLE_MU, SEPARABLE_SIGMA
   phi = stats.norm.pdf(mu / sigma)
-  cases = {
-      "square": (lambda x: jnp.sum(x**2), 2 * mu, 2 * sigma),
-      "sin": (lambda x: jnp.sum(jnp.sin(x)), *gaussian_sin(mu, sigma)[1:]),
-      "step": (step, phi / sigma, -mu / sigma**2 * phi),
-  }
-  # One jitted program for the three functions.
-  draws = jax.jit(jax.vmap(lambda key: [
-      E.measure_valued_grad(f, jnp.float32(mu), jnp.float32(sigma), k,
-                            num_samples=1, coupling=coupling)
-      for (f, _, _), k in zip(cases.values(), jax.random.split(key, 3))]))(
-          jax.random.split(jax.random.key(0), R))
-  for (_, exact_mu, exact_sigma), (g_mu, g_sigma) in zip(cases.values(),
-                                                         draws):
+  exact = {"square": (2 * mu, 2 * sigma),
+           "sin": gaussian_sin(mu, sigma)[1:],
+           "step": (phi / sigma, -mu / sigma**2 * phi)}
+  for name, (exact_mu, exact_sigma) in exact.items():
+    g_mu, g_sigma = mvd_draws()[name, coupling]
     assert_means_close(g_mu, exact_mu)
     assert_means_close(g_sigma, exact_sigma)
 
 
 def test_unbiased_on_a_non_separable_product():
-  mu, sigma = np.array([0.7, -0.4, 1.2]), np.array([0.5, 1.0, 0.8])
-  s, ds_dmu, ds_dsigma = gaussian_sin(mu, sigma)
+  s, ds_dmu, ds_dsigma = gaussian_sin(PRODUCT_MU, PRODUCT_SIGMA)
   others = np.array([np.prod(np.delete(s, i)) for i in range(3)])
-  g_mu, g_sigma = mvd_draws(lambda x: jnp.prod(jnp.sin(x)), mu, sigma, seed=1)
+  g_mu, g_sigma = mvd_draws()["product", True]
   assert_means_close(g_mu, ds_dmu * others)
   assert_means_close(g_sigma, ds_dsigma * others)
 
 
 def test_step_function_pathwise_is_zero_and_measure_valued_is_right():
-  mu, sigma = 0.5, 1.3
+  mu, sigma = SEPARABLE_MU[0], SEPARABLE_SIGMA[0]
   params = {"mu": jnp.float32(mu), "sigma": jnp.float32(sigma)}
   dist_fn = lambda p: distrax.Normal(p["mu"], p["sigma"])
   scalar_step = lambda x: (x > 0).astype(jnp.float32)
@@ -115,24 +141,21 @@ def test_step_function_pathwise_is_zero_and_measure_valued_is_right():
           jax.random.split(jax.random.key(2), 1000))
   np.testing.assert_array_equal(pathwise["mu"], 0.0)
   np.testing.assert_array_equal(pathwise["sigma"], 0.0)
-  g_mu, g_sigma = mvd_draws(step, [mu], [sigma], seed=2)
+  # Coordinate 0 of the separable step draws: x_0 ~ N(0.5, 1.3^2).
+  g_mu, g_sigma = (g[:, 0] for g in mvd_draws()["step", True])
   phi = stats.norm.pdf(mu / sigma)
   assert phi / sigma > 0.2  # Far from the pathwise 0 (SE ~ 4e-4).
-  assert_means_close(g_mu, [phi / sigma])
-  assert_means_close(g_sigma, [-mu / sigma**2 * phi])
+  assert_means_close(g_mu[:, None], [phi / sigma])
+  assert_means_close(g_sigma[:, None], [-mu / sigma**2 * phi])
 
 
 def test_exact_variances_for_the_identity_and_coupling():
-  identity = lambda x: jnp.sum(x)
-  g_mu, g_sigma_coupled = mvd_draws(identity, [0.3], [2.0], seed=3)
-  _, g_sigma_independent = mvd_draws(identity, [0.3], [2.0], coupling=False,
-                                     seed=3)
-  assert_means_close(g_mu, [1.0])
-  assert_variance_close(g_mu[:, 0], (4 - np.pi) / np.pi)
-  for draws, exact_variance in ((g_sigma_coupled, 1.0),
-                                (g_sigma_independent, 4.0)):
-    assert_means_close(draws, [0.0])
-    assert_variance_close(draws[:, 0], exact_variance)
+  for coupling, exact_scale_variance in ((True, 1.0), (False, 4.0)):
+    g_mu, g_sigma = mvd_draws()["identity", coupling]
+    assert_means_close(g_mu, [1.0])
+    assert_variance_close(g_mu[:, 0], (4 - np.pi) / np.pi)
+    assert_means_close(g_sigma, [0.0])
+    assert_variance_close(g_sigma[:, 0], exact_scale_variance)
 
 
 def test_never_differentiates_f_and_matrix_shapes():

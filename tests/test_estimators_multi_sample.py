@@ -92,7 +92,8 @@ def test_dreg_agrees_with_iwae_at_k8_and_stl_is_biased_at_k64():
   chex.assert_trees_all_close(iwae[1], dreg[1], rtol=1e-6)  # Model gradient.
   for name in ("mu", "sigma"):
     assert_mean_close(dreg[2][name] - iwae[2][name], 0.0)  # Paired.
-  stl64, dreg64 = (draws(name, 64, Q, 2_000, seed=3) for name in ("stl", "dreg"))
+  stl64, dreg64 = (draws(name, 64, Q, 2_000, seed=3)
+                   for name in ("stl", "dreg"))
   diff = stl64[2]["mu"] - dreg64[2]["mu"]
   assert abs(diff.mean()) > 20 * diff.std(ddof=1) / np.sqrt(diff.size)
 

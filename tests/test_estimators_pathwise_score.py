@@ -12,12 +12,12 @@ Oracle: Gaussian x ~ N(mu, sigma^2), f(x) = (x - k)^2, d = mu - k.
   E f = d^2 + sigma^2, so the exact gradient is
       d/dmu = 2 d,   d/dsigma = 2 sigma.
   Exact per-sample (S = 1) variances of the estimates:
-      pathwise:                          mu: 4 sigma^2
-                                         sigma: 4 d^2 + 8 sigma^2
-      score function, no baseline:       mu: d^4/sigma^2 + 14 d^2 + 15 sigma^2
-                                         sigma: 2 d^4/sigma^2 + 60 d^2 + 74 sigma^2
-      score function, baseline b = E f:  mu: 8 d^2 + 10 sigma^2
-                                         sigma: 40 d^2 + 56 sigma^2
+      pathwise:                      mu: 4 sigma^2
+                                     sigma: 4 d^2 + 8 sigma^2
+      score function, no baseline:   mu: d^4/sigma^2 + 14 d^2 + 15 sigma^2
+                                     sigma: 2 d^4/sigma^2 + 60 d^2 + 74 sigma^2
+      score function, b = E f:       mu: 8 d^2 + 10 sigma^2
+                                     sigma: 40 d^2 + 56 sigma^2
   At mu = sigma = 1, k = 0: pathwise 4 (mu) and 12 (sigma); score function
   30 (mu) and 136 (sigma).
 

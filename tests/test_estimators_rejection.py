@@ -3,18 +3,25 @@
 Oracles, for z ~ Gamma(a, b) (shape a, rate b), in closed form:
   E[z] = a / b:                   d/da = 1 / b,          d/db = -a / b^2.
   E[log z] = digamma(a) - log b:  d/da = trigamma(a),    d/db = -1 / b.
-  E[z^2] = a (a + 1) / b^2:       d/da = (2a + 1) / b^2, d/db = -2a(a + 1) / b^3.
+  E[z^2] = a (a + 1) / b^2:       d/da = (2a + 1) / b^2,
+                                  d/db = -2a(a + 1) / b^3.
   E[exp(-z)] = (b / (b + 1))^a:   d/da = (b / (b + 1))^a log(b / (b + 1)),
                                   d/db = a b^(a - 1) / (b + 1)^(a + 1).
   A product of independent entries, f = z_1 z_2: E = a_1 a_2 / (b_1 b_2), so
   d/da_1 = a_2 / (b_1 b_2) and d/db_1 = -a_1 a_2 / (b_1^2 b_2).
 
-Each estimate (one sample per draw, R draws) must match within 5 standard
-errors computed from the draws (plus 1e-5 relative, for the d/db of log z,
-which is -1/b on every draw). RSVI is tested with B = 0 at a = 1 (the
-smallest shape the Marsaglia-Tsang proposal allows, where the correction
-term is largest) and with B = 1, 2 at a < 1; G-REP at a = 0.3, 1 and 4.
+Each Monte-Carlo mean (M batches of S samples; the estimator averages each
+batch) must match within 5 standard errors computed from the M batch means
+(plus 1e-5 relative, for the d/db of log z, which is -1/b on every draw).
+RSVI is tested with B = 0 at a = 1 (the smallest shape the Marsaglia-Tsang
+proposal allows, where the correction term is largest), with B = 2 at
+a = 0.3 and 0.8, and with B = 1 on the coupled f; G-REP at a = 0.3, 1 and 4.
+The batches run in a `jax.lax.map` over keys, so each estimator compiles its
+Gamma sampler once, unbatched (compiling it under `jax.vmap` over keys costs
+more than the sampling).
 """
+
+import functools
 
 import chex
 import jax
@@ -26,7 +33,8 @@ from scipy import special
 from common import estimators as E
 
 NUM_SE = 5.0
-R = 50_000
+M = 50  # Batches (independent keys).
+S = 1_000  # Samples per batch.
 
 TEST_FUNCTIONS = {
     "z": (lambda z: z,
@@ -41,97 +49,106 @@ TEST_FUNCTIONS = {
 }
 
 
-def assert_means_close(draws, exact, context="", num_se=NUM_SE):
-  """Columns of draws [R, n] against exact [n], within num_se SE each."""
-  draws = np.asarray(draws, np.float64).reshape(draws.shape[0], -1)
+def assert_means_close(batch_means, exact, context="", num_se=NUM_SE):
+  """Columns of batch means [M, n] against exact [n], within num_se SE."""
+  batch_means = np.asarray(batch_means, np.float64).reshape(
+      batch_means.shape[0], -1)
   exact = np.asarray(exact, np.float64).reshape(-1)
-  se = draws.std(axis=0, ddof=1) / np.sqrt(draws.shape[0])
-  err = np.abs(draws.mean(axis=0) - exact)
-  assert np.all(err <= num_se * se + 1e-5 * np.abs(exact)), (
-      f"{context}MC means {draws.mean(axis=0)} vs exact {exact} (SE {se})")
+  mean = batch_means.mean(axis=0)
+  se = batch_means.std(axis=0, ddof=1) / np.sqrt(batch_means.shape[0])
+  assert np.all(np.abs(mean - exact) <= num_se * se + 1e-5 * np.abs(exact)), (
+      f"{context}MC means {mean} vs exact {exact} (SE {se})")
 
 
 def rsvi(f, shape_augmentation):
   return lambda a, b, key: E.gamma_rejection_grad(
-      f, a, b, key, num_samples=1, shape_augmentation=shape_augmentation)
+      f, a, b, key, num_samples=S, shape_augmentation=shape_augmentation)
 
 
 def grep(f):
   return lambda a, b, key: E.gamma_generalized_reparam_grad(
-      f, a, b, key, num_samples=1)
+      f, a, b, key, num_samples=S)
 
 
 CASES = {  # name -> (estimator factory, concentrations, rates).
     "rsvi_B0": (lambda f: rsvi(f, 0), [1.0, 1.0, 2.5], [1.0, 2.0, 0.7]),
-    "rsvi_B1": (lambda f: rsvi(f, 1), [0.3, 0.8], [1.5, 1.0]),
-    "rsvi_B2": (lambda f: rsvi(f, 2), [0.3], [0.5]),
+    "rsvi_B2": (lambda f: rsvi(f, 2), [0.3, 0.8], [1.5, 0.5]),
     "grep": (grep, [0.3, 1.0, 4.0], [1.5, 1.0, 3.0]),
 }
+COUPLED_A, COUPLED_B = np.array([0.6, 2.0]), np.array([1.5, 0.5])
+SCALAR_RATE = 1.5
+
+
+@functools.cache
+def all_batch_means():
+  """M batch means of every estimate below, from one jitted program.
+
+  (case, name) -> (g_a, g_b), each [M, number of (a, b) pairs], for each case
+  of CASES and each test function (the settings of a case share their keys);
+  ("coupled", "rsvi") -> [M, 2] for f = z_1 z_2 with a rate per entry;
+  ("coupled", "grep") -> ([M, 2], [M]) for f = z_1 z_2 with one scalar rate.
+  """
+  names = sorted(TEST_FUNCTIONS)
+  branches = [TEST_FUNCTIONS[name][0] for name in names]
+
+  def one_setting(factory, index, a, b, key):
+    """The test function is picked by a traced index, so each case has one
+    estimator (and one Gamma sampler) to compile for all functions."""
+    return factory(lambda z: jax.lax.switch(index, branches, z))(a, b, key)
+
+  def batch(key):
+    keys = iter(jax.random.split(key, len(CASES) + 2))
+    out = {}
+    for case, (factory, a, b) in CASES.items():
+      index = jnp.repeat(jnp.arange(len(names)), len(a))
+      a_all = jnp.tile(jnp.asarray(a, jnp.float32), len(names))
+      b_all = jnp.tile(jnp.asarray(b, jnp.float32), len(names))
+      g_a, g_b = jax.vmap(functools.partial(one_setting, factory),
+                          in_axes=(0, 0, 0, None))(index, a_all, b_all,
+                                                   next(keys))
+      for i, name in enumerate(names):
+        rows = slice(i * len(a), (i + 1) * len(a))
+        out[case, name] = (g_a[rows], g_b[rows])
+    a = jnp.float32(COUPLED_A)
+    out["coupled", "rsvi"] = E.gamma_rejection_grad(
+        jnp.prod, a, jnp.float32(COUPLED_B), next(keys), num_samples=S,
+        shape_augmentation=1)
+    out["coupled", "grep"] = E.gamma_generalized_reparam_grad(
+        jnp.prod, a, jnp.float32(SCALAR_RATE), next(keys), num_samples=S)
+    return out
+
+  keys = jax.random.split(jax.random.key(0), M)
+  means = jax.jit(lambda k: jax.lax.map(batch, k))(keys)
+  return jax.tree.map(lambda x: np.asarray(x, np.float64), means)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_unbiased_against_closed_forms(case):
-  """Every test function at every (a, b) of the case, in one jitted program."""
-  factory, a, b = CASES[case]
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-
-  @jax.jit
-  def all_draws(keys):
-    draws = {}
-    for name, (f, _) in TEST_FUNCTIONS.items():
-      per_setting = jax.vmap(factory(f), in_axes=(0, 0, None))
-      draws[name] = jax.vmap(per_setting, in_axes=(None, None, 0))(
-          a, b, keys)
-    return draws
-
-  draws = all_draws(jax.random.split(jax.random.key(len(case)), R))
-  for name, (g_a, g_b) in draws.items():
-    exact_a, exact_b = TEST_FUNCTIONS[name][1](a.astype(np.float64),
-                                               b.astype(np.float64))
-    context = f"{name} at a={a}, b={b}: "
+  """Every test function at every (a, b) of the case."""
+  _, a, b = CASES[case]
+  a, b = np.asarray(a), np.asarray(b)
+  for name, (_, exact_fn) in TEST_FUNCTIONS.items():
+    g_a, g_b = all_batch_means()[case, name]
+    exact_a, exact_b = exact_fn(a, b)
+    context = f"{case}, {name} at a={a}, b={b}: "
     assert_means_close(g_a, exact_a, context)
     assert_means_close(g_b, exact_b, context)
 
 
-@pytest.mark.parametrize("estimator", ["rsvi", "grep"])
-def test_elementwise_over_arrays_with_a_coupled_f(estimator):
-  """f = z_1 z_2 couples the entries; a broadcast scalar rate."""
-  a, b = jnp.array([0.6, 2.0]), jnp.array([1.5, 0.5])
-  if estimator == "rsvi":
-    one = lambda key: E.gamma_rejection_grad(
-        jnp.prod, a, b, key, num_samples=2, shape_augmentation=1)
-  else:
-    one = lambda key: E.gamma_generalized_reparam_grad(
-        jnp.prod, a, b, key, num_samples=2)
-  g_a, g_b = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(3), R))
-  a1, a2, b1, b2 = 0.6, 2.0, 1.5, 0.5
+def test_rsvi_elementwise_over_arrays_with_a_coupled_f():
+  g_a, g_b = all_batch_means()["coupled", "rsvi"]
+  (a1, a2), (b1, b2) = COUPLED_A, COUPLED_B
   assert_means_close(g_a, [a2 / (b1 * b2), a1 / (b1 * b2)])
   assert_means_close(g_b, [-a1 * a2 / (b1**2 * b2), -a1 * a2 / (b1 * b2**2)])
-  # A scalar rate: its gradient is the sum over entries, d/db E[z_1 z_2] =
-  # -2 a_1 a_2 / b^3 at b = 1.5.
-  if estimator == "grep":
-    g_b = jax.jit(jax.vmap(lambda key: E.gamma_generalized_reparam_grad(
-        jnp.prod, a, jnp.float32(1.5), key, num_samples=1)[1]))(
-            jax.random.split(jax.random.key(4), R))
-    chex.assert_shape(g_b, (R,))
-    assert_means_close(g_b[:, None], [-2 * a1 * a2 / 1.5**3])
 
 
-def test_jit_has_one_trace_across_keys():
-  chex.clear_trace_counter()
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def both(key):
-    k1, k2 = jax.random.split(key)
-    return (E.gamma_rejection_grad(jnp.sum, jnp.ones(3), jnp.ones(3), k1,
-                                   num_samples=64, shape_augmentation=0),
-            E.gamma_generalized_reparam_grad(jnp.sum, jnp.ones(3),
-                                             jnp.ones(3), k2, num_samples=64))
-
-  for seed in range(3):
-    out = both(jax.random.key(seed))
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out))
+def test_grep_coupled_f_with_a_scalar_rate_summed_over_entries():
+  """d/db E[z_1 z_2] = -2 a_1 a_2 / b^3 for one rate b shared by both."""
+  g_a, g_b = all_batch_means()["coupled", "grep"]
+  chex.assert_shape(g_b, (M,))
+  (a1, a2), b = COUPLED_A, SCALAR_RATE
+  assert_means_close(g_a, [a2 / b**2, a1 / b**2])
+  assert_means_close(g_b[:, None], [-2 * a1 * a2 / b**3])
 
 
 def test_bad_inputs_raise_clear_errors():

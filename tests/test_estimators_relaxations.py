@@ -92,7 +92,8 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match=r"logits must have at least 1 axes.*"
                      r"shape \(\)"):
     E.gumbel_softmax(key, jnp.float32(0.0), temperature=1.0)
-  with pytest.raises(TypeError, match="hard must be a Python bool.*got 1 of type int"):
+  with pytest.raises(TypeError,
+                     match="hard must be a Python bool.*got 1 of type int"):
     E.gumbel_softmax(key, jnp.zeros(3), temperature=1.0, hard=1)
   with pytest.raises(ValueError, match="axis=2"):
     E.gumbel_softmax(key, jnp.zeros((2, 3)), temperature=1.0, axis=2)

@@ -79,8 +79,10 @@ def test_tanh_gaussian_log_prob_matches_distrax_and_float64():
   with np.errstate(divide="ignore"):
     naive = np.log(1 - np.tanh(u64.astype(np.float32)) ** 2)
   assert np.isinf(naive).any()
-  log_det = (np.log(4.0) - 2 * np.abs(u64) - 2 * np.log1p(np.exp(-2 * np.abs(u64))))
-  expected = -0.5 * np.log(2 * np.pi) - log_det  # mean = u, log_std = 0, eps = 0.
+  log_det = (np.log(4.0) - 2 * np.abs(u64)
+             - 2 * np.log1p(np.exp(-2 * np.abs(u64))))
+  # mean = u, log_std = 0, eps = 0.
+  expected = -0.5 * np.log(2 * np.pi) - log_det
   got = E.tanh_gaussian_log_prob(jnp.asarray(u64[:, None], jnp.float32),
                                  jnp.asarray(u64[:, None], jnp.float32),
                                  jnp.zeros((13, 1)))
@@ -90,7 +92,8 @@ def test_tanh_gaussian_log_prob_matches_distrax_and_float64():
   ls = jnp.full((1, 2), -10.0)
   a, lp = E.tanh_gaussian_sample_and_log_prob(key, m30, ls)
   assert np.isfinite(lp).all() and np.all(np.abs(a) == 1.0)
-  g = jax.grad(lambda m: E.tanh_gaussian_sample_and_log_prob(key, m, ls)[1].sum())(m30)
+  g = jax.grad(lambda m: E.tanh_gaussian_sample_and_log_prob(
+      key, m, ls)[1].sum())(m30)
   np.testing.assert_allclose(g, 2.0 * np.sign(m30), rtol=1e-5)
 
 

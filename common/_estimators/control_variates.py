@@ -52,8 +52,9 @@ class _DiscreteFamily(NamedTuple):
 
 
 def _categorical_check_logits(logits: Array) -> None:
-  checks.check_min_rank("logits", logits, 1,
-                        " (the last is the category axis of kind='categorical')")
+  checks.check_min_rank(
+      "logits", logits, 1,
+      " (the last is the category axis of kind='categorical')")
 
 
 def _categorical_draw_noise(key: PRNGKey, logits: Array) -> tuple[Array, Array]:
@@ -66,8 +67,8 @@ def _categorical_relaxed(logits: Array, gumbels: Array) -> Array:
   """z = log p + g, g ~ Gumbel(0, 1): the Gumbel-max relaxation (Jang et al.
 
   2017, Eq. 1; Maddison et al. 2017). Normalising the logits (log_softmax)
-  follows Tucker et al. 2017 (their categorical construction) and makes z independent of the
-  logits' arbitrary additive offset.
+  follows Tucker et al. 2017 (their categorical construction) and makes z
+  independent of the logits' arbitrary additive offset.
   """
   return jax.nn.log_softmax(logits, axis=-1) + gumbels
 
@@ -133,13 +134,14 @@ def _bernoulli_conditional(logits: Array, v: Array, b: Array) -> Array:
   """z~ ~ p(z | b) for z = logits + logistic noise and b = 1[z > 0].
 
   Tucker et al. 2017 (appendix, binary case); Grathwohl et al. 2018,
-  Appendix B: with theta = sigmoid(logits) and v ~ U(0, 1), the uniform behind z is
-  u' = v (1 - theta) given b = 0 and u' = 1 - v theta given b = 1 (uniform on
-  (0, 1 - theta) and on (1 - theta, 1); the paper writes v theta + 1 - theta,
-  which has the same law), and z~ = logits + log u' - log(1 - u'). Both cases
-  in one stable form, with s = 1 - 2b:
+  Appendix B: with theta = sigmoid(logits) and v ~ U(0, 1), the uniform
+  behind z is u' = v (1 - theta) given b = 0 and u' = 1 - v theta given
+  b = 1 (uniform on (0, 1 - theta) and on (1 - theta, 1); the paper writes
+  v theta + 1 - theta, which has the same law), and z~ = logits + log u' -
+  log(1 - u'). Both cases in one stable form, with s = 1 - 2b:
 
-      z~ = s * [log sigmoid(s * logits) + log v - log(1 - v sigmoid(-s * logits))].
+      z~ = s * [log sigmoid(s * logits) + log v
+                - log(1 - v sigmoid(-s * logits))].
 
   v < 1 keeps the log1p argument above -1, so z~ is finite for all logits.
   """
@@ -222,13 +224,15 @@ def _control_variate_grad(
   """
   logits = jax.lax.stop_gradient(logits)
   noise_u, noise_v, b = _discrete_draws(family, logits, key, num_samples)
-  f_b = jax.lax.stop_gradient(checks.per_sample_f(f, b))  # f is never differentiated.
+  # f is never differentiated.
+  f_b = jax.lax.stop_gradient(checks.per_sample_f(f, b))
 
   def one_draw(u, v, b_s, f_s):
     def estimate(params):
       def c_at(sample_fn):
         return lambda l: checks.check_scalar_output(
-            "control_variate(cv_params, z)", control_variate(params, sample_fn(l)))
+            "control_variate(cv_params, z)",
+            control_variate(params, sample_fn(l)))
       c_z_grad = jax.grad(c_at(lambda l: family.relaxed(l, u)))(logits)
       c_zt, c_zt_grad = jax.value_and_grad(
           c_at(lambda l: family.conditional(l, v, b_s)))(logits)
@@ -264,7 +268,7 @@ def relax_grad(
     kind: str = CATEGORICAL,
     num_samples: int = 1,
 ) -> tuple[Array, PyTree]:
-  """RELAX estimate of grad_logits E_b[f(b)] for discrete b, and its CV gradient.
+  """RELAX estimate of grad_logits E_b[f(b)] for discrete b; CV gradient.
 
   Grathwohl, Choi, Wu, Roeder & Duvenaud 2018, Sec. 3.3 and Alg. 2
   (discrete case). With z ~ p(z | logits) a continuous relaxation, b = H(z),
@@ -360,7 +364,7 @@ def rebar_grad(
     kind: str = CATEGORICAL,
     num_samples: int = 1,
 ) -> tuple[Array, dict[str, Array]]:
-  """REBAR estimate of grad_logits E_b[f(b)], and its (eta, temperature) gradient.
+  """REBAR estimate of grad_logits E_b[f(b)]; (eta, temperature) gradient.
 
   Tucker et al. 2017, Sec. 3 (the REBAR estimator): RELAX with the control
   variate c(z) = eta * f(sigma_lambda(z)), where sigma_lambda is the tempered

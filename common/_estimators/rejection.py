@@ -106,7 +106,10 @@ def _marsaglia_tsang_log_pi(eps: Array, alpha: Array) -> tuple[Array, Array]:
 
 
 def _marsaglia_tsang_inverse(z: Array, alpha: Array) -> Array:
-  """eps = h^{-1}(z, alpha) = sqrt(9 alpha - 3) ((z / (alpha - 1/3))^(1/3) - 1)."""
+  """eps = h^{-1}(z, alpha) = sqrt(9 alpha - 3) ((z / (alpha - 1/3))^(1/3) - 1).
+
+  The inverse of the Marsaglia-Tsang map h (see `_marsaglia_tsang_log_pi`).
+  """
   return jnp.sqrt(9.0 * alpha - 3.0) * (
       jnp.cbrt(z / (alpha - 1.0 / 3.0)) - 1.0)
 
@@ -270,8 +273,9 @@ def gamma_generalized_reparam_grad(
 
   Example:
     >>> g_a, g_b = gamma_generalized_reparam_grad(
-    ...     lambda z: jnp.sum(jnp.log(z)), jnp.array([0.5, 2.0]), jnp.array(1.0),
-    ...     jax.random.key(0), num_samples=1000)   # d/da E[log z] = trigamma(a)
+    ...     lambda z: jnp.sum(jnp.log(z)), jnp.array([0.5, 2.0]),
+    ...     jnp.array(1.0), jax.random.key(0),
+    ...     num_samples=1000)          # d/da E[log z] = trigamma(a)
     >>> g_a.shape, g_b.shape
     ((2,), ())
 
