@@ -40,7 +40,6 @@ PRNGKey = chex.PRNGKey
 PAPER = "paper"
 STRAIGHT_THROUGH = "straight_through"
 GUMBEL = "gumbel"
-ROUTING_GRADIENTS = (PAPER, STRAIGHT_THROUGH, GUMBEL)
 
 # Below this, log(softplus(r)) == r to float32 precision (softplus(r) ~ e^r).
 _LOG_SOFTPLUS_SWITCH = -15.0
@@ -265,6 +264,262 @@ def router_z_loss(logits: Array, *, weight: float = 1e-3) -> Array:
   return weight * jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
 
 
+class _TopK(NamedTuple):
+  """The Shazeer top-k gate before a routing picks its gradient."""
+  clean_logits: Array
+  noisy_logits: Array
+  noise_std: Array
+  one_hot: Array       # [T, K, E], the kept experts, largest logit first.
+  top_gates: Array     # [T, K], softmax over the kept logits.
+  gates: Array         # [T, E], top_gates scattered to their experts.
+  load_prob: Array | None  # P(x, i) [T, E] when noise is drawn, else None.
+
+
+def _shazeer_top_k(x: Array, w_gate: Array, w_noise: Array,
+                   key: PRNGKey | None, *, k: int, noisy: bool) -> _TopK:
+  """Shazeer et al. 2017, Eq. 3-5 and 8-9: gates and P(x, i).
+
+  H = x W_g + eps * softplus(x W_noise) drawn by
+  `common.estimators.gaussian_reparameterize` with log_std =
+  log(softplus(x W_noise)) (the pathwise gradient into the noise scale) when
+  `noisy`, else H = x W_g.
+  """
+  num_experts = w_gate.shape[-1]
+  clean_logits = x @ w_gate
+  if noisy:
+    raw_noise = x @ w_noise
+    noise_std = jax.nn.softplus(raw_noise)
+    noisy_logits = estimators.gaussian_reparameterize(
+        key, clean_logits, log_softplus(raw_noise))
+  else:
+    noise_std = jnp.zeros_like(clean_logits)
+    noisy_logits = clean_logits
+  # One top-(k+1) serves both the routing (its first k, the same experts
+  # as a top-k: lax.top_k breaks ties by index) and P(x, i)'s thresholds.
+  with_threshold = noisy and k < num_experts
+  _, top_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits),
+                               k + 1 if with_threshold else k)
+  top_one_hot = _one_hot(top_index, num_experts, clean_logits.dtype)
+  top_values = _select(noisy_logits, top_one_hot)
+  load_prob = None
+  if noisy:
+    load_prob = (_prob_from_threshold(
+        clean_logits, _threshold_from_top(top_values, top_one_hot, k),
+        noise_std) if with_threshold else jnp.ones_like(clean_logits))
+  one_hot = top_one_hot[:, :k]
+  top_gates = jax.nn.softmax(top_values[:, :k], axis=-1)
+  return _TopK(
+      clean_logits=clean_logits,
+      noisy_logits=noisy_logits,
+      noise_std=noise_std,
+      one_hot=one_hot,
+      top_gates=top_gates,
+      gates=jnp.einsum("tk,tke->te", top_gates, one_hot),
+      load_prob=load_prob,
+  )
+
+
+def _gating_output(top: _TopK, *, gates: Array,
+                   expert_weight: Array) -> GatingOutput:
+  """GatingOutput of a `_shazeer_top_k` result with the routing's gates."""
+  # Read back from the one-hot, not sliced off the top-k indices: with that
+  # slice XLA:CPU (jaxlib 0.10.2) lowered the top-k as a full sort of the
+  # E logits instead of its TopK kernel (~30 ms against ~1 ms at E = 64).
+  expert_index = jnp.argmax(top.one_hot, axis=-1)
+  count = jnp.sum(top.one_hot, axis=(0, 1))
+  load = count if top.load_prob is None else jnp.sum(top.load_prob, axis=0)
+  return GatingOutput(
+      gates=gates,
+      expert_index=expert_index.astype(jnp.int32),
+      expert_weight=expert_weight,
+      importance=jnp.sum(gates, axis=0),
+      load=load,
+      count=count,
+      clean_logits=top.clean_logits,
+      noisy_logits=top.noisy_logits,
+      noise_std=top.noise_std,
+  )
+
+
+def _check_gating_inputs(x: Array, w_gate: Array, w_noise: Array,
+                         key: PRNGKey | None, *, k: int, noisy: bool) -> None:
+  chex.assert_rank([x, w_gate, w_noise], 2)
+  chex.assert_equal_shape([w_gate, w_noise])
+  if x.shape[-1] != w_gate.shape[0]:
+    raise ValueError(
+        f"x has {x.shape[-1]} features but w_gate expects {w_gate.shape[0]}.")
+  _check_k(k, w_gate.shape[-1])
+  if noisy and key is None:
+    raise ValueError("noisy_top_k needs a PRNG key when train=True and "
+                     "noise=True.")
+
+
+def paper_routing(x: Array, w_gate: Array, w_noise: Array,
+                  key: PRNGKey | None, *, k: int, train: bool,
+                  noise: bool = True,
+                  gumbel_temperature: float = 1.0) -> GatingOutput:
+  """Noisy top-k gating with the paper's gradient (Shazeer et al. 2017).
+
+  Gates are the softmax over the k kept logits of H (Eq. 3-5); the gradient
+  flows through the kept logits and, for the load loss, through the smooth
+  estimator P(x, i) (Eq. 8-9). Noise is drawn only when `train and noise`.
+
+  Args:
+    x: float [T, D].
+    w_gate: W_g, float [D, E].
+    w_noise: W_noise, float [D, E].
+    key: PRNG key; may be None when no noise is drawn.
+    k: experts per token, 1 <= k <= E.
+    train: training mode (noise on if `noise`).
+    noise: turn the noise term off in training (an ablation).
+    gumbel_temperature: unused (every routing of `ROUTINGS` takes the same
+      arguments).
+
+  Returns:
+    GatingOutput.
+
+  Example:
+    >>> x = jnp.ones((3, 4))
+    >>> w = 0.1 * jnp.arange(8.0).reshape(4, 2)
+    >>> g = paper_routing(x, w, w, None, k=1, train=False)
+    >>> g.expert_index.tolist(), g.gates.tolist()
+    ([[1], [1], [1]], [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+  """
+  del gumbel_temperature
+  noisy = bool(train and noise)
+  _check_gating_inputs(x, w_gate, w_noise, key, k=k, noisy=noisy)
+  top = _shazeer_top_k(x, w_gate, w_noise, key, k=k, noisy=noisy)
+  # The kept softmax is the expert weight: same value and gradient as
+  # selecting `gates` at the kept experts, without the extra product.
+  return _gating_output(top, gates=top.gates, expert_weight=top.top_gates)
+
+
+def straight_through_routing(x: Array, w_gate: Array, w_noise: Array,
+                             key: PRNGKey | None, *, k: int, train: bool,
+                             noise: bool = True,
+                             gumbel_temperature: float = 1.0) -> GatingOutput:
+  """Noisy top-k gates with the dense softmax's gradient (straight-through).
+
+  The forward gates are those of `paper_routing` (Shazeer et al. 2017,
+  Eq. 3-5); the gradient is that of softmax(H) over all E experts
+  (`estimators.straight_through`; Bengio et al. 2013, Sec. 4), so the
+  logits of unselected experts learn too. The load is the paper's (Eq. 8-9).
+
+  Args:
+    As `paper_routing`.
+
+  Returns:
+    GatingOutput.
+
+  Example:
+    >>> x = jnp.ones((3, 4))
+    >>> w = 0.1 * jnp.arange(8.0).reshape(4, 2)
+    >>> g = straight_through_routing(x, w, w, None, k=1, train=False)
+    >>> g.gates.tolist()                       # the paper's forward gates
+    [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+    >>> dense = jax.grad(lambda w: straight_through_routing(
+    ...     x, w, w, None, k=1, train=False).gates[:, 0].sum())(w)
+    >>> bool(jnp.all(dense != 0))              # unselected expert 0 learns
+    True
+  """
+  del gumbel_temperature
+  noisy = bool(train and noise)
+  _check_gating_inputs(x, w_gate, w_noise, key, k=k, noisy=noisy)
+  top = _shazeer_top_k(x, w_gate, w_noise, key, k=k, noisy=noisy)
+  gates = estimators.straight_through(
+      top.gates, jax.nn.softmax(top.noisy_logits, axis=-1))
+  return _gating_output(top, gates=gates,
+                        expert_weight=_select(gates, top.one_hot))
+
+
+def gumbel_routing(x: Array, w_gate: Array, w_noise: Array,
+                   key: PRNGKey | None, *, k: int, train: bool,
+                   noise: bool = True,
+                   gumbel_temperature: float = 1.0) -> GatingOutput:
+  """Gumbel-top-k routing with the straight-through Gumbel gradient.
+
+  In training with noise, experts are the top k of logits + g, g ~
+  Gumbel(0, 1) drawn by `estimators.gumbel_softmax` (a Gumbel-top-k sample
+  without replacement from softmax(logits), Kool et al. 2019); the forward
+  gates are the relaxed weights y = softmax((logits + g) / tau) (Jang et
+  al. 2017, Eq. 1) renormalised over the chosen k, the gradient is that of
+  y over all E experts (straight-through Gumbel, Jang et al. 2017,
+  Sec. 2.2). W_noise is unused and `load` is the exact count (no smooth
+  estimator: the load loss then carries no gradient; use the importance
+  loss). Without noise the routing is the noise-free top k of
+  `paper_routing`.
+
+  Args:
+    As `paper_routing`, with gumbel_temperature: tau > 0.
+
+  Returns:
+    GatingOutput.
+
+  Example:
+    >>> x = jnp.ones((3, 4))
+    >>> w = 0.1 * jnp.arange(8.0).reshape(4, 2)
+    >>> g = gumbel_routing(x, w, w, jax.random.key(0), k=1, train=True,
+    ...                    gumbel_temperature=0.5)
+    >>> g.expert_index.shape, g.gates.sum(axis=-1).tolist()
+    ((3, 1), [1.0, 1.0, 1.0])
+  """
+  noisy = bool(train and noise)
+  _check_gating_inputs(x, w_gate, w_noise, key, k=k, noisy=noisy)
+  if not noisy:
+    top = _shazeer_top_k(x, w_gate, w_noise, key, k=k, noisy=False)
+    return _gating_output(top, gates=top.gates,
+                          expert_weight=_select(top.gates, top.one_hot))
+  num_experts = w_gate.shape[-1]
+  clean_logits = x @ w_gate
+  relaxed = estimators.gumbel_softmax(
+      key, clean_logits, temperature=gumbel_temperature)
+  # softmax is monotone, so the top k of `relaxed` are the top k of
+  # logits + g: a Gumbel-top-k sample (Kool et al. 2019).
+  noisy_logits = jax.lax.stop_gradient(
+      gumbel_temperature * jnp.log(relaxed))
+  _, expert_index = jax.lax.top_k(noisy_logits, k)
+  one_hot = _one_hot(expert_index, num_experts, relaxed.dtype)
+  kept = relaxed * jnp.sum(one_hot, axis=1)
+  forward = kept / jnp.sum(kept, axis=-1, keepdims=True)
+  gates = estimators.straight_through(forward, relaxed)
+  count = jnp.sum(one_hot, axis=(0, 1))
+  return GatingOutput(
+      gates=gates,
+      expert_index=expert_index.astype(jnp.int32),
+      expert_weight=_select(gates, one_hot),
+      importance=jnp.sum(gates, axis=0),
+      load=count,
+      count=count,
+      clean_logits=clean_logits,
+      noisy_logits=noisy_logits,
+      noise_std=jnp.zeros_like(clean_logits),
+  )
+
+
+# The routings of `noisy_top_k`, by `routing_gradient` name.
+ROUTINGS = {
+    PAPER: paper_routing,
+    STRAIGHT_THROUGH: straight_through_routing,
+    GUMBEL: gumbel_routing,
+}
+
+
+def check_routing_gradient(routing_gradient: str) -> None:
+  """Raises unless `routing_gradient` names a routing of `ROUTINGS`.
+
+  TypeError for a non-string, ValueError for an unknown name; both name the
+  value and the valid choices.
+  """
+  if not isinstance(routing_gradient, str):
+    raise TypeError(
+        f"routing_gradient must be a str, one of {tuple(ROUTINGS)}; got "
+        f"{routing_gradient!r} of type {type(routing_gradient).__name__}.")
+  if routing_gradient not in ROUTINGS:
+    raise ValueError(
+        f"routing_gradient must be one of {tuple(ROUTINGS)}; got "
+        f"{routing_gradient!r}.")
+
+
 def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
                 *, k: int, train: bool, noise: bool = True,
                 routing_gradient: str = PAPER,
@@ -276,20 +531,14 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
   log(softplus(x W_noise)) (the pathwise gradient into the noise scale).
   Noise is applied only when `train and noise`.
 
-  Routing gradients (`routing_gradient`):
-    "paper": gates = softmax over the k kept logits (Eq. 3-5); the gradient
-      flows through the kept logits and, for the load loss, through the
-      smooth estimator P(x, i) (Eq. 8-9).
-    "straight_through": same forward gates, the gradient of the dense
-      softmax over all E noisy logits (`estimators.straight_through`;
-      Bengio et al. 2013), so unselected experts' logits learn too.
-    "gumbel": Gumbel-top-k routing: experts chosen as the top k of
-      logits + Gumbel noise (from `estimators.gumbel_softmax`; training only);
-      forward gates are the relaxed weights renormalised over the chosen k,
-      the gradient is that of the relaxed softmax over all E experts
-      (straight-through Gumbel, Jang et al. 2017, Sec. 2.2). W_noise is
-      unused, and `load` is the exact count (no smooth estimator: the load
-      loss then carries no gradient; use the importance loss).
+  `routing_gradient` picks the routing from the registry `ROUTINGS`:
+    "paper": `paper_routing`, gates = softmax over the k kept logits
+      (Eq. 3-5); the gradient flows through the kept logits and, for the
+      load loss, through the smooth estimator P(x, i) (Eq. 8-9).
+    "straight_through": `straight_through_routing`, same forward gates, the
+      gradient of the dense softmax over all E noisy logits.
+    "gumbel": `gumbel_routing`, Gumbel-top-k routing with the
+      straight-through Gumbel gradient (Jang et al. 2017, Sec. 2.2).
 
   Args:
     x: float [T, D].
@@ -299,89 +548,21 @@ def noisy_top_k(x: Array, w_gate: Array, w_noise: Array, key: PRNGKey | None,
     k: experts per token, 1 <= k <= E.
     train: training mode (noise on if `noise`).
     noise: turn the noise term off in training (an ablation).
-    routing_gradient: one of "paper", "straight_through", "gumbel".
+    routing_gradient: a key of `ROUTINGS`: "paper", "straight_through" or
+      "gumbel".
     gumbel_temperature: > 0, for "gumbel".
 
   Returns:
     GatingOutput (see its docstring).
+
+  Example:
+    >>> x = jnp.ones((3, 4))
+    >>> w = 0.1 * jnp.arange(8.0).reshape(4, 2)
+    >>> g = noisy_top_k(x, w, w, jax.random.key(0), k=1, train=True)
+    >>> g.expert_index.shape, g.gates.shape, g.load.shape
+    ((3, 1), (3, 2), (2,))
   """
-  chex.assert_rank([x, w_gate, w_noise], 2)
-  chex.assert_equal_shape([w_gate, w_noise])
-  if x.shape[-1] != w_gate.shape[0]:
-    raise ValueError(
-        f"x has {x.shape[-1]} features but w_gate expects {w_gate.shape[0]}.")
-  num_experts = w_gate.shape[-1]
-  _check_k(k, num_experts)
-  if routing_gradient not in ROUTING_GRADIENTS:
-    raise ValueError(
-        f"routing_gradient must be one of {ROUTING_GRADIENTS}; got "
-        f"{routing_gradient!r}.")
-  noisy = bool(train and noise)
-  if noisy and key is None:
-    raise ValueError("noisy_top_k needs a PRNG key when train=True and "
-                     "noise=True.")
-
-  clean_logits = x @ w_gate
-  load_prob = None
-  if noisy and routing_gradient == GUMBEL:
-    relaxed = estimators.gumbel_softmax(
-        key, clean_logits, temperature=gumbel_temperature)
-    # softmax is monotone, so the top k of `relaxed` are the top k of
-    # logits + g: a Gumbel-top-k sample (Kool et al. 2019).
-    noisy_logits = jax.lax.stop_gradient(
-        gumbel_temperature * jnp.log(relaxed))
-    noise_std = jnp.zeros_like(clean_logits)
-    _, expert_index = jax.lax.top_k(noisy_logits, k)
-    one_hot = _one_hot(expert_index, num_experts, relaxed.dtype)
-    kept = relaxed * jnp.sum(one_hot, axis=1)
-    forward = kept / jnp.sum(kept, axis=-1, keepdims=True)
-    gates = estimators.straight_through(forward, relaxed)
-  else:
-    if noisy:
-      raw_noise = x @ w_noise
-      noise_std = jax.nn.softplus(raw_noise)
-      noisy_logits = estimators.gaussian_reparameterize(
-          key, clean_logits, log_softplus(raw_noise))
-    else:
-      noise_std = jnp.zeros_like(clean_logits)
-      noisy_logits = clean_logits
-    # One top-(k+1) serves both the routing (its first k, the same experts
-    # as a top-k: lax.top_k breaks ties by index) and P(x, i)'s thresholds.
-    with_threshold = noisy and k < num_experts
-    _, top_index = jax.lax.top_k(jax.lax.stop_gradient(noisy_logits),
-                                 k + 1 if with_threshold else k)
-    top_one_hot = _one_hot(top_index, num_experts, clean_logits.dtype)
-    top_values = _select(noisy_logits, top_one_hot)
-    if noisy:
-      load_prob = (_prob_from_threshold(
-          clean_logits, _threshold_from_top(top_values, top_one_hot, k),
-          noise_std) if with_threshold else jnp.ones_like(clean_logits))
-    one_hot = top_one_hot[:, :k]
-    # Read back from the one-hot, not sliced off `top_index`: with that
-    # slice XLA:CPU (jaxlib 0.10.2) lowered the top-k as a full sort of the
-    # E logits instead of its TopK kernel (~30 ms against ~1 ms at E = 64).
-    expert_index = jnp.argmax(one_hot, axis=-1)
-    top_gates = jax.nn.softmax(top_values[:, :k], axis=-1)
-    gates = jnp.einsum("tk,tke->te", top_gates, one_hot)
-    if routing_gradient == STRAIGHT_THROUGH:
-      gates = estimators.straight_through(
-          gates, jax.nn.softmax(noisy_logits, axis=-1))
-
-  expert_index = expert_index.astype(jnp.int32)
-  if routing_gradient == PAPER:
-    expert_weight = top_gates  # Same value and gradient, no extra product.
-  else:
-    expert_weight = _select(gates, one_hot)
-  count = jnp.sum(one_hot, axis=(0, 1))
-  load = count if load_prob is None else jnp.sum(load_prob, axis=0)
-  return GatingOutput(
-      gates=gates,
-      expert_index=expert_index,
-      expert_weight=expert_weight,
-      importance=jnp.sum(gates, axis=0),
-      load=load,
-      count=count,
-      clean_logits=clean_logits,
-      noisy_logits=noisy_logits,
-      noise_std=noise_std,
-  )
+  check_routing_gradient(routing_gradient)
+  return ROUTINGS[routing_gradient](
+      x, w_gate, w_noise, key, k=k, train=train, noise=noise,
+      gumbel_temperature=gumbel_temperature)

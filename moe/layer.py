@@ -85,7 +85,11 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
                       routing_gradient: str = gating.PAPER,
                       block_sizes=dispatch.DEFAULT_BLOCK_SIZES,
                       gumbel_temperature: float = 1.0) -> None:
-  """Raises ValueError naming the first bad option."""
+  """Raises ValueError naming the first bad option.
+
+  `routing_gradient` must be a key of the registry `gating.ROUTINGS`
+  (TypeError if it is not a string).
+  """
   for name, value in (("num_experts", num_experts),
                       ("expert_hidden", expert_hidden)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -100,10 +104,7 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
     raise ValueError(
         "capacity_factor must be > 0, or None for dropless dispatch; got "
         f"capacity_factor={capacity_factor!r}.")
-  if routing_gradient not in gating.ROUTING_GRADIENTS:
-    raise ValueError(
-        f"routing_gradient must be one of {gating.ROUTING_GRADIENTS}; got "
-        f"{routing_gradient!r}.")
+  gating.check_routing_gradient(routing_gradient)
   if (isinstance(gumbel_temperature, bool)
       or not isinstance(gumbel_temperature, (int, float))
       or not 0 < gumbel_temperature < math.inf):
@@ -167,7 +168,8 @@ class MoE(nn.Module):
     switch_alpha: Switch Transformer balance loss coefficient (0 = off).
     z_loss: ST-MoE router z-loss coefficient (0 = off).
     noise: use the gating noise in training (ablation switch).
-    routing_gradient: "paper", "straight_through" or "gumbel".
+    routing_gradient: a key of `gating.ROUTINGS`: "paper",
+      "straight_through" or "gumbel".
     gumbel_temperature: tau > 0 of the Gumbel-softmax, for "gumbel".
     block_sizes: rows per block of the dropless dispatcher, an int or a
       decreasing tuple (see `dispatch.dropless_ffn`).

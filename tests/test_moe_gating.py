@@ -19,7 +19,11 @@ Monte-Carlo checks use fixed seeds and a 5-standard-error tolerance.
 - Routing gradients: straight-through has the paper's forward value and the
   dense softmax's gradient; Gumbel top-1 selection frequencies equal the
   softmax (5 SE).
-- Bad options, wrong ranks and a missing key raise errors naming the value.
+- The routing registry: `noisy_top_k(routing_gradient=name)` returns what
+  `ROUTINGS[name]` returns, values and gradients.
+- Bad options (an unknown routing name, with the valid choices; a non-string
+  one raises TypeError), wrong ranks and a missing key raise errors naming
+  the value.
 """
 
 import functools
@@ -280,16 +284,46 @@ def test_gumbel_top1_selection_frequencies_are_softmax():
   assert float(jnp.abs(grad).max()) > 1e-4
 
 
+def test_routing_registry_dispatches_to_its_functions():
+  """noisy_top_k(routing_gradient=name) is ROUTINGS[name], value and grad."""
+  assert gating.ROUTINGS == {
+      "paper": gating.paper_routing,
+      "straight_through": gating.straight_through_routing,
+      "gumbel": gating.gumbel_routing,
+  }
+  x, w_gate, w_noise = _weights(13)
+  c = jax.random.normal(jax.random.key(5), (T, E))
+  for name, routing in gating.ROUTINGS.items():
+    def f(wg, fn):
+      g = fn(x, wg, w_noise, jax.random.key(2), k=2, train=True,
+             gumbel_temperature=0.5)
+      return jnp.sum(c * g.gates) + jnp.sum(g.load * c[0]), g
+    via_name = functools.partial(gating.noisy_top_k, routing_gradient=name)
+    (v1, g1), d1 = jax.value_and_grad(f, has_aux=True)(w_gate, via_name)
+    (v2, g2), d2 = jax.value_and_grad(f, has_aux=True)(w_gate, routing)
+    chex.assert_trees_all_equal((v1, g1, d1), (v2, g2, d2))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(k=0), "k must be >= 1; got k=0"),
     (dict(k=E + 1), f"k must be <= num_experts; got k={E + 1}"),
-    (dict(k=2, routing_gradient="reinforce"), "routing_gradient"),
+    (dict(k=2, routing_gradient="reinforce"),
+     r"routing_gradient must be one of \('paper', 'straight_through', "
+     r"'gumbel'\); got 'reinforce'"),
 ])
 def test_bad_options_raise(kwargs, match):
   x, w_gate, w_noise = _weights(0)
   with pytest.raises(ValueError, match=match):
     gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(0), train=True,
                        **kwargs)
+
+
+def test_non_string_routing_gradient_raises_type_error():
+  x, w_gate, w_noise = _weights(0)
+  with pytest.raises(TypeError, match=r"routing_gradient must be a str, one "
+                     r"of \('paper', .*got \['paper'\] of type list"):
+    gating.noisy_top_k(x, w_gate, w_noise, None, k=2, train=False,
+                       routing_gradient=["paper"])
 
 
 def test_wrong_rank_and_missing_key_raise():

@@ -19,7 +19,8 @@
   and train mode is not; dropless equals capacity-limited when nothing
   overflows; leading batch dims are flattened; `chex.assert_max_traces(n=1)`
   holds across batches. Bad options and input ranks raise errors naming the
-  value.
+  value (an unknown routing name with the valid choices, the keys of
+  `gating.ROUTINGS`; a non-string one raises TypeError).
 """
 
 import chex
@@ -257,7 +258,9 @@ def test_no_recompilation_across_batches():
     (dict(k=5), "k must be <= num_experts; got k=5 with num_experts=4"),
     (dict(k=2, capacity_factor=0.0), "capacity_factor must be > 0"),
     (dict(k=2, capacity_factor=-1.5), "capacity_factor=-1.5"),
-    (dict(k=2, routing_gradient="nope"), "routing_gradient"),
+    (dict(k=2, routing_gradient="nope"),
+     r"routing_gradient must be one of \('paper', 'straight_through', "
+     r"'gumbel'\); got 'nope'"),
     (dict(k=2, block_sizes=(2, 4)), r"block_sizes=\(2, 4\)"),
     (dict(k=2, block_sizes=0), "block_sizes=\\(0,\\)"),
 ])
@@ -265,6 +268,14 @@ def test_bad_options_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     MoE(num_experts=4, expert_hidden=H, **kwargs).init(
         jax.random.key(0), _x(), train=False)  # Fails before any compute.
+
+
+def test_non_string_routing_gradient_raises_type_error():
+  with pytest.raises(TypeError, match="routing_gradient must be a str, one "
+                     "of .*got None of type NoneType"):
+    layer_module.check_moe_options(num_experts=4, k=2, expert_hidden=H,
+                                   capacity_factor=None,
+                                   routing_gradient=None)
 
 
 def test_wrong_input_rank_raises():
