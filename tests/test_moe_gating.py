@@ -414,8 +414,8 @@ def test_routing_registry_dispatches_to_its_functions():
     (dict(k=0), "k must be >= 1; got k=0"),
     (dict(k=E + 1), f"k must be <= num_experts; got k={E + 1}"),
     (dict(k=2, routing_gradient="reinforce"),
-     r"routing_gradient must be one of \('paper', 'straight_through', "
-     r"'gumbel'\); got 'reinforce'"),
+     (r"routing_gradient must be one of \('paper', 'straight_through', "
+      r"'gumbel'\); got 'reinforce'")),
 ])
 def test_bad_options_raise(kwargs, match):
   x, w_gate, w_noise = _weights(0)

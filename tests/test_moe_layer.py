@@ -368,8 +368,8 @@ def test_no_recompilation_across_batches():
     (dict(k=2, capacity_factor=0.0), "capacity_factor must be > 0"),
     (dict(k=2, capacity_factor=-1.5), "capacity_factor=-1.5"),
     (dict(k=2, routing_gradient="nope"),
-     r"routing_gradient must be one of \('paper', 'straight_through', "
-     r"'gumbel'\); got 'nope'"),
+     (r"routing_gradient must be one of \('paper', 'straight_through', "
+      r"'gumbel'\); got 'nope'")),
     (dict(k=2, block_sizes=(2, 4)), r"block_sizes=\(2, 4\)"),
     (dict(k=2, block_sizes=0), "block_sizes=\\(0,\\)"),
 ])
