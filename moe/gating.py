@@ -326,8 +326,8 @@ def switch_balance_loss(router_probs: Array, expert_index: Array, *,
 def router_z_loss(logits: Array, *, weight: float = 1e-3) -> Array:
   """ST-MoE router z-loss, weight * mean_x logsumexp(logits(x))^2.
 
-  Zoph et al. 2022, Eq. 5 (coefficient 1e-3 in the paper), with the logits
-  "going into the router" (Sec. 3.1).
+  Zoph et al. 2022, Eq. 5 (coefficient 1e-3 in the paper), on "the logits
+  going into the router".
 
   Args:
     logits: router logits [T, E]; `moe.layer.aux_statistics` passes x W_g,

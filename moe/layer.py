@@ -137,12 +137,11 @@ def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
   The Switch balance loss (Fedus et al. 2021, Eq. 4-6) and the router
   z-loss (Zoph et al. 2022, Eq. 5) are functions of the router logits: in
   both papers the logits h(x) = W_r x that the router's softmax normalises
-  (Fedus Eq. 1; ST-MoE Sec. 3.1, "logits going into the router"), with no
+  (Fedus Eq. 1; ST-MoE Eq. 5, "the logits going into the router"), with no
   noise added to them. Here they are `g.clean_logits` = x W_g under every
   routing; the routing noise (Shazeer's Gaussian, the Gumbel of Gumbel-top-k)
   enters the Switch loss through f_i, the fraction of slots actually
-  dispatched. Both losses therefore have a gradient in W_g under every
-  routing (with H(x) instead, the stopped Gumbel logits gave none).
+  dispatched. Both losses have a gradient in W_g under every routing.
 
   Args:
     g: output of `gating.noisy_top_k` for the whole batch.
