@@ -8,7 +8,9 @@ ReLU FFN experts, dispatched dropless (default) or with a capacity limit by
 
     w_importance * CV(Importance)^2 + w_load * CV(Load)^2     (Eq. 6-10)
     + Switch balance loss (Fedus et al. 2021, Eq. 4-6), optional
-    + router z-loss (Zoph et al. 2022, Eq. 5), optional.
+    + router z-loss (Zoph et al. 2022, Eq. 5), optional,
+
+the last two on the router logits x W_g (see `aux_statistics`).
 
 Example:
   >>> layer = MoE(num_experts=8, k=2, expert_hidden=32, block_sizes=(16, 8))
@@ -53,7 +55,8 @@ class MoEAux(NamedTuple):
     max_over_mean_load: max/mean of the exact counts (Table 6).
     fraction_dropped: dropped slots / (T * k); 0 when dropless.
     router_entropy: mean over tokens of the entropy (nats) of the softmax
-      over all experts of the routing logits H(x).
+      over all experts of the routing logits H(x) (`noisy_logits`: x W_g
+      plus the routing's noise in training), 0 log 0 taken as 0.
     importance: [E] (Eq. 6).
     load: [E], the smooth load estimate in training with noise, else counts.
     count: [E], exact slots routed to each expert.
@@ -85,7 +88,11 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
                       routing_gradient: str = gating.PAPER,
                       block_sizes=dispatch.DEFAULT_BLOCK_SIZES,
                       gumbel_temperature: float = 1.0) -> None:
-  """Raises ValueError naming the first bad option."""
+  """Raises ValueError naming the first bad option.
+
+  `routing_gradient` must be a key of the registry `gating.ROUTINGS`
+  (TypeError if it is not a string).
+  """
   for name, value in (("num_experts", num_experts),
                       ("expert_hidden", expert_hidden)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -100,10 +107,7 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
     raise ValueError(
         "capacity_factor must be > 0, or None for dropless dispatch; got "
         f"capacity_factor={capacity_factor!r}.")
-  if routing_gradient not in gating.ROUTING_GRADIENTS:
-    raise ValueError(
-        f"routing_gradient must be one of {gating.ROUTING_GRADIENTS}; got "
-        f"{routing_gradient!r}.")
+  gating.check_routing_gradient(routing_gradient)
   if (isinstance(gumbel_temperature, bool)
       or not isinstance(gumbel_temperature, (int, float))
       or not 0 < gumbel_temperature < math.inf):
@@ -113,10 +117,31 @@ def check_moe_options(*, num_experts: int, k: int, expert_hidden: int,
   dispatch.check_block_sizes(block_sizes)
 
 
+def _entropy(logits: Array) -> Array:
+  """Entropy (nats) of softmax(logits) over the last axis, [T, E] -> [T].
+
+  -sum_i p_i log p_i from the log-softmax, with 0 log 0 = 0 (the convention
+  of `jax.scipy.special.entr`): a logit of -inf, or a probability that
+  underflows to 0, adds 0 instead of NaN.
+  """
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  p = jnp.exp(log_p)
+  return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
+
+
 def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
                    w_importance: float, w_load: float, switch_alpha: float,
                    z_loss: float) -> MoEAux:
   """Auxiliary loss and Table 6 statistics from a gating output.
+
+  The Switch balance loss (Fedus et al. 2021, Eq. 4-6) and the router
+  z-loss (Zoph et al. 2022, Eq. 5) are functions of the router logits: in
+  both papers the logits h(x) = W_r x that the router's softmax normalises
+  (Fedus Eq. 1; ST-MoE Eq. 5, "the logits going into the router"), with no
+  noise added to them. Here they are `g.clean_logits` = x W_g under every
+  routing; the routing noise (Shazeer's Gaussian, the Gumbel of Gumbel-top-k)
+  enters the Switch loss through f_i, the fraction of slots actually
+  dispatched. Both losses have a gradient in W_g under every routing.
 
   Args:
     g: output of `gating.noisy_top_k` for the whole batch.
@@ -130,23 +155,21 @@ def aux_statistics(g: gating.GatingOutput, fraction_dropped: Array, *,
   """
   loss = (gating.importance_loss(g.importance, weight=w_importance)
           + gating.load_loss(g.load, weight=w_load))
-  router_log_probs = jax.nn.log_softmax(g.noisy_logits, axis=-1)
-  router_probs = jnp.exp(router_log_probs)
   if switch_alpha:
     loss = loss + gating.switch_balance_loss(
-        router_probs, g.expert_index, alpha=switch_alpha)
+        jax.nn.softmax(g.clean_logits, axis=-1), g.expert_index,
+        alpha=switch_alpha)
   if z_loss:
-    loss = loss + gating.router_z_loss(g.noisy_logits, weight=z_loss)
+    loss = loss + gating.router_z_loss(g.clean_logits, weight=z_loss)
   sg = jax.lax.stop_gradient
   count = sg(g.count)
-  entropy = -jnp.sum(router_probs * router_log_probs, axis=-1)
   return MoEAux(
       loss=loss,
       cv_importance=jnp.sqrt(gating.cv_squared(sg(g.importance), eps=0.0)),
       cv_load=jnp.sqrt(gating.cv_squared(count, eps=0.0)),
       max_over_mean_load=jnp.max(count) / jnp.mean(count),
       fraction_dropped=fraction_dropped,
-      router_entropy=sg(jnp.mean(entropy)),
+      router_entropy=sg(jnp.mean(_entropy(g.noisy_logits))),
       importance=sg(g.importance),
       load=sg(g.load),
       count=count,
@@ -167,7 +190,8 @@ class MoE(nn.Module):
     switch_alpha: Switch Transformer balance loss coefficient (0 = off).
     z_loss: ST-MoE router z-loss coefficient (0 = off).
     noise: use the gating noise in training (ablation switch).
-    routing_gradient: "paper", "straight_through" or "gumbel".
+    routing_gradient: a key of `gating.ROUTINGS`: "paper",
+      "straight_through" or "gumbel".
     gumbel_temperature: tau > 0 of the Gumbel-softmax, for "gumbel".
     block_sizes: rows per block of the dropless dispatcher, an int or a
       decreasing tuple (see `dispatch.dropless_ffn`).

@@ -19,7 +19,18 @@ Monte-Carlo checks use fixed seeds and a 5-standard-error tolerance.
 - Routing gradients: straight-through has the paper's forward value and the
   dense softmax's gradient; Gumbel top-1 selection frequencies equal the
   softmax (5 SE).
-- Bad options, wrong ranks and a missing key raise errors naming the value.
+- Gumbel routing: its P(x, i) = 1 - exp(-exp(l_i - t_i)) against a
+  Monte-Carlo estimate that redraws only g_i (k = 1, 2, 3; the Gaussian
+  formula is rejected), saturated logits give 1 or 0 with finite gradients;
+  its load is unbiased (E[sum load] = k T; for k = 1, E[load_i] =
+  sum_x softmax(x W_g)_i; 5 SE) and its gradient matches finite
+  differences; noisy_logits is x W_g + g (its top k are the experts, the
+  gates are softmax(H / tau) renormalised over them, H independent of tau).
+- The routing registry: `noisy_top_k(routing_gradient=name)` returns what
+  `ROUTINGS[name]` returns, values and gradients.
+- Bad options (an unknown routing name, with the valid choices; a non-string
+  one raises TypeError; a Gumbel temperature that is not a finite positive
+  number), wrong ranks and a missing key raise errors naming the value.
 """
 
 import functools
@@ -43,14 +54,16 @@ def _weights(seed, scale=1.0):
   return x, w_gate, w_noise
 
 
-def _mc_in_top_k(key, noisy, clean, std, k, num_samples):
+def _mc_in_top_k(key, noisy, clean, std, k, num_samples,
+                 sample=jax.random.normal):
   """Fraction of redraws of each expert's own noise that keep it in top k.
 
   Membership is decided by a full `lax.top_k` of the modified logits, not by
-  a threshold, so this does not share code with `prob_in_top_k`.
+  a threshold, so this does not share code with `prob_in_top_k`. `sample`
+  draws the standardised noise (normal, or Gumbel for Gumbel routing).
   """
   t, e = noisy.shape
-  eps = jax.random.normal(key, (num_samples, t, e))
+  eps = sample(key, (num_samples, t, e))
 
   def one(eps_s):
     def per_expert(i):
@@ -125,6 +138,103 @@ def test_load_gradient_reaches_both_matrices_and_matches_finite_differences():
     args_m[i] = w - h * d
     fd = (f(*args_p) - f(*args_m)) / (2 * h)
     np.testing.assert_allclose(fd, jnp.vdot(g, d), rtol=2e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_gumbel_prob_in_top_k_matches_monte_carlo(k):
+  """P(x, i) = 1 - exp(-exp(l_i - t_i)) against redraws of g_i alone."""
+  x, w_gate, _ = _weights(20)
+  logits = x @ w_gate
+  perturbed = logits + jax.random.gumbel(jax.random.key(1), logits.shape)
+  p = gating.gumbel_prob_in_top_k(logits, perturbed, k)
+  n = 20_000
+  mc = _mc_in_top_k(jax.random.key(2), perturbed, logits,
+                    jnp.ones_like(logits), k, n, sample=jax.random.gumbel)
+  se = np.sqrt(np.maximum(p * (1 - p), 1.0 / n) / n)
+  np.testing.assert_array_less(np.abs(mc - p), 5 * se)
+  # Power: the Gaussian P of Eq. 9 with unit noise is rejected.
+  threshold = gating.kth_excluding_threshold(perturbed, k)
+  gaussian = jax.scipy.stats.norm.cdf(logits - threshold)
+  assert np.any(np.abs(mc - gaussian) > 5 * se)
+  assert 0.05 < float(jnp.mean(p > 0.5)) < 0.95 or k == 1
+
+
+def test_gumbel_prob_in_top_k_saturates_without_nan_gradients():
+  """Gaps far beyond float32's exp range give P = 1 or 0, finite gradients."""
+  logits = jnp.array([[200.0, 0.0, -200.0]])
+  np.testing.assert_array_equal(
+      gating.gumbel_prob_in_top_k(logits, logits, 1), [[1.0, 0.0, 0.0]])
+  grad = jax.grad(lambda l: jnp.sum(
+      gating.gumbel_prob_in_top_k(l, l, 1)))(logits)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_array_equal(
+      gating.gumbel_prob_in_top_k(logits, logits, 3), 1.0)
+
+
+def test_gumbel_load_is_unbiased():
+  """E[sum_i load_i] = k T; with k = 1, E[load_i] = sum_x softmax(x W_g)_i
+  (the Gumbel-max trick). 4000 keys, 5 SE."""
+  x, w_gate, w_noise = _weights(21, scale=0.5)
+
+  def load(key, k):
+    return gating.noisy_top_k(x, w_gate, w_noise, key, k=k, train=True,
+                              routing_gradient="gumbel").load
+
+  keys = jax.random.split(jax.random.key(4), 4000)
+  for k in (1, 3):
+    loads = jax.vmap(lambda key, k=k: load(key, k))(keys)
+    totals = jnp.sum(loads, axis=1)
+    se = float(jnp.std(totals) / np.sqrt(totals.shape[0]))
+    assert se > 0
+    assert abs(float(jnp.mean(totals)) - k * T) < 5 * se
+  want = jnp.sum(jax.nn.softmax(x @ w_gate, axis=-1), axis=0)
+  loads = jax.vmap(lambda key: load(key, 1))(keys)
+  se = jnp.std(loads, axis=0) / np.sqrt(loads.shape[0])
+  np.testing.assert_array_less(np.abs(jnp.mean(loads, 0) - want), 5 * se)
+
+
+def test_gumbel_load_gradient_matches_finite_differences():
+  x, w_gate, w_noise = _weights(22)
+  key = jax.random.key(6)
+  c = jax.random.normal(jax.random.key(7), (E,))
+
+  def f(wg):
+    return jnp.sum(c * gating.noisy_top_k(
+        x, wg, w_noise, key, k=2, train=True,
+        routing_gradient="gumbel").load)
+
+  grad = jax.grad(f)(w_gate)
+  assert float(jnp.abs(grad).max()) > 1e-3
+  d = jax.random.normal(jax.random.key(8), w_gate.shape)
+  h = 1e-3
+  fd = (f(w_gate + h * d) - f(w_gate - h * d)) / (2 * h)
+  np.testing.assert_allclose(fd, jnp.vdot(grad, d), rtol=2e-2, atol=1e-4)
+
+
+def test_gumbel_routing_is_the_top_k_of_logits_plus_gumbel_noise():
+  """noisy_logits H = x W_g + g: its top k are the experts, the forward
+  gates are softmax(H / tau) renormalised over them, the load is the sum of
+  `gumbel_prob_in_top_k`, and H does not depend on tau."""
+  x, w_gate, w_noise = _weights(23)
+  k, tau = 3, 0.3
+  g = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(9), k=k,
+                         train=True, routing_gradient="gumbel",
+                         gumbel_temperature=tau)
+  _, idx = jax.lax.top_k(g.noisy_logits, k)
+  np.testing.assert_array_equal(g.expert_index, idx)
+  relaxed = jax.nn.softmax(g.noisy_logits / tau, axis=-1)
+  kept = jnp.take_along_axis(relaxed, idx, axis=-1)
+  np.testing.assert_allclose(g.expert_weight,
+                             kept / jnp.sum(kept, -1, keepdims=True),
+                             rtol=1e-5)
+  np.testing.assert_allclose(
+      g.load, jnp.sum(gating.gumbel_prob_in_top_k(
+          g.clean_logits, g.noisy_logits, k), axis=0), rtol=1e-6)
+  g_cold = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(9), k=k,
+                              train=True, routing_gradient="gumbel",
+                              gumbel_temperature=1e-4)
+  np.testing.assert_array_equal(g_cold.noisy_logits, g.noisy_logits)
+  np.testing.assert_array_equal(g_cold.expert_index, g.expert_index)
 
 
 def test_gates_sparse_normalised_and_softmax_over_kept_logits():
@@ -280,16 +390,61 @@ def test_gumbel_top1_selection_frequencies_are_softmax():
   assert float(jnp.abs(grad).max()) > 1e-4
 
 
+def test_routing_registry_dispatches_to_its_functions():
+  """noisy_top_k(routing_gradient=name) is ROUTINGS[name], value and grad."""
+  assert gating.ROUTINGS == {
+      "paper": gating.paper_routing,
+      "straight_through": gating.straight_through_routing,
+      "gumbel": gating.gumbel_routing,
+  }
+  x, w_gate, w_noise = _weights(13)
+  c = jax.random.normal(jax.random.key(5), (T, E))
+  for name, routing in gating.ROUTINGS.items():
+    def f(wg, fn):
+      g = fn(x, wg, w_noise, jax.random.key(2), k=2, train=True,
+             gumbel_temperature=0.5)
+      return jnp.sum(c * g.gates) + jnp.sum(g.load * c[0]), g
+    via_name = functools.partial(gating.noisy_top_k, routing_gradient=name)
+    (v1, g1), d1 = jax.value_and_grad(f, has_aux=True)(w_gate, via_name)
+    (v2, g2), d2 = jax.value_and_grad(f, has_aux=True)(w_gate, routing)
+    chex.assert_trees_all_equal((v1, g1, d1), (v2, g2, d2))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(k=0), "k must be >= 1; got k=0"),
     (dict(k=E + 1), f"k must be <= num_experts; got k={E + 1}"),
-    (dict(k=2, routing_gradient="reinforce"), "routing_gradient"),
+    (dict(k=2, routing_gradient="reinforce"),
+     (r"routing_gradient must be one of \('paper', 'straight_through', "
+      r"'gumbel'\); got 'reinforce'")),
 ])
 def test_bad_options_raise(kwargs, match):
   x, w_gate, w_noise = _weights(0)
   with pytest.raises(ValueError, match=match):
     gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(0), train=True,
                        **kwargs)
+
+
+@pytest.mark.parametrize("tau,error,match", [
+    (0.0, ValueError, r"finite and > 0; got gumbel_temperature=0\.0\."),
+    (float("inf"), ValueError, "got gumbel_temperature=inf"),
+    (float("nan"), ValueError, "got gumbel_temperature=nan"),
+    (True, TypeError, "real number; got gumbel_temperature=True"),
+    ("1.0", TypeError, "real number; got gumbel_temperature='1.0'"),
+])
+def test_bad_gumbel_temperature_raises(tau, error, match):
+  x, w_gate, w_noise = _weights(0)
+  with pytest.raises(error, match=match):
+    gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(0), k=2,
+                       train=True, routing_gradient="gumbel",
+                       gumbel_temperature=tau)
+
+
+def test_non_string_routing_gradient_raises_type_error():
+  x, w_gate, w_noise = _weights(0)
+  with pytest.raises(TypeError, match=r"routing_gradient must be a str, one "
+                     r"of \('paper', .*got \['paper'\] of type list"):
+    gating.noisy_top_k(x, w_gate, w_noise, None, k=2, train=False,
+                       routing_gradient=["paper"])
 
 
 def test_wrong_rank_and_missing_key_raise():

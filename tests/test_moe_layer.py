@@ -19,7 +19,8 @@
   and train mode is not; dropless equals capacity-limited when nothing
   overflows; leading batch dims are flattened; `chex.assert_max_traces(n=1)`
   holds across batches. Bad options and input ranks raise errors naming the
-  value.
+  value (an unknown routing name with the valid choices, the keys of
+  `gating.ROUTINGS`; a non-string one raises TypeError).
 """
 
 import chex
@@ -157,6 +158,115 @@ def test_sparse_layer_matches_reference_values_and_gradients(
     assert float(aux.fraction_dropped) > 0.0
 
 
+AUX_LOSSES = ("w_importance", "w_load", "switch_alpha", "z_loss")
+
+
+def _gating_weights(seed, t=T, e=8):
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(k1, (t, D))
+  w_gate = jax.random.normal(k2, (D, e))
+  w_noise = 0.3 * jax.random.normal(k3, (D, e))
+  return x, w_gate, w_noise
+
+
+def _aux(x, w_gate, w_noise, routing, *, tau=1.0, key=4, **weights):
+  """MoEAux of the layer's gating, in training (as `MoE.__call__`)."""
+  g = gating.noisy_top_k(x, w_gate, w_noise, jax.random.key(key), k=2,
+                         train=True, routing_gradient=routing,
+                         gumbel_temperature=tau)
+  weights = {**dict.fromkeys(AUX_LOSSES, 0.0), **weights}
+  return layer_module.aux_statistics(g, jnp.zeros(()), **weights), g
+
+
+@pytest.mark.parametrize("loss_name", AUX_LOSSES)
+@pytest.mark.parametrize("routing", list(gating.ROUTINGS))
+def test_every_auxiliary_loss_has_a_gradient_under_every_routing(
+    routing, loss_name):
+  """d aux.loss / d (W_g, W_noise) is finite and nonzero, one loss at a time.
+
+  Each of the four losses is built to train the router, so under every
+  routing it must reach the gating parameters (a loss that only adds to the
+  value would leave the router untouched).
+  """
+  x, w_gate, w_noise = _gating_weights(0)
+
+  def loss(params):
+    return _aux(x, *params, routing, **{loss_name: 1.0})[0].loss
+
+  grads = jax.grad(loss)((w_gate, w_noise))
+  l1 = sum(float(jnp.sum(jnp.abs(g))) for g in grads)
+  assert np.isfinite(l1) and l1 > 1e-3, (routing, loss_name, l1)
+
+
+@pytest.mark.parametrize("routing", list(gating.ROUTINGS))
+def test_switch_and_z_losses_are_the_papers_formulas_on_router_logits(
+    routing):
+  """Values and W_g-gradients against closed forms in float64.
+
+  With z = x W_g the router logits, p = softmax(z), f_i the fraction of the
+  T k dispatched slots on expert i and P_i = mean_t p_ti:
+    Switch (Fedus et al. 2021, Eq. 4-6): alpha E sum_i f_i P_i, gradient
+      (alpha E / T) x^T [p_tj (f_j - sum_i f_i p_ti)]  (f held fixed);
+    z-loss (Zoph et al. 2022, Eq. 5): w mean_t lse(z_t)^2, gradient
+      (2 w / T) x^T [lse(z_t) p_tj].
+  """
+  x, w_gate, w_noise = _gating_weights(1)
+  alpha, w = 0.7, 0.3
+  t, e = x.shape[0], w_gate.shape[1]
+  x64, z = np.float64(x), np.float64(x) @ np.float64(w_gate)
+  lse = np.log(np.sum(np.exp(z - z.max(1, keepdims=True)), 1)) + z.max(1)
+  p = np.exp(z - lse[:, None])
+  for name, weight in (("switch_alpha", alpha), ("z_loss", w)):
+    def loss(wg, name=name, weight=weight):
+      return _aux(x, wg, w_noise, routing, **{name: weight})[0].loss
+    value, grad = jax.value_and_grad(loss)(w_gate)
+    _, g = _aux(x, w_gate, w_noise, routing)
+    if name == "switch_alpha":
+      f = np.asarray(g.count, np.float64) / (t * 2)
+      want = alpha * e * np.sum(f * p.mean(0))
+      want_grad = alpha * e / t * x64.T @ (p * (f[None] - (p @ f)[:, None]))
+    else:
+      want = w * np.mean(lse ** 2)
+      want_grad = 2 * w / t * x64.T @ (lse[:, None] * p)
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("tau", [1e-3, 1e-4])
+def test_gumbel_router_entropy_is_finite_at_tiny_temperatures(tau):
+  """At small tau the relaxed softmax underflows to 0 for most experts.
+
+  The router entropy is that of softmax(H), H = x W_g + g, which does not
+  depend on tau: it equals the value at tau = 1 with the same key, and the
+  float64 entropy of softmax(noisy_logits).
+  """
+  x, w_gate, w_noise = _gating_weights(2)
+  w_gate = 3.0 * w_gate
+  aux, g = _aux(x, w_gate, w_noise, "gumbel", tau=tau)
+  relaxed = jax.nn.softmax(g.noisy_logits / tau, axis=-1)
+  assert float(jnp.mean(relaxed == 0.0)) > 0.1   # Underflow does happen.
+  assert np.isfinite(float(aux.router_entropy))
+  h = np.float64(g.noisy_logits)
+  log_p = h - h.max(1, keepdims=True)
+  log_p -= np.log(np.sum(np.exp(log_p), 1, keepdims=True))
+  want = np.mean(-np.sum(np.exp(log_p) * log_p, 1))
+  np.testing.assert_allclose(aux.router_entropy, want, rtol=1e-5)
+  aux_warm, _ = _aux(x, w_gate, w_noise, "gumbel", tau=1.0)
+  np.testing.assert_allclose(aux.router_entropy, aux_warm.router_entropy,
+                             rtol=1e-6)
+
+
+def test_router_entropy_takes_zero_log_zero_as_zero():
+  """Logits of -inf (probability 0) add nothing: entropy log 2, not NaN."""
+  x, w_gate, w_noise = _gating_weights(3, t=2, e=4)
+  g = gating.noisy_top_k(x, w_gate, w_noise, None, k=2, train=False)
+  g = g._replace(noisy_logits=jnp.array([[0.0, 0.0, -jnp.inf, -jnp.inf],
+                                         [1.0, -jnp.inf, 1.0, -jnp.inf]]))
+  aux = layer_module.aux_statistics(
+      g, jnp.zeros(()), **dict.fromkeys(AUX_LOSSES, 0.0))
+  np.testing.assert_allclose(aux.router_entropy, np.log(2.0), rtol=1e-6)
+
+
 def test_expert_kernels_start_with_variance_one_over_their_fan_in():
   """Each expert is a LeCun-initialised FFN: Var(W1) = 1/D, Var(W2) = 1/H.
 
@@ -257,7 +367,9 @@ def test_no_recompilation_across_batches():
     (dict(k=5), "k must be <= num_experts; got k=5 with num_experts=4"),
     (dict(k=2, capacity_factor=0.0), "capacity_factor must be > 0"),
     (dict(k=2, capacity_factor=-1.5), "capacity_factor=-1.5"),
-    (dict(k=2, routing_gradient="nope"), "routing_gradient"),
+    (dict(k=2, routing_gradient="nope"),
+     (r"routing_gradient must be one of \('paper', 'straight_through', "
+      r"'gumbel'\); got 'nope'")),
     (dict(k=2, block_sizes=(2, 4)), r"block_sizes=\(2, 4\)"),
     (dict(k=2, block_sizes=0), "block_sizes=\\(0,\\)"),
 ])
@@ -265,6 +377,14 @@ def test_bad_options_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     MoE(num_experts=4, expert_hidden=H, **kwargs).init(
         jax.random.key(0), _x(), train=False)  # Fails before any compute.
+
+
+def test_non_string_routing_gradient_raises_type_error():
+  with pytest.raises(TypeError, match="routing_gradient must be a str, one "
+                     "of .*got None of type NoneType"):
+    layer_module.check_moe_options(num_experts=4, k=2, expert_hidden=H,
+                                   capacity_factor=None,
+                                   routing_gradient=None)
 
 
 def test_wrong_input_rank_raises():
