@@ -45,7 +45,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # Rows per block of the dropless dispatcher (decreasing sizes).
   config.block_sizes = (64, 16)
   config.noise = True  # Gating noise in training (Shazeer Eq. 4).
-  config.routing_gradient = "paper"  # "paper", "straight_through", "gumbel".
+  # Routing from moe.gating.ROUTINGS: "paper" (Shazeer Eq. 3-5, load from
+  # Eq. 8-10), "straight_through", or "gumbel" (Gumbel-perturbed logits
+  # pick the experts; the load uses the Gumbel form of Eq. 9).
+  config.routing_gradient = "paper"
   # Temperature tau of the relaxed Gumbel-softmax sample that routes and
   # carries the gradient when routing_gradient="gumbel" (Jang et al. 2017,
   # Eq. 1; moe/gating.py); finite and > 0, unused by the other routings.
@@ -54,7 +57,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # Auxiliary losses.
   config.w_importance = 0.1  # Shazeer Eq. 7, weight of CV(Importance)^2.
   config.w_load = 0.1  # Shazeer Eq. 10, weight of CV(Load)^2.
-  config.switch_alpha = 0.0  # Switch balance loss (Fedus Eq. 4); 1e-2 typ.
+  # Switch balance loss (Fedus Eq. 4); 1e-2 typical. It and the z-loss are
+  # computed on the clean router logits x W_g under every routing.
+  config.switch_alpha = 0.0
   config.z_loss = 0.0  # ST-MoE router z-loss (Zoph Eq. 5); 1e-3 typical.
 
   # Optimisation.
