@@ -561,7 +561,7 @@ def _equal_axis_lines(study, metric, axis: Axis, data, xs) -> list[str]:
       if row:
         pair_rows.append(row)
   if not rows:
-    return []
+    return notes
   lines = [f"At equal {axis.equal}: per task, {axis.symbol} = the smallest "
            f"final value among the task's conditions (over their seeds), "
            f"which every seed of every condition reached; each seed's "
