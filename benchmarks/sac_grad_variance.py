@@ -111,7 +111,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _space_dims(env_id: str) -> tuple[int, int]:
+def space_dims(env_id: str) -> tuple[int, int]:
+  """(observation dimension, action dimension) of a Box-space environment."""
   env = gym.make(env_id)
   dims = env.observation_space.shape[0], env.action_space.shape[0]
   env.close()
@@ -345,16 +346,14 @@ def run(workdir: str, steps: Sequence[int], out: str,
         options: Options = Options()) -> dict[str, Any]:
   """Measures every (checkpoint, seed, arm); writes the report to `out`."""
   config = load_run_config(workdir)
-  obs_dim, action_dim = _space_dims(config.env_id)
+  obs_dim, action_dim = space_dims(config.env_id)
   agents = arm_agents(config, obs_dim, action_dim, options.arms)
   batch_size = options.batch_size or config.batch_size
   key = jax.random.PRNGKey(options.seed)
   batch_key, noise_key, timing_key = jax.random.split(key, 3)
-  results = {"env_id": config.env_id, "actor_grad": config.actor_grad,
-             "workdir": os.path.abspath(workdir), "options":
-             dataclasses.asdict(options) | {"batch_size": batch_size},
-             "variance": [], "cost": None,
-             "provenance": provenance.record()}
+  results = new_results(
+      env_id=config.env_id, actor_grad=config.actor_grad, workdir=workdir,
+      options=dataclasses.asdict(options) | {"batch_size": batch_size})
   moment_fns = make_moment_fns(agents, num_repeats=options.num_repeats,
                                map_batch=options.map_batch)
   for step in steps:
@@ -365,15 +364,35 @@ def run(workdir: str, steps: Sequence[int], out: str,
       per_batch = [gradient_moments(moment_fns, one, batches.obs[b],
                                     jax.random.fold_in(noise_key, b))
                    for b in range(options.num_batches)]
-      results["variance"].append({
-          "step": step, "seed": config.seed + index,
-          "arms": summarize(per_batch, options.num_repeats)})
+      record_variance(results, step, config.seed + index, per_batch,
+                      options.num_repeats)
       if results["cost"] is None:
         results["cost"] = update_costs(
             agents, one, jax.tree.map(lambda x: x[0], batches), timing_key,
             rounds=options.timing_rounds, calls=options.timing_calls)
   write_report(results, out)
   return results
+
+
+def new_results(*, env_id: str, actor_grad: str, workdir: str,
+                options: dict[str, Any]) -> dict[str, Any]:
+  """The grad_variance.json record of a run, before any measurement.
+
+  Keys: env_id, actor_grad (the run's), workdir, options, variance (one
+  entry per checkpoint and seed, `record_variance`), cost (`update_costs`,
+  None until measured) and provenance (of the measuring process).
+  """
+  return {"env_id": env_id, "actor_grad": actor_grad,
+          "workdir": os.path.abspath(workdir), "options": options,
+          "variance": [], "cost": None, "provenance": provenance.record()}
+
+
+def record_variance(results: dict[str, Any], step: int, seed: int,
+                    per_batch: Sequence[dict[str, Any]],
+                    num_repeats: int) -> None:
+  """Appends {step, seed, arms: `summarize(per_batch)`} to the record."""
+  results["variance"].append({"step": int(step), "seed": int(seed),
+                              "arms": summarize(per_batch, num_repeats)})
 
 
 def across_seeds(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -458,12 +477,22 @@ def markdown(results: dict[str, Any]) -> str:
           f"{r['ratio_min_batch']:.2f}-{r['ratio_max_batch']:.2f} | "
           f"{r['cosine']:.4f} | {r['mean_rel_se']:.3g} | " + " | ".join(z)
           + " |")
-  lines += ["", f"Cost per update ({o['timing_rounds']} interleaved rounds; "
-            "ratio to pathwise: of median times, of minimum times):", "",
-            "| arm | actor gradient (ms) | ratio | gradient_step (ms) "
-            "| ratio |",
-            "|---|---:|---:|---:|---:|"]
-  for arm, c in results["cost"].items():
+  if results["cost"] is not None:
+    lines += _cost_lines(results["cost"], o["timing_rounds"])
+  if "provenance" in results:
+    rec = results["provenance"]
+    lines += ["", f"Software: {provenance.describe(rec)}. "
+              f"Commit: {rec.get('commit')}. "
+              f"Machine: {rec.get('machine')}."]
+  return "\n".join(lines) + "\n"
+
+
+def _cost_lines(cost: dict[str, dict[str, float]], rounds: int) -> list[str]:
+  lines = ["", f"Cost per update ({rounds} interleaved rounds; ratio to "
+           "pathwise: of median times, of minimum times):", "",
+           "| arm | actor gradient (ms) | ratio | gradient_step (ms) | ratio |",
+           "|---|---:|---:|---:|---:|"]
+  for arm, c in cost.items():
     lines.append(
         f"| {arm} | {1e3 * c['actor_grad_s']:.2f} | "
         f"{c['actor_grad_ratio_median']:.2f}, "
@@ -471,12 +500,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{1e3 * c['gradient_step_s']:.2f} | "
         f"{c['gradient_step_ratio_median']:.2f}, "
         f"{c['gradient_step_ratio_min']:.2f} |")
-  if "provenance" in results:
-    rec = results["provenance"]
-    lines += ["", f"Software: {provenance.describe(rec)}. "
-              f"Commit: {rec.get('commit')}. "
-              f"Machine: {rec.get('machine')}."]
-  return "\n".join(lines) + "\n"
+  return lines
 
 
 def plot(results: dict[str, Any], path: str) -> None:

@@ -47,6 +47,10 @@ class System:
   seed_column: str | None  # eval.csv column naming the seed (vmapped only).
   metrics: tuple[Metric, ...]
   cost: Cost | None = None
+  # Learning-curve x axes besides the environment step, computed by
+  # launch/study_report.py (`AXES`): "seconds" (train.csv wall clock),
+  # "critic_evaluations" (SAC's (state, action) pairs through the critics).
+  curve_axes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +126,8 @@ SAC = System(
     cost=Cost("train.csv", "steps_per_sec",
               "environment steps per second per seed, all seeds vmapped "
               "(median over the train.csv log intervals; one gradient "
-              "update per step per seed after learning_starts)", "median"))
+              "update per step per seed after learning_starts)", "median"),
+    curve_axes=("seconds", "critic_evaluations"))
 
 
 def _sac_arm(task: str, actor_grad: str, samples: int | None) -> Condition:

@@ -8,6 +8,22 @@ the per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
 the seeds both conditions ran; optional aggregates over tasks; learning curves
 (IQM over seeds per evaluation step, with the CI as a band).
 
+Cost axes. For a system with `curve_axes` (SAC), the learning curves are
+also drawn against
+  seconds             each cell's training wall clock (train.csv `seconds`,
+                      summed over resumes), interpolated onto each seed's
+                      evaluation steps (`wall_clock_at`);
+  critic_evaluations  the (state, action) pairs passed through the critic
+                      ensemble per seed, from each cell's config
+                      (`sac_critic_evaluations`, with SAC's update schedule
+                      `sac_gradient_steps`);
+and a table compares the conditions of each task at one common value of the
+axis: x* = the smallest final value among the task's conditions, so every
+seed of every condition reached it; per condition the IQM [95% CI] over
+seeds of the metric read at x* (`value_at`, linear between evaluations),
+and paired differences there for the study's pairs. Figures:
+DIR/figures/STUDY_METRIC_AXIS.png.
+
 The report is deterministic: every bootstrap draws from a generator seeded by
 a CRC-32 of the study, metric and row names, every number of its tables is
 printed by `fmt` (4 significant digits), and nothing depends on the clock or
@@ -17,7 +33,9 @@ report.md.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
+import io
 import json
 import os
 import zlib
@@ -97,12 +115,23 @@ def load_condition(study: studies.Study, workdir: str,
 
 
 def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
+  return (f"| {condition.label} | {condition.task} | "
+          + _seed_cells(study, metric, condition, finals))
+
+
+def _seed_cells(study, metric, condition, finals: dict[int, float],
+                *tags: str) -> str:
+  """`seeds | IQM [CI] | mean ± std | per seed |` of seed -> value.
+
+  `tags` name the statistic in the bootstrap seed (none: the finals).
+  """
   seeds = sorted(finals)
   values = np.array([finals[s] for s in seeds])
   per_seed = ", ".join(fmt(finals[s]) for s in seeds)
   if len(values) >= 2:
     low, high = seed_statistics.stratified_bootstrap_ci(
-        [values], seed=_seed_of(study.name, metric.column, condition.name))
+        [values], seed=_seed_of(study.name, metric.column, *tags,
+                                condition.name))
     iqm = f"{fmt(seed_statistics.iqm(values))} [{fmt(low)}, {fmt(high)}]"
     std = seed_statistics.sample_std(values)
     spread = f"{fmt(values.mean())} ± {fmt(std)}"
@@ -110,16 +139,16 @@ def _iqm_row(study, metric, condition, finals: dict[int, float]) -> str:
     iqm = f"{fmt(seed_statistics.iqm(values))} [n/a]"
     spread = f"{fmt(values.mean())} ± n/a"
   seed_list = ", ".join(str(s) for s in seeds)
-  return (f"| {condition.label} | {condition.task} | {seed_list} | {iqm} | "
-          f"{spread} | {per_seed} |")
+  return f"{seed_list} | {iqm} | {spread} | {per_seed} |"
 
 
-def _pair_row(study, metric, finals_by_cond, a: str, b: str) -> str | None:
+def _pair_row(study, metric, finals_by_cond, a: str, b: str,
+              *tags: str) -> str | None:
   fa, fb = finals_by_cond[a], finals_by_cond[b]
   if not set(fa) & set(fb):
     return None
   d = seed_statistics.paired_difference(
-      fa, fb, seed=_seed_of(study.name, metric.column, a, b))
+      fa, fb, seed=_seed_of(study.name, metric.column, *tags, a, b))
   ci = "n/a" if d.ci is None else f"[{fmt(d.ci[0])}, {fmt(d.ci[1])}]"
   std = "n/a" if d.std is None else fmt(d.std)
   label_a, label_b = study.condition(a).label, study.condition(b).label
@@ -152,44 +181,420 @@ def _aggregate_row(study, metric, finals_by_cond, label, pairs) -> str | None:
           f"[{fmt(low)}, {fmt(high)}] | {'yes' if excludes else 'no'} |")
 
 
-def _plot_metric(study, metric, data_by_cond, path: str) -> bool:
-  """Learning curves per task with results: IQM over seeds, 95% CI band."""
+def _step_curve(condition, data, column: str
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+  """(steps [T], values [n, T]) of a condition's seeds, or None if none."""
+  if not data:
+    return None
+  seeds = sorted(data)
+  steps = data[seeds[0]]["step"]
+  if any(not np.array_equal(data[s]["step"], steps) for s in seeds):
+    raise ValueError(f"{condition.name}: seeds evaluated at different "
+                     f"steps; cannot draw one curve.")
+  return steps, np.stack([data[s][column] for s in seeds])
+
+
+def _plot_metric(study, metric, curves, path: str, *, xlabel: str = "step",
+                 tags: tuple[str, ...] = ()) -> bool:
+  """Learning curves per task with results: IQM over seeds, 95% CI band.
+
+  `curves`: condition name -> (x [T], values [n seeds, T]), or None when the
+  condition has no curve. `tags` name the x axis in the bootstrap seeds.
+  """
   tasks = list(dict.fromkeys(c.task for c in study.conditions
-                             if data_by_cond[c.name]))
+                             if curves[c.name] is not None))
   if not tasks:
     return False
   fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4),
                            squeeze=False)
   for ax, task in zip(axes[0], tasks):
     for condition in study.conditions:
-      data = data_by_cond[condition.name]
-      if condition.task != task or not data:
+      curve = curves[condition.name]
+      if condition.task != task or curve is None:
         continue
-      seeds = sorted(data)
-      steps = data[seeds[0]]["step"]
-      if any(not np.array_equal(data[s]["step"], steps) for s in seeds):
-        raise ValueError(f"{condition.name}: seeds evaluated at different "
-                         f"steps; cannot draw one curve.")
-      values = np.stack([data[s][metric.column] for s in seeds])  # [n, T]
-      line, = ax.plot(steps, seed_statistics.iqm(values, axis=0),
-                      label=f"{condition.label} (n={len(seeds)})")
-      if len(seeds) >= 2:
+      x, values = curve
+      line, = ax.plot(x, seed_statistics.iqm(values, axis=0),
+                      label=f"{condition.label} (n={len(values)})")
+      if len(values) >= 2:
         low, high = seed_statistics.stratified_bootstrap_ci(
             [values], seed=_seed_of(study.name, metric.column, condition.name,
-                                    "curve"))
-        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2,
+                                    "curve", *tags))
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2,
                         linewidth=0)
     ax.set_title(task)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric.label} (IQM, 95% CI)")
     if metric.log_y:
       ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=100, metadata={"Software": None})
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=100, metadata={"Software": None})
   plt.close(fig)
+  atomic_files.write_bytes(path, png.getvalue())
   return True
+
+
+# --- Learning curves against cost: wall clock and critic evaluations ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  """An x axis of the learning curves besides the environment step."""
+  name: str    # Its name in `studies.System.curve_axes`.
+  label: str   # x label of the figures.
+  equal: str   # "At equal ...".
+  symbol: str  # The common x value of the equal-x table.
+  unit: str    # Its unit in the table's header.
+  text: str    # What the values are, for the report.
+
+
+AXES = {
+    "seconds": Axis(
+        "seconds", "training wall-clock seconds", "wall clock", "T", " (s)",
+        "Training wall-clock seconds of each cell (train.csv `seconds`: the "
+        "training loop's time, evaluations and checkpoints included, summed "
+        "over resumes), at each evaluation step by linear interpolation "
+        "between the logged (step, seconds) rows, starting from (0, 0). The "
+        "seeds of a SAC cell train together (vmapped) and share its clock. "
+        "Wall clock depends on the machine and its load: compare cells run "
+        "on one machine under similar load."),
+    "critic_evaluations": Axis(
+        "critic_evaluations",
+        "critic evaluations per seed ((state, action) pairs)",
+        "critic evaluations", "C", "",
+        "Critic evaluations: the (state, action) pairs passed through the "
+        "critic ensemble per seed, computed from each cell's config "
+        "(`launch.study_report.sac_critic_evaluations`): batch_size x (2 + "
+        "K) per gradient step, K the actions per state of the actor loss "
+        "(pathwise_samples or score_function_samples)."),
+}
+
+
+def wall_clock_at(steps, logged_steps, logged_seconds) -> np.ndarray:
+  """Training seconds at `steps` from a run's logged (step, seconds) rows.
+
+  Linear interpolation (`np.interp`) through (0, 0), where the training
+  loop's clock starts, and the logged rows; NaN past the last logged row
+  (no measurement). This assumes an even pace within each logging interval
+  (the first interval includes compilation and the warm-up steps before the
+  first gradient step).
+
+  Args:
+    steps: [T] environment steps, e.g. a seed's evaluation steps.
+    logged_steps: [R] steps of the log's rows, strictly increasing, > 0.
+    logged_seconds: [R] seconds at those steps, non-decreasing, >= 0.
+
+  Returns:
+    [T] float64 seconds.
+
+  Example:
+    >>> wall_clock_at([100, 300, 600, 700], [200, 400, 600],
+    ...               [30.0, 40.0, 60.0]).tolist()
+    [15.0, 35.0, 60.0, nan]
+  """
+  logged_steps = np.asarray(logged_steps, np.float64)
+  logged_seconds = np.asarray(logged_seconds, np.float64)
+  if logged_steps.ndim != 1 or logged_steps.shape != logged_seconds.shape:
+    raise ValueError(
+        f"logged_steps and logged_seconds must be 1-D of one length; got "
+        f"shapes {logged_steps.shape} and {logged_seconds.shape}.")
+  xp = np.concatenate([[0.0], logged_steps])
+  fp = np.concatenate([[0.0], logged_seconds])
+  if np.any(np.diff(xp) <= 0) or np.any(np.diff(fp) < 0):
+    raise ValueError(
+        f"logged steps must be positive and strictly increasing and their "
+        f"seconds non-decreasing from 0; got steps {logged_steps.tolist()} "
+        f"and seconds {logged_seconds.tolist()}.")
+  return np.interp(np.asarray(steps, np.float64), xp, fp, right=np.nan)
+
+
+def sac_gradient_steps(config, steps) -> np.ndarray:
+  """Gradient steps per seed done when SAC's loop reaches each env step.
+
+  The schedule of `sac.collector.Collector.step`. Iteration i = 0, 1, ...
+  takes every seed from env step i E to (i + 1) E (E = num_envs) and runs
+  U E w gradient steps (U = updates_per_step, w = train_every) on the
+  transitions of iteration i - 1 when i >= 1, i E >= learning_starts and
+  i mod w = 0. An evaluation at env step t follows iteration t / E - 1, so
+
+    G(t) = U E w * #{i : i0 <= i <= t / E - 1, i mod w = 0},
+    i0 = max(1, ceil(learning_starts / E)),
+
+  the count of multiples of w in [i0, t / E - 1]:
+  max(0, floor((t / E - 1) / w) - floor((i0 - 1) / w)). A resume continues
+  the same schedule (the pending transitions are checkpointed). G(t) is
+  the critic's `TrainState.step` at step t (`learner.SACState.num_updates`).
+
+  Args:
+    config: the run's config (ConfigDict or its JSON dict): num_envs,
+      learning_starts, updates_per_step, train_every.
+    steps: [T] env steps per seed, multiples of num_envs.
+
+  Returns:
+    [T] int64 gradient steps.
+
+  Example:
+    >>> config = {"num_envs": 1, "learning_starts": 200,
+    ...           "updates_per_step": 1, "train_every": 1}
+    >>> sac_gradient_steps(config, [100, 200, 300, 600]).tolist()
+    [0, 0, 100, 400]
+  """
+  num_envs = int(config["num_envs"])
+  every = int(config["train_every"])
+  per_iteration = int(config["updates_per_step"]) * num_envs * every
+  steps = np.asarray(steps, np.int64)
+  if np.any(steps % num_envs) or np.any(steps < 0):
+    raise ValueError(f"steps must be non-negative multiples of num_envs="
+                     f"{num_envs}; got {steps.tolist()}.")
+  first = max(1, -(-int(config["learning_starts"]) // num_envs))
+  last = steps // num_envs - 1
+  count = np.maximum(0, last // every - (first - 1) // every)
+  return per_iteration * count
+
+
+def sac_critic_evaluations(config, steps) -> np.ndarray:
+  """(state, action) pairs through SAC's critic ensemble per seed by a step.
+
+  One gradient step (`sac.learner.gradient_step`) on a batch of B =
+  batch_size transitions evaluates the critics on B (next state, next
+  action) pairs (target critics, the TD target of Haarnoja et al. 2018,
+  Eq. 5-6), on the B replay pairs (the critic loss, Eq. 5) and on K B
+  (state, fresh action) pairs in the actor loss (Eq. 7 / 12), K =
+  pathwise_samples for the pathwise gradient and score_function_samples for
+  the score function. With G(t) gradient steps by env step t
+  (`sac_gradient_steps`):
+
+    C(t) = B (2 + K) G(t).
+
+  Each pair goes through all num_critics critics of the ensemble (network
+  evaluations: num_critics C(t)); backward passes are not counted.
+
+  References:
+    Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
+    Algorithm 1 and Eqs. 5-7, 12.
+
+  Example:
+    >>> config = {"num_envs": 1, "learning_starts": 200,
+    ...           "updates_per_step": 1, "train_every": 1,
+    ...           "batch_size": 32, "actor_grad": "score_function",
+    ...           "score_function_samples": 8, "pathwise_samples": 1}
+    >>> sac_critic_evaluations(config, [300, 600]).tolist()  # 32 * 10 * G
+    [32000, 128000]
+  """
+  if config["actor_grad"] == "pathwise":
+    actions = int(config.get("pathwise_samples", 1))
+  elif config["actor_grad"] == "score_function":
+    actions = int(config["score_function_samples"])
+  else:
+    raise ValueError(f"actor_grad must be 'pathwise' or 'score_function'; "
+                     f"got {config['actor_grad']!r}.")
+  per_step = int(config["batch_size"]) * (2 + actions)
+  return per_step * sac_gradient_steps(config, steps)
+
+
+def value_at(x, xs, values) -> np.ndarray:
+  """A seed's curve (xs, values) read at x: linear between evaluations.
+
+  NaN outside [xs[0], xs[-1]] (no extrapolation); points with a NaN x are
+  left out, and of evaluations with equal x (those before the first
+  gradient step all have 0 critic evaluations) the last counts.
+
+  Args:
+    x: scalar or [N] points to read at.
+    xs: [T] the seed's x at its evaluations, non-decreasing.
+    values: [T] the seed's metric at its evaluations.
+
+  Example:
+    >>> value_at([30.0, 60.0, 90.0], [37.5, 75.0], [20.0, 70.0]).tolist()
+    [nan, 50.0, nan]
+  """
+  xs = np.asarray(xs, np.float64)
+  values = np.asarray(values, np.float64)
+  keep = np.isfinite(xs)
+  xs, values = xs[keep], values[keep]
+  if np.any(np.diff(xs) < 0):
+    raise ValueError(f"xs must be non-decreasing; got {xs.tolist()}.")
+  last = np.append(xs[1:] != xs[:-1], True)
+  xs, values = xs[last], values[last]
+  if not len(xs):
+    return np.full(np.shape(x), np.nan)
+  return np.interp(np.asarray(x, np.float64), xs, values, left=np.nan,
+                   right=np.nan)
+
+
+def curve_on_common_x(xs: Sequence, values: Sequence
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+  """(x [T'], values [n, T']) of n seeds' curves on one x grid, or None.
+
+  If every seed has the same x values (the seeds of a SAC cell share its
+  clock and schedule), those, with the seeds' own values; otherwise the
+  median over the seeds of the x of each evaluation, within the range that
+  every seed covers, each seed read there by `value_at`. Evaluations with
+  an unknown (NaN) x are left out.
+
+  Example:
+    >>> x, v = curve_on_common_x([[0.0, 2.0, 4.0], [0.0, 4.0, 6.0]],
+    ...                          [[0.0, 1.0, 3.0], [0.0, 2.0, 4.0]])
+    >>> x.tolist(), v.tolist()  # Medians 0, 3, 5; seed 0 ends at 4.
+    ([0.0, 3.0], [[0.0, 2.0], [0.0, 1.5]])
+  """
+  xs = np.asarray(xs, np.float64)
+  values = np.asarray(values, np.float64)
+  known = np.all(np.isfinite(xs), axis=0)
+  xs, values = xs[:, known], values[:, known]
+  if not xs.shape[1]:
+    return None
+  if np.all(xs == xs[0]):
+    return xs[0], values
+  grid = np.median(xs, axis=0)
+  grid = grid[(grid >= xs[:, 0].max()) & (grid <= xs[:, -1].min())]
+  if not len(grid):
+    return None
+  return grid, np.stack([value_at(grid, x, v) for x, v in zip(xs, values)])
+
+
+def _cell_config(workdir: str, cell: study_runner.Cell) -> dict:
+  """The config a finished cell ran (its cell_done.json)."""
+  with open(os.path.join(workdir, cell.path, study_runner.DONE)) as f:
+    return json.load(f)["config"]
+
+
+def _logged_seconds(study, run_dir: str, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+  """A seed's (steps, seconds) rows of train.csv; None without the column."""
+  rows = csv_logs.read_csv(os.path.join(run_dir, "train.csv"))
+  if not rows or "seconds" not in rows[0]:
+    return None
+  column = study.system.seed_column
+  mine = sorted(((int(float(r["step"])), float(r["seconds"])) for r in rows
+                 if column is None or int(float(r[column])) == seed))
+  if not mine:
+    return None
+  steps, seconds = zip(*mine)
+  return np.array(steps), np.array(seconds)
+
+
+def load_axis(study: studies.Study, workdir: str,
+              condition: studies.Condition,
+              cells: Sequence[study_runner.Cell],
+              data: dict[int, dict[str, np.ndarray]], axis: str
+              ) -> dict[int, np.ndarray]:
+  """seed -> the `axis` value at each of its evaluation steps (`data`).
+
+  NaN where unknown: seconds past a cell's last train.csv row, or of a cell
+  whose train.csv has no `seconds` column.
+  """
+  if axis not in AXES:
+    raise ValueError(f"unknown curve axis {axis!r} of system "
+                     f"{study.system.name!r}; expected one of "
+                     f"{sorted(AXES)}.")
+  out = {}
+  for cell in cells:
+    if cell.condition != condition or not study_runner.is_done(workdir, cell):
+      continue
+    run_dir = os.path.join(workdir, cell.path)
+    for seed in cell.seeds:
+      steps = data[seed]["step"]
+      if axis == "critic_evaluations":
+        out[seed] = sac_critic_evaluations(
+            _cell_config(workdir, cell), steps).astype(np.float64)
+        continue
+      logged = _logged_seconds(study, run_dir, seed)
+      out[seed] = (np.full(len(steps), np.nan) if logged is None
+                   else wall_clock_at(steps, *logged))
+  return out
+
+
+def _axis_curve(condition, data, xs, column: str):
+  if not data:
+    return None
+  seeds = sorted(data)
+  return curve_on_common_x([xs[s] for s in seeds],
+                           [data[s][column] for s in seeds])
+
+
+def _equal_axis_lines(study, metric, axis: Axis, data, xs) -> list[str]:
+  """Per task, the metric of every condition at one common x.
+
+  x* = the smallest final x among the task's conditions (over their seeds),
+  so every seed of every condition has reached it; each seed's value is read
+  there by `value_at`.
+  """
+  rows, pair_rows, notes = [], [], []
+  at_by_cond: dict[str, dict[int, float]] = {}
+  tags = ("equal", axis.name)
+  for task in dict.fromkeys(c.task for c in study.conditions):
+    conditions = [c for c in study.conditions
+                  if c.task == task and data[c.name]]
+    final = {c.name: min(xs[c.name][s][-1] for s in data[c.name])
+             for c in conditions}
+    unknown = [c.label for c in conditions if not np.isfinite(final[c.name])]
+    if unknown:
+      notes.append(f"{task}: no {axis.equal} at the final evaluation of "
+                   f"{', '.join(unknown)} (left out).")
+    known = [c for c in conditions if np.isfinite(final[c.name])]
+    if not known:
+      continue
+    target = min(final[c.name] for c in known)
+    for condition in known:
+      seeds = sorted(data[condition.name])
+      at = {s: float(value_at(target, xs[condition.name][s],
+                              data[condition.name][s][metric.column]))
+            for s in seeds}
+      steps = [float(value_at(target, xs[condition.name][s],
+                              data[condition.name][s]["step"]))
+               for s in seeds]
+      prefix = f"| {fmt(target)} "
+      if any(np.isnan(v) for v in at.values()):
+        rows.append(f"{prefix}| {condition.label} | {task} | before the "
+                    f"first evaluation | | | | |")
+        continue
+      at_by_cond[condition.name] = at
+      rows.append(f"{prefix}| {condition.label} | {task} | "
+                  f"{np.median(steps):.0f} | "
+                  + _seed_cells(study, metric, condition, at, *tags))
+  for a, b in study.pairs:
+    if a in at_by_cond and b in at_by_cond:
+      row = _pair_row(study, metric, at_by_cond, a, b, *tags)
+      if row:
+        pair_rows.append(row)
+  if not rows:
+    return notes
+  lines = [f"At equal {axis.equal}: per task, {axis.symbol} = the smallest "
+           f"final value among the task's conditions (over their seeds), "
+           f"which every seed of every condition reached; each seed's "
+           f"`{metric.column}` read there, linearly between its "
+           f"evaluations. Env steps: the median over seeds of the step at "
+           f"{axis.symbol}.", "",
+           f"| {axis.symbol}{axis.unit} | condition | task | env steps | "
+           f"seeds | "
+           f"IQM [95% CI] | mean ± sample std | per seed (at "
+           f"{axis.symbol}) |", "|---|---|---|---|---|---|---|---|"] + rows
+  if pair_rows:
+    lines += ["", f"Paired differences at equal {axis.equal} (A − B, same "
+              "seeds):", "",
+              "| A − B | task | seeds | mean [95% CI] | sample std | "
+              "distinguishable |", "|---|---|---|---|---|---|"] + pair_rows
+  return lines + ([""] + notes if notes else [])
+
+
+def _axis_lines(study, metric, axis: Axis, data, xs, workdir: str
+                ) -> list[str]:
+  """The section of one metric against one axis: figure and equal-x table."""
+  curves = {c.name: _axis_curve(c, data[c.name], xs[c.name], metric.column)
+            for c in study.conditions}
+  lines = [f"### {metric.label} against {axis.label}", "", axis.text, ""]
+  figure = os.path.join(FIGURES,
+                        f"{study.name}_{metric.column}_{axis.name}.png")
+  if _plot_metric(study, metric, curves, os.path.join(workdir, figure),
+                  xlabel=axis.label, tags=(axis.name,)):
+    lines += [f"![{metric.label} against {axis.label}]({figure})", ""]
+  else:
+    lines += [f"No curve: no finished cell has {axis.equal} values.", ""]
+  table = _equal_axis_lines(study, metric, axis, data, xs)
+  return lines + (table + [""] if table else [])
 
 
 def _cost_lines(study: studies.Study, workdir: str,
@@ -312,6 +717,9 @@ def write_report(study: studies.Study, workdir: str) -> str:
   missing = [c.path for c in cells if not study_runner.is_done(workdir, c)]
   data = {c.name: load_condition(study, workdir, c, cells)
           for c in study.conditions}
+  xs = {axis: {c.name: load_axis(study, workdir, c, cells, data[c.name],
+                                 axis) for c in study.conditions}
+        for axis in study.system.curve_axes}
   flags = f"--study={study.name} --workdir=DIR"
   if settings.quick:
     flags += " --quick"
@@ -369,9 +777,13 @@ def write_report(study: studies.Study, workdir: str) -> str:
                 "| comparison | tasks | relative difference [95% CI] | "
                 "CI excludes 0 |", "|---|---|---|---|"] + agg_rows
     figure = os.path.join(FIGURES, f"{study.name}_{metric.column}.png")
-    if _plot_metric(study, metric, data, os.path.join(workdir, figure)):
+    curves = {c.name: _step_curve(c, data[c.name], metric.column)
+              for c in study.conditions}
+    if _plot_metric(study, metric, curves, os.path.join(workdir, figure)):
       lines += ["", f"![{metric.label}]({figure})"]
     lines.append("")
+    for axis in study.system.curve_axes:
+      lines += _axis_lines(study, metric, AXES[axis], data, xs[axis], workdir)
   lines += _cost_lines(study, workdir, cells)
   lines += _provenance_lines(workdir, cells)
   path = os.path.join(workdir, "report.md")

@@ -421,3 +421,242 @@ def test_provenance_helpers(tmp_path):
   provenance.append(str(tmp_path))
   assert len(provenance.read(str(tmp_path))) == 1
   assert (tmp_path / "provenance.json.unreadable").read_text() == "[1, 2]"
+
+
+# --- Learning curves against wall clock and critic evaluations ---------------
+
+
+def test_wall_clock_is_interpolated_through_the_origin():
+  # Rows (200, 30 s), (400, 40 s), (600, 60 s), and (0, 0 s) where the clock
+  # starts: step 100 is halfway to 200 (15 s), 300 halfway from 200 to 400
+  # (35 s), 500 halfway from 400 to 600 (50 s); 700 is past the last row.
+  got = study_report.wall_clock_at([100, 300, 500, 600, 700],
+                                   [200, 400, 600], [30.0, 40.0, 60.0])
+  np.testing.assert_array_equal(got, [15.0, 35.0, 50.0, 60.0, np.nan])
+  for steps, seconds in (([200, 200], [1.0, 2.0]), ([0], [1.0]),
+                         ([200, 400], [5.0, 4.0]), ([100], [1.0, 2.0])):
+    with pytest.raises(ValueError, match="logged"):
+      study_report.wall_clock_at([100], steps, seconds)
+
+
+def test_value_at_reads_a_curve_linearly_and_never_extrapolates():
+  # Evaluations at x = 0, 0, 40, 80 with values 5, 7, 11, 31: between 0 and
+  # 40 the later of the two x = 0 points (7) counts, so x = 10 gives
+  # 7 + (11 - 7) / 4 = 8 and x = 60 gives (11 + 31) / 2 = 21.
+  got = study_report.value_at([-1.0, 0.0, 10.0, 60.0, 80.0, 81.0],
+                              [0.0, 0.0, 40.0, 80.0], [5.0, 7.0, 11.0, 31.0])
+  np.testing.assert_array_equal(got, [np.nan, 7.0, 8.0, 21.0, 31.0, np.nan])
+  # A NaN x (no clock there) is left out: 20 lies between 0 and 40 -> 9.
+  assert study_report.value_at(20.0, [0.0, np.nan, 40.0],
+                               [7.0, 100.0, 11.0]) == 9.0
+  with pytest.raises(ValueError, match="non-decreasing"):
+    study_report.value_at(1.0, [2.0, 1.0], [0.0, 0.0])
+
+
+def _sac_schedule(**fields):
+  config = {"num_envs": 1, "learning_starts": 0, "updates_per_step": 1,
+            "train_every": 1, "batch_size": 32, "actor_grad": "pathwise",
+            "pathwise_samples": 1, "score_function_samples": 8}
+  config.update(fields)
+  return config
+
+
+def test_sac_gradient_steps_and_critic_evaluations_by_hand():
+  # E = 2 envs, w = 3, U = 2, learning_starts = 7: iterations i >= 4
+  # (i E >= 7) with i mod 3 = 0 run U E w = 12 gradient steps. Step t
+  # follows iteration t / 2 - 1: t = 12 -> i <= 5, none; t = 14 -> {6};
+  # t = 20 -> {6, 9}; t = 40 -> {6, 9, 12, 15, 18}.
+  config = _sac_schedule(num_envs=2, train_every=3, updates_per_step=2,
+                         learning_starts=7)
+  assert study_report.sac_gradient_steps(
+      config, [2, 8, 12, 14, 20, 40]).tolist() == [0, 0, 0, 12, 24, 60]
+  # learning_starts = 0: iteration 0 has no transitions to learn from yet.
+  assert study_report.sac_gradient_steps(
+      _sac_schedule(), [1, 2, 5]).tolist() == [0, 1, 4]
+  with pytest.raises(ValueError, match="multiples of num_envs=2"):
+    study_report.sac_gradient_steps(config, [3])
+  # Per gradient step B (2 + K) pairs: 32 * 3, 32 * (2 + 4), 32 * (2 + 8).
+  for fields, per_step in (({}, 96), ({"pathwise_samples": 4}, 192),
+                           ({"actor_grad": "score_function"}, 320)):
+    assert study_report.sac_critic_evaluations(
+        _sac_schedule(**fields), [5]).tolist() == [4 * per_step]
+  with pytest.raises(ValueError, match="actor_grad must be"):
+    study_report.sac_critic_evaluations(
+        _sac_schedule(actor_grad="nope"), [5])
+
+
+@pytest.mark.parametrize("actor_grad,samples", [
+    ("pathwise", 1), ("pathwise", 3), ("score_function", 4)])
+def test_critic_evaluations_per_gradient_step_are_the_learners(
+    monkeypatch, actor_grad, samples):
+  """B (2 + K): the (state, action) pairs `learner.gradient_step` passes
+  through the critics, counted while it is traced."""
+  import jax
+  from launch.configs import sac as sac_config
+  from sac import learner
+  from sac import replay
+  from sac import train as sac_train
+  config = sac_config.get_config("test")
+  config.hidden_sizes, config.batch_size = (8,), 5
+  config.actor_grad = actor_grad
+  config.pathwise_samples = samples if actor_grad == "pathwise" else 1
+  config.score_function_samples = samples if actor_grad != "pathwise" else 8
+  agent = sac_train.build_agent(config, obs_dim=3, action_dim=2)
+  state = learner.init_state(agent, seed=0, buffer_size=8)
+  batch = jax.tree.map(lambda x: x[:5], replay.sample(
+      state.buffer, jax.random.PRNGKey(0), 5))
+  pairs = []
+  apply = learner._critic_apply
+
+  def counting(agent, params, obs, action):
+    pairs.append(int(np.prod(action.shape[:-1])))
+    return apply(agent, params, obs, action)
+
+  monkeypatch.setattr(learner, "_critic_apply", counting)
+  jax.eval_shape(lambda s, b: learner.gradient_step(agent, s, b),
+                 state.replace(buffer=None), batch)
+  expected = study_report.sac_critic_evaluations(
+      json.loads(config.to_json()), [config.learning_starts + 1])
+  assert sum(pairs) == 5 * (2 + samples)
+  assert expected.tolist() == [sum(pairs)]  # Iteration learning_starts only.
+
+
+def test_sac_gradient_steps_match_a_real_runs_update_counter(tmp_path):
+  """`sac_gradient_steps` against the critic's TrainState step in the kept
+  checkpoints of a tiny run with E = 2, w = 3, U = 2, learning_starts = 7
+  (the hand-computed 0, 12, 24, 60 of the test above)."""
+  from benchmarks import sac_grad_variance as gv
+  from launch.configs import sac as sac_config
+  from sac import train as sac_train
+  config = sac_config.get_config("test")
+  config.update(num_envs=2, train_every=3, updates_per_step=2,
+                learning_starts=7, num_steps=40, hidden_sizes=(8,),
+                batch_size=8, buffer_size=40, eval_every=40,
+                checkpoint_every=40, keep_checkpoint_steps=(12, 14, 20))
+  workdir = str(tmp_path)
+  sac_train.train(config, workdir)
+  agent = sac_train.build_agent(config, 3, 1)  # Pendulum-v1.
+  for step, expected in ((12, 0), (14, 12), (20, 24), (40, 60)):
+    state = gv.restore_state(workdir, config, agent, step)
+    assert np.asarray(state.num_updates).tolist() == [expected]
+    assert study_report.sac_gradient_steps(config, [step]).tolist() == [
+        expected]
+
+
+class TimedSacTrainer:
+  """Writes a SAC cell's eval.csv and train.csv with given values.
+
+  `returns[condition][step](seed)` and `seconds[condition][step]` (train.csv
+  rows at 200, 400, 600); 3 vmapped seeds, evaluations at 300 and 600.
+  """
+
+  def __init__(self, returns, seconds):
+    self.returns, self.seconds = returns, seconds
+
+  def __call__(self, config, workdir):
+    name = next(n for n in self.returns
+                if workdir.endswith(os.path.join("cells", n)))
+    os.makedirs(workdir, exist_ok=True)
+    seeds = range(config.seed, config.seed + config.num_seeds)
+    evals = [{"step": step, "seed": s, "return_mean": f(s),
+              "return_std": 0.0, "episodes": 1}
+             for step, f in self.returns[name].items() for s in seeds]
+    train = [{"step": step, "seed": s, "steps_per_sec": 1.0,
+              "seconds": seconds}
+             for step, seconds in self.seconds[name].items() for s in seeds]
+    for file, rows in (("eval.csv", evals), ("train.csv", train)):
+      log = csv_logs.CsvLog(os.path.join(workdir, file), list(rows[0]))
+      log.start(None)
+      log.write(rows)
+
+
+def _table_row(section, first_cells):
+  return next(r for r in section.splitlines() if r.startswith(first_cells))
+
+
+def test_sac_report_at_equal_wall_clock_and_critic_evaluations(
+    tmp_path, monkeypatch):
+  """Quick-mode study, 3 seeds, hand-computed oracles.
+
+  Quick config: batch 32, learning_starts 200, one env, so G(300) = 100 and
+  G(600) = 400 gradient steps; critic evaluations 32 * 3 * G for pathwise,
+  32 * 10 * G for the score function with 8 actions.
+  Hopper pathwise (P): 35 s at step 300 (between the rows (200, 30 s) and
+  (400, 40 s)), 60 s at 600. Hopper score function (S): 37.5 s and 75 s.
+  So T = 60 s: P is read at its final evaluation (100 + 10 s), S at
+  (60 - 37.5) / 37.5 = 0.6 of the way from 300 to 600: 0.4 (20 + 2 s) +
+  0.6 (70 + 5 s) = 50 + 3.8 s, at env step 480. HalfCheetah (H, alone):
+  T = its final 30 s. Equal critic evaluations: C = 38400 (P's final);
+  S has 32000 at 300 and 128000 at 600, so is read 6400 / 96000 = 1/15 of
+  the way: (20 + 2 s) + (50 + 3 s) / 15, at env step 320.
+  """
+  base = studies.SAC_ACTOR_GRAD
+  names = ("Hopper-v5_pathwise", "Hopper-v5_score_function_8",
+           "HalfCheetah-v5_pathwise")
+  study = dataclasses.replace(
+      base, name="sac_timed", conditions=tuple(map(base.condition, names)),
+      pairs=((names[1], names[0]),), aggregates=())
+  monkeypatch.setitem(studies.STUDIES, study.name, study)
+  returns = {
+      names[0]: {300: lambda s: 10.0 + s, 600: lambda s: 100.0 + 10 * s},
+      names[1]: {300: lambda s: 20.0 + 2 * s, 600: lambda s: 70.0 + 5 * s},
+      names[2]: {300: lambda s: 1.0, 600: lambda s: 5.0 + s}}
+  seconds = {names[0]: {200: 30.0, 400: 40.0, 600: 60.0},
+             names[1]: {200: 25.0, 400: 50.0, 600: 75.0},
+             names[2]: {200: 10.0, 400: 20.0, 600: 30.0}}
+  workdir = str(tmp_path)
+  path = ablate.run(study.name, workdir, quick=True, seeds=3,
+                    train=TimedSacTrainer(returns, seconds))
+  text = open(path, encoding="utf-8").read()
+  fmt = study_report.fmt
+  wall = text.split("### deterministic eval return against training wall")[1]
+  critic = wall.split("### deterministic eval return against critic")[1]
+  wall = wall.split("### ")[0]
+  expected = {
+      ("wall", names[0]): ("60.00", "600", [100.0, 110.0, 120.0]),
+      ("wall", names[1]): ("60.00", "480", [50.0, 53.8, 57.6]),
+      ("wall", names[2]): ("30.00", "600", [5.0, 6.0, 7.0]),
+      ("critic", names[0]): ("38400.0", "600",
+                             [100.0, 110.0, 120.0]),
+      ("critic", names[1]): ("38400.0", "320",
+                             [20 + 2 * s + (50 + 3 * s) / 15
+                              for s in range(3)]),
+      ("critic", names[2]): ("38400.0", "600", [5.0, 6.0, 7.0])}
+  for (axis, name), (target, step, values) in expected.items():
+    section = wall if axis == "wall" else critic
+    condition = study.condition(name)
+    low, high = seed_statistics.stratified_bootstrap_ci(
+        [values], seed=study_report._seed_of(
+            study.name, "return_mean", "equal",
+            "seconds" if axis == "wall" else "critic_evaluations", name))
+    row = _table_row(section, f"| {target} | {condition.label} | "
+                     f"{condition.task} | ")
+    assert row == (
+        f"| {target} | {condition.label} | {condition.task} | {step} | "
+        f"0, 1, 2 | {fmt(np.mean(values))} [{fmt(low)}, {fmt(high)}] | "
+        f"{fmt(np.mean(values))} ± {fmt(np.std(values, ddof=1))} | "
+        f"{', '.join(fmt(v) for v in values)} |"), (axis, row)
+  # Paired S - P at T = 60 s: 50 - 100, 53.8 - 110, 57.6 - 120.
+  pair = _table_row(wall, "| score_function (8 samples) − pathwise |")
+  assert f"| 0, 1, 2 | {fmt(-56.2)} [" in pair
+  for axis in ("seconds", "critic_evaluations"):
+    assert os.path.getsize(tmp_path / "figures" /
+                           f"sac_timed_return_mean_{axis}.png") > 0
+  # Deterministic: the same run directories give the same bytes.
+  again = open(study_report.write_report(study, workdir), "rb").read()
+  assert again == text.encode("utf-8")
+
+
+def test_cells_without_a_logged_clock_are_left_out_of_the_wall_clock_table(
+    tmp_path):
+  """The fake trainer's train.csv has no `seconds` column (runs logged
+  before it existed): named in the wall-clock section; the critic
+  evaluations need only the config."""
+  study = studies.SAC_ACTOR_GRAD
+  ablate.run(study.name, str(tmp_path), quick=True, seeds=2,
+             train=FakeTrainer(study))
+  text = open(tmp_path / "report.md").read()
+  assert ("Hopper-v5: no wall clock at the final evaluation of pathwise, "
+          "score_function (8 samples) (left out).") in text
+  assert "At equal wall clock" not in text
+  assert "| 38400.0 | pathwise | Hopper-v5 | 600 | 0, 1 |" in text

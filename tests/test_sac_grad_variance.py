@@ -1,6 +1,10 @@
-"""Kept checkpoints, M = 1 score function, benchmarks/sac_grad_variance.py."""
+"""Kept checkpoints, the M = 1 score function, benchmarks/sac_grad_variance.py
+and benchmarks/sac_grad_variance_dims.py."""
 
+import json
 import os
+import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -186,7 +190,122 @@ def test_report_only_rewrites_the_report_from_the_json(kept_run, tmp_path):
   assert not [n for n in os.listdir(out) if ".tmp" in n]
   assert "| 300 | score_function_1 | 1 |" in before  # The across-seeds row.
   assert f"numpy {np.__version__}" in before  # The provenance line.
+  # The measured JSON is an input of sac_grad_variance_dims (1 seed: no CI).
+  from benchmarks import sac_grad_variance_dims as dims
+  with open(json_path) as f:
+    ratio = json.load(f)["variance"][0]["arms"]["score_function_1"]["ratio"]
+  dims.main([f"--inputs={out}", f"--out={tmp_path / 'dims'}"])
+  table = (tmp_path / "dims" / "variance_dims.md").read_text()
+  assert f"| Pendulum-v1 | 1 | 1 | {ratio:.3g} |" in table
   with pytest.raises(SystemExit, match="does not exist"):
     gv.main([f"--out={tmp_path / 'none'}", "--report_only"])
   with pytest.raises(SystemExit):   # Neither --report_only nor --workdir.
     gv.main([f"--out={out}"])
+
+
+# --- benchmarks/sac_grad_variance_dims.py -----------------------------------
+
+
+def _moments(ratios, rng, num_params=4):
+  """One batch's moments in `gv.gradient_moments`' layout: every arm's
+  per-coordinate variance is `ratio` times pathwise's (0.5)."""
+  out = {"mean": {}, "variance": {}, "diff_mean": {}, "diff_variance": {}}
+  for arm, ratio in {gv.PATHWISE: 1.0, **ratios}.items():
+    path = arm == gv.PATHWISE
+    out["mean"][arm] = 1.0 + rng.normal(size=num_params)
+    out["variance"][arm] = np.full(num_params, 0.5 * ratio)
+    out["diff_mean"][arm] = (np.zeros(num_params) if path
+                             else 0.01 * rng.normal(size=num_params))
+    out["diff_variance"][arm] = np.full(num_params, 0.0 if path else 1.0)
+  return out
+
+
+def _write_input(out, env_id, steps, ratio_fns):
+  """A grad_variance output directory written by the tool's own code
+  (`new_results`, `record_variance`, `write_report`): seeds 0-4, two
+  batches per seed, ratio_fns[arm](seed) the variance ratio to pathwise."""
+  rng = np.random.default_rng(0)
+  results = gv.new_results(env_id=env_id, actor_grad="pathwise",
+                           workdir=out, options={
+                               "num_batches": 2, "batch_size": 8,
+                               "num_repeats": 10, "timing_rounds": 1})
+  for step in steps:
+    for seed in range(5):
+      ratios = {arm: f(seed) for arm, f in ratio_fns.items()}
+      gv.record_variance(results, step, seed,
+                         [_moments(ratios, rng) for _ in range(2)], 10)
+  gv.write_report(results, out)
+
+
+def test_variance_dims_tables_and_figure_from_the_tools_outputs(tmp_path,
+                                                                capsys):
+  """Three tasks; ratios by hand: score_function_8 0.2 |A| (1 + 0.1 s),
+  score_function_1 |A| (2 + s) and pathwise_8 1/8 for seed s = 0..4. The
+  IQM of 5 values drops the lowest and highest: 0.2 |A| (1.1 + 1.2 +
+  1.3) / 3 = 0.24 |A| and |A| (3 + 4 + 5) / 3 = 4 |A|. Only Pendulum-v1
+  measured score_function_2 (ratio 0.5); HalfCheetah-v5 has no 50000
+  checkpoint. |A| = 1, 3, 6 is read from the environments."""
+  from benchmarks import sac_grad_variance_dims as dims
+  from common import seed_statistics
+  import zlib
+  inputs = []
+  for env_id, dim, steps in (("Hopper-v5", 3, (20000, 50000)),
+                             ("Pendulum-v1", 1, (20000, 50000)),
+                             ("HalfCheetah-v5", 6, (20000,))):
+    fns = {"score_function_1": lambda s, d=dim: d * (2.0 + s),
+           "score_function_8": lambda s, d=dim: 0.2 * d * (1 + 0.1 * s),
+           "pathwise_8": lambda s: 0.125}
+    if env_id == "Pendulum-v1":
+      fns["score_function_2"] = lambda s: 0.5
+    inputs.append(str(tmp_path / env_id))
+    _write_input(inputs[-1], env_id, steps, fns)
+  out = tmp_path / "dims"
+  dims.main([f"--inputs={','.join(inputs)}", f"--out={out}"])
+  table = (out / "variance_dims.md").read_text()
+  assert capsys.readouterr().out.strip() == table.strip()
+  assert (out / "variance_dims.png").stat().st_size > 0
+  combined = json.loads((out / "variance_dims.json").read_text())
+  assert [(d["env_id"], d["action_dim"]) for d in combined["inputs"]] == [
+      ("Pendulum-v1", 1), ("Hopper-v5", 3), ("HalfCheetah-v5", 6)]
+  assert combined["steps"] == [20000, 50000]
+
+  def cell(step, arm, ratios):
+    low, high = seed_statistics.stratified_bootstrap_ci(
+        [ratios], seed=zlib.crc32(f"{step}/{arm}".encode()))
+    return f"{seed_statistics.iqm(ratios):.3g} [{low:.3g}, {high:.3g}]"
+
+  seeds = np.arange(5)
+  for step in (20000, 50000):
+    section = table.split(f"## Checkpoint {step}\n")[1].split("\n## ")[0]
+    for env_id, dim in (("Pendulum-v1", 1), ("Hopper-v5", 3),
+                        ("HalfCheetah-v5", 6)):
+      if env_id == "HalfCheetah-v5" and step == 50000:
+        assert env_id not in section
+        continue
+      sf1, sf8 = dim * (2.0 + seeds), 0.2 * dim * (1 + 0.1 * seeds)
+      assert f"{seed_statistics.iqm(sf8):.3g}" == f"{0.24 * dim:.3g}"
+      assert f"{seed_statistics.iqm(sf1):.3g}" == f"{4 * dim:.3g}"
+      sf2 = (cell(step, "score_function_2", np.full(5, 0.5))
+             if env_id == "Pendulum-v1" else "not measured")
+      row = (f"| {env_id} | {dim} | 5 | {cell(step, 'score_function_1', sf1)}"
+             f" | {sf2} | {cell(step, 'score_function_8', sf8)} | "
+             f"{cell(step, 'pathwise_8', np.full(5, 0.125))} |")
+      assert row in section, (row, section)
+  # --steps and --arms select; bad input names the value.
+  dims.main([f"--inputs={','.join(inputs)}", f"--out={out}",
+             "--steps=50000", "--arms=score_function_8"])
+  combined = json.loads((out / "variance_dims.json").read_text())
+  assert {(r["step"], r["arm"]) for r in combined["rows"]} == {
+      (50000, "score_function_8")}
+  copy = str(tmp_path / "copy")
+  shutil.copytree(inputs[0], copy)
+  for argv, message in (
+      ([f"--inputs={inputs[0]},{copy}"], "two inputs measure Hopper-v5"),
+      ([f"--inputs={tmp_path}"], "holds no grad_variance.json"),
+      ([f"--inputs={inputs[0]}", "--steps=30000"], r"--steps \[30000\]"),
+      ([f"--inputs={inputs[0]}", "--arms=score_function_3"],
+       r"--arms \['score_function_3'\]")):
+    with pytest.raises(SystemExit):
+      dims.main(argv + [f"--out={out}"])
+    assert re.search(message, capsys.readouterr().err), message
+  assert not [n for n in os.listdir(out) if ".tmp" in n]
