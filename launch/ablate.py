@@ -9,6 +9,11 @@ Studies (launch/studies.py, `STUDIES`):
                   gradient pathwise vs score function (8 actions per state),
                   plus score function with 2 actions on HalfCheetah-v5;
                   5 seeds, 100k steps. One cell per condition, seeds vmapped.
+  sac_actor_grad_dims
+                  The same across action dimensions: Hopper-v5 (3),
+                  Walker2d-v5 (6), Ant-v5 (8), Humanoid-v5 (17); pathwise
+                  with 1 and 8 actions per state, score function with 8;
+                  5 seeds, 100k steps.
   moe_table6      The seven rows of the MoE balancing-loss table (Shazeer et
                   al. 2017, Table 6, plus 0.1/0.1 without noise); 3 seeds.
   vae_estimators  Gaussian VAE pathwise vs score function; categorical VAE
