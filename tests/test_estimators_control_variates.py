@@ -39,8 +39,9 @@ import pytest
 
 from common import estimators as E
 from common._estimators import control_variates
+from monte_carlo_checks import NUM_SE
+from monte_carlo_checks import assert_mean_close as assert_unbiased
 
-NUM_SE = 5.0
 T = 0.45  # Tucker et al. 2017's target.
 R = 20_000  # Repeats for means and variances.
 
@@ -98,16 +99,6 @@ def draws(fn, num_repeats=R, seed=1):
   """fn(key) for num_repeats keys, jit + vmap; leaves get a leading [R] axis."""
   keys = jax.random.split(jax.random.key(seed), num_repeats)
   return jax.jit(jax.vmap(fn))(keys)
-
-
-def assert_unbiased(samples, exact, num_se=NUM_SE):
-  samples = np.asarray(samples, np.float64).reshape(samples.shape[0], -1)
-  exact = np.asarray(exact, np.float64).reshape(-1)
-  se = samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0])
-  err = np.abs(samples.mean(axis=0) - exact)
-  assert np.all(err <= num_se * se), (
-      f"MC means {samples.mean(axis=0)} vs exact {exact}: "
-      f"{np.max(err / se):.1f} standard errors off")
 
 
 def total_variance(samples):

@@ -34,26 +34,10 @@ import pytest
 from scipy import stats
 
 from common import estimators as E
+from monte_carlo_checks import assert_variance_close
+from monte_carlo_checks import assert_mean_close as assert_means_close
 
-NUM_SE = 5.0
 R = 50_000
-
-
-def assert_means_close(draws, exact, num_se=NUM_SE):
-  draws = np.asarray(draws, np.float64).reshape(draws.shape[0], -1)
-  exact = np.asarray(exact, np.float64).reshape(-1)
-  se = draws.std(axis=0, ddof=1) / np.sqrt(draws.shape[0])
-  err = np.abs(draws.mean(axis=0) - exact)
-  assert np.all(err <= num_se * se), (
-      f"MC means {draws.mean(axis=0)} vs exact {exact} (SE {se})")
-
-
-def assert_variance_close(draws, exact, num_se=NUM_SE):
-  draws = np.asarray(draws, np.float64)
-  centered = draws - draws.mean()
-  var = centered.var(ddof=1)
-  se = np.sqrt((np.mean(centered**4) - var**2) / draws.size)
-  assert abs(var - exact) <= num_se * se, (var, exact, se)
 
 
 def gaussian_sin(mu, sigma):

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 from common import estimators as E
+from monte_carlo_checks import assert_mean_close
 
-NUM_SE = 5.0
 X = 1.4
 Q = {"mu": 0.3, "sigma": 1.0}  # Not the posterior N(0.7, 0.5).
 POSTERIOR = {"mu": X / 2, "sigma": float(np.sqrt(0.5))}
@@ -53,12 +53,6 @@ def draws(estimator, num_samples, variational_params, num_repeats, seed=0):
   keys = jax.random.split(jax.random.key(seed), num_repeats)
   return jax.tree.map(lambda x: np.asarray(x, np.float64),
                       jax.jit(jax.vmap(one))(keys))
-
-
-def assert_mean_close(samples, exact, num_se=NUM_SE):
-  se = samples.std(ddof=1) / np.sqrt(samples.size)
-  assert abs(samples.mean() - exact) <= num_se * se, (
-      samples.mean(), exact, se)
 
 
 def snr(samples):

@@ -60,8 +60,8 @@ import numpy as np
 import pytest
 
 from common import estimators as E
+from monte_carlo_checks import assert_mean_close, assert_variance_close
 
-NUM_SE = 5.0  # Tolerance in standard errors.
 
 
 def quadratic(k):
@@ -87,30 +87,6 @@ def exact_moments(mu, sigma, k):
 def per_repeat_grads(grad_fn, key, num_repeats):
   """The R draws that grad_moments summarises (same keys)."""
   return jax.jit(jax.vmap(grad_fn))(jax.random.split(key, num_repeats))
-
-
-def assert_mean_close(draws, exact, num_se=NUM_SE):
-  draws = np.asarray(draws, np.float64)
-  mean = draws.mean()
-  se = draws.std(ddof=1) / np.sqrt(draws.size)
-  assert abs(mean - exact) <= num_se * se, (
-      f"MC mean {mean:.5f} vs exact {exact:.5f}: off by "
-      f"{abs(mean - exact) / se:.1f} standard errors (SE {se:.2e})")
-
-
-def assert_variance_close(draws, exact, num_se=NUM_SE):
-  """Sample variance vs exact, with the SE of a sample variance.
-
-  Var(s^2) ~= (m4 - s^4) / n, with m4 the fourth central moment.
-  """
-  draws = np.asarray(draws, np.float64)
-  centered = draws - draws.mean()
-  var = centered.var(ddof=1)
-  m4 = np.mean(centered**4)
-  se = np.sqrt((m4 - var**2) / draws.size)
-  assert abs(var - exact) <= num_se * se, (
-      f"sample variance {var:.4f} vs exact {exact:.4f}: off by "
-      f"{abs(var - exact) / se:.1f} standard errors (SE {se:.3f})")
 
 
 # ---------------------------------------------------------------------------
