@@ -23,6 +23,9 @@ function's docstring gives its equation, paper, shapes and an example):
   relaxations         `gumbel_softmax`, `straight_through`.
   control_variates    `rebar_grad`, `relax_grad`.
   diagnostics         `grad_moments`.
+  antithetic          `arm_grad`, `disarm_grad` (Bernoulli variables).
+  vimco               `vimco_surrogate` (the K-sample bound, VIMCO's
+                      gradient).
 
 Example:
   >>> import distrax, jax
@@ -61,6 +64,8 @@ from common._estimators.reparameterization import (
     tanh_gaussian_log_prob,
     tanh_gaussian_sample_and_log_prob,
 )
+from common._estimators.antithetic import arm_grad, disarm_grad
+from common._estimators.vimco import vimco_surrogate
 
 __all__ = (
     "BERNOULLI",
@@ -86,4 +91,7 @@ __all__ = (
     "straight_through",
     "tanh_gaussian_log_prob",
     "tanh_gaussian_sample_and_log_prob",
+    "arm_grad",
+    "disarm_grad",
+    "vimco_surrogate",
 )

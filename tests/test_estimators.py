@@ -38,6 +38,10 @@ PUBLIC_NAMES = {
     "rebar_grad", "relax_grad",
     # diagnostics
     "grad_moments",
+    # antithetic
+    "arm_grad", "disarm_grad",
+    # vimco
+    "vimco_surrogate",
 }
 
 
@@ -78,6 +82,8 @@ def _num_samples_calls():
       "relax_grad": lambda n: E.relax_grad(
           f, logits, key, control_variate=lambda phi, z: phi * jnp.sum(z),
           cv_params=1.0, kind="bernoulli", num_samples=n),
+      "arm_grad": lambda n: E.arm_grad(f, logits, key, num_samples=n),
+      "disarm_grad": lambda n: E.disarm_grad(f, logits, key, num_samples=n),
   }
 
 
