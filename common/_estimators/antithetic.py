@@ -21,8 +21,8 @@ References:
   Yin & Zhou 2019, "ARM: Augment-REINFORCE-Merge Gradient for Stochastic
     Binary Networks" (ICLR), Theorem 1.
   Dong, Mnih & Tucker 2020, "DisARM: An Antithetic Gradient Estimator for
-    Binary Latent Variables" (NeurIPS), Sec. 3 (one variable) and Sec. 3.1
-    (several variables, the estimator coordinate by coordinate).
+    Binary Latent Variables" (NeurIPS), Sec. 3 (one variable, then several:
+    the estimator coordinate by coordinate).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def disarm_grad(f: Callable[[Array], Array], logits: Array, key: PRNGKey, *,
                 num_samples: int = 1) -> Array:
   """DisARM estimate of grad_logits E[f(b)], b_i ~ Bernoulli(sigmoid(logits_i)).
 
-  Dong, Mnih & Tucker 2020, Sec. 3 and 3.1: with b = 1[u < sigmoid(logits)]
+  Dong, Mnih & Tucker 2020, Sec. 3: with b = 1[u < sigmoid(logits)]
   and b~ = 1[1 - u < sigmoid(logits)] from one uniform vector u per draw,
 
       g = 1/2 (f(b) - f(b~)) (-1)^b~ 1[b != b~] sigmoid(|logits|),
