@@ -31,6 +31,9 @@ function's docstring gives its equation, paper, shapes and an example):
                       (sticking the landing) or "dreg" (doubly
                       reparameterized) gradient.
   diagnostics         `grad_moments`.
+  antithetic          `arm_grad`, `disarm_grad` (Bernoulli variables).
+  vimco               `vimco_surrogate` (the K-sample bound, VIMCO's
+                      gradient).
 
 Example:
   >>> import distrax, jax
@@ -75,6 +78,8 @@ from common._estimators.reparameterization import (
     tanh_gaussian_log_prob,
     tanh_gaussian_sample_and_log_prob,
 )
+from common._estimators.antithetic import arm_grad, disarm_grad
+from common._estimators.vimco import vimco_surrogate
 
 __all__ = (
     "BERNOULLI",
@@ -104,4 +109,7 @@ __all__ = (
     "straight_through",
     "tanh_gaussian_log_prob",
     "tanh_gaussian_sample_and_log_prob",
+    "arm_grad",
+    "disarm_grad",
+    "vimco_surrogate",
 )

@@ -1,9 +1,12 @@
-r"""Trains a Gaussian, categorical or VQ-VAE on 5,000 MNIST digits.
+r"""Trains a Gaussian, categorical, Bernoulli or VQ-VAE on MNIST digits.
 
   python -m launch.train_vae --config=launch/configs/vae.py:gaussian \
       --workdir=/tmp/vae_gauss
   python -m launch.train_vae --config=launch/configs/vae.py:categorical \
       --workdir=/tmp/vae_cat --config.estimator=rebar
+  python -m launch.train_vae --config=launch/configs/vae.py:bernoulli \
+      --workdir=/tmp/vae_bernoulli --config.estimator=disarm \
+      --config.architecture=nonlinear
 
 Writes `eval.csv`, `final.json` (importance-weighted test log p(x)),
 `learning_curve.png`, `digits.png`, `config.json`, checkpoints and

@@ -44,6 +44,10 @@ PUBLIC_NAMES = {
     "iwae_grad",
     # diagnostics
     "grad_moments",
+    # antithetic
+    "arm_grad", "disarm_grad",
+    # vimco
+    "vimco_surrogate",
 }
 
 
@@ -94,6 +98,8 @@ def _num_samples_calls():
       "iwae_grad": lambda n: E.iwae_grad(
           lambda theta, z: -jnp.sum(z**2), normal_fn, None, params, key,
           num_samples=n, estimator="dreg"),
+      "arm_grad": lambda n: E.arm_grad(f, logits, key, num_samples=n),
+      "disarm_grad": lambda n: E.disarm_grad(f, logits, key, num_samples=n),
   }
 
 

