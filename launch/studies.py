@@ -289,7 +289,7 @@ MOE_TABLE6 = Study(
                 for a, b in itertools.combinations(_MOE_ROWS, 2)))
 
 
-# --- VAE (trainer: vae.train.train; configs: launch/configs/vae.py) ------------
+# --- VAE (trainer: vae.train.train; configs: launch/configs/vae.py) -------
 
 
 def _vae_config(preset: str, quick: bool, steps: int | None
@@ -352,9 +352,39 @@ VAE_ESTIMATORS = Study(
     ))
 
 
+# The Gaussian VAE trained on the K-sample bound (vae/iwae.py): eval.csv has
+# the test -L_K next to the test -ELBO.
+VAE_IWAE = dataclasses.replace(
+    VAE, metrics=(Metric("test_neg_iw_bound", "test -L_K (nats)"),
+                  Metric("test_neg_elbo", "test -ELBO (nats)")))
+
+
+def _iwae_arm(estimator: str, k: int) -> Condition:
+  return Condition(
+      name=f"gaussian_k{k}_{estimator}", label=f"{estimator}, K = {k}",
+      task="gaussian", preset="gaussian",
+      overrides=(("num_importance_samples", k), ("num_samples", 1),
+                 ("iwae_estimator", estimator)))
+
+
+IWAE_ESTIMATORS = Study(
+    name="iwae_estimators",
+    description=(
+        "The Gaussian VAE (launch/configs/vae.py) trained on the K = 16 "
+        "importance-weighted bound (Burda et al. 2016; one 16-sample bound "
+        "per digit) with the standard IWAE gradient vs the doubly "
+        "reparameterized gradient (DReG, Tucker et al. 2019), as in Tucker "
+        "et al.'s learning comparison. Final test -L_16 and test -ELBO per "
+        "seed."),
+    system=VAE_IWAE,
+    conditions=(_iwae_arm("iwae", 16), _iwae_arm("dreg", 16)),
+    num_seeds=3, steps=None,
+    pairs=(("gaussian_k16_dreg", "gaussian_k16_iwae"),))
+
+
 STUDIES: dict[str, Study] = {
     s.name: s for s in (SAC_ACTOR_GRAD, SAC_ACTOR_GRAD_DIMS, MOE_TABLE6,
-                        VAE_ESTIMATORS)}
+                        VAE_ESTIMATORS, IWAE_ESTIMATORS)}
 
 
 def get_study(name: str) -> Study:

@@ -5,6 +5,7 @@ import math
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -69,17 +70,25 @@ def test_each_preset_learns_in_a_short_run(tmp_path, model, estimator):
   assert saved["iw_samples"] == config.iw_samples
 
 
-@pytest.mark.parametrize("model,estimator", [("gaussian", None),
-                                             ("bernoulli", "disarm")])
+@pytest.mark.parametrize("options", [
+    {},
+    # The Gaussian VAE on the K-sample bound (vae/iwae.py).
+    {"num_importance_samples": 3, "iwae_estimator": "dreg"},
+    # The Gamma VAE with RSVI encoder gradients (vae/gamma.py).
+    {"model": "gamma", "encoder_grad": "rejection", "hidden": (8,),
+     "num_latents": 2},
+    # The Bernoulli VAE with DisARM (vae/bernoulli.py).
+    {"model": "bernoulli", "estimator": "disarm"},
+], ids=["gaussian", "iwae_dreg", "gamma_rejection", "bernoulli_disarm"])
 def test_same_seed_same_results_and_an_interrupted_run_resumes_exactly(
-    tmp_path, monkeypatch, model, estimator):
-  config = _config(model, num_steps=40, eval_every=20, num_test=50,
-                   iw_samples=5)
-  if estimator:
-    config.estimator = estimator
+    tmp_path, monkeypatch, options):
+  config = _config(num_steps=40, eval_every=20, num_test=50, iw_samples=5,
+                   **options)
   reference = str(tmp_path / "reference")
   vae_train.train(config, reference)
   assert [r["step"] for r in _rows(reference)] == ["20", "40"]
+  assert list(_rows(reference)[0]) == [
+      c for c in vae_train.eval_columns(config) if c != "seconds"]
 
   # Interrupted after the first checkpoint: the second evaluation fails.
   make_evaluate = vae_train.make_evaluate
@@ -170,6 +179,27 @@ def test_control_variate_state_is_checkpointed(tmp_path, estimator):
      r"vimco needs config.num_samples >= 2.*got 1"),
     ({"model": "bernoulli", "grad_var_samples": 1},
      r"config.grad_var_samples must be an int >= 2; got 1"),
+    ({"num_importance_samples": 0},
+     r"config.num_importance_samples must be an int >= 1; got 0"),
+    ({"iwae_estimator": "vimco"},
+     r"config.iwae_estimator must be one of .*'dreg'.*got 'vimco'"),
+    ({"model": "categorical", "num_importance_samples": 4},
+     r"num_importance_samples=4 .* needs config.model='gaussian'; got "
+     r"'categorical'"),
+    ({"encoder_grad": "score_function", "num_importance_samples": 4},
+     r"needs config.encoder_grad='pathwise'; got 'score_function'"),
+    ({"model": "gamma"},
+     r"config.encoder_grad must be one of \('implicit', 'rejection', "
+     r"'generalized', 'score_function'\); got 'pathwise'"),
+    ({"model": "gamma", "encoder_grad": "score_function", "num_samples": 1},
+     r"leave-one-out baseline, which needs config.num_samples >= 2; got 1"),
+    ({"prior_concentration": 0.0},
+     r"config.prior_concentration must be finite and > 0; got 0.0"),
+    ({"prior_rate": -0.3}, r"config.prior_rate must be finite and > 0"),
+    ({"shape_augmentation": 0},
+     r"config.shape_augmentation must be an int >= 1; got 0"),
+    ({"variance_repeats": 1},
+     r"config.variance_repeats must be an int >= 2; got 1"),
 ])
 def test_bad_config_values_are_refused_with_a_clear_error(
     tmp_path, overrides, message):
@@ -181,6 +211,26 @@ def test_bad_config_values_are_refused_with_a_clear_error(
   assert not os.listdir(tmp_path)  # Refused before anything is written.
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ({"num_importance_samples": 4.0},
+     r"config.num_importance_samples must be an int >= 1; got 4.0 \(float\)"),
+    ({"iwae_estimator": 3}, r"config.iwae_estimator must be one of"),
+    ({"prior_rate": "0.3"}, r"config.prior_rate must be a number"),
+    ({"shape_augmentation": True}, r"config.shape_augmentation must be an int"),
+])
+def test_config_values_of_the_wrong_type_are_refused(tmp_path, overrides,
+                                                     message):
+  # Not type-safe: a ConfigDict would itself refuse most of these, but a
+  # config built another way (from JSON, or by hand) is checked the same.
+  config = ml_collections.ConfigDict(_config().to_dict(), type_safe=False)
+  for key, value in overrides.items():
+    config[key] = value
+  with pytest.raises(TypeError, match=message):
+    vae_train.train(config, str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
 def test_unknown_preset_is_refused():
-  with pytest.raises(ValueError, match=r"unknown preset 'big'; expected one of"):
+  with pytest.raises(ValueError,
+                     match=r"unknown preset 'big'; expected one of"):
     vae_config.get_config("big")

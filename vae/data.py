@@ -38,7 +38,7 @@ class Digits(NamedTuple):
 
 
 def check_images(images: Array, name: str = "images") -> None:
-  """Raises ValueError unless `images` is float [N, 784] with values in [0, 1]."""
+  """Raises ValueError unless `images` is float [N, 784] in [0, 1]."""
   images = np.asarray(images) if not isinstance(images, jax.Array) else images
   if images.ndim != 2 or images.shape[1] != NUM_PIXELS or images.shape[0] < 1:
     raise ValueError(

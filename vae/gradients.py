@@ -39,7 +39,6 @@ import jax.numpy as jnp
 from common import estimators
 from vae import losses
 from vae import models
-from vae import networks
 
 Array = chex.Array
 sg = jax.lax.stop_gradient

@@ -1,4 +1,4 @@
-"""Training the Gaussian, categorical, Bernoulli and VQ-VAE on MNIST digits.
+"""Training the Gaussian, categorical, Bernoulli, Gamma and VQ-VAE on MNIST.
 
 `train(config, workdir)` is the whole entry point (the launcher only parses
 flags). Training state is a pytree (parameters, Adam state, control-variate
@@ -12,13 +12,16 @@ Written to `workdir`:
                  codebook_perplexity), the last training batch's loss, for
                  the categorical VAE the temperature of the last step (the
                  annealed Gumbel-softmax tau, or REBAR/RELAX's learned
-                 lambda) and the wall-clock seconds; for the Bernoulli
-                 VAE (vae/bernoulli.py) test_neg_bound (the negative
+                 lambda) and the wall-clock seconds; trained on the
+                 K-sample bound (vae/iwae.py), test_neg_iw_bound (-L_K) and
+                 train_neg_iw_bound; the Gamma VAE (vae/gamma.py),
+                 encoder_grad_variance; the Bernoulli VAE
+                 (vae/bernoulli.py) test_neg_bound (the negative
                  eval_samples-sample bound), test_neg_elbo, train_loss,
                  encoder_grad_var (the encoder-gradient variance on a fixed
                  batch) and step_seconds (seconds per training step,
                  compilation and evaluation excluded);
-  final.json     at the end, for the Gaussian and categorical VAEs, the
+  final.json     at the end, for the Gaussian, categorical and Gamma VAEs, the
                  importance-weighted estimate of test log p(x) with
                  `iw_samples` samples (Burda et al. 2016, Eq. 8);
   learning_curve.png, digits.png (test digits beside reconstructions, and
@@ -54,14 +57,16 @@ from common import train_state
 from common import training_loop
 from vae import bernoulli
 from vae import data as vae_data
+from vae import gamma
 from vae import gradients
+from vae import iwae
 from vae import losses
 from vae import models
 from vae import plots
 
 Array = chex.Array
 
-MODELS = ("gaussian", "categorical", "vqvae", "bernoulli")
+MODELS = ("gaussian", "categorical", "vqvae", "bernoulli", "gamma")
 EVAL_COLUMNS = {
     "gaussian": ("step", "test_neg_elbo", "train_neg_elbo", "seconds"),
     "categorical": ("step", "test_neg_elbo", "train_neg_elbo", "temperature",
@@ -70,6 +75,8 @@ EVAL_COLUMNS = {
               "train_recon_loss", "train_perplexity", "seconds"),
     "bernoulli": ("step", "test_neg_bound", "train_loss", "test_neg_elbo",
                   "encoder_grad_var", "step_seconds", "seconds"),
+    "gamma": ("step", "test_neg_elbo", "train_neg_elbo",
+              "encoder_grad_variance", "seconds"),
 }
 # The training losses among each model's eval.csv columns (named if one is
 # non-finite).
@@ -78,6 +85,7 @@ LOSS_NAMES = {
     "categorical": ("train_neg_elbo",),
     "vqvae": ("train_loss", "train_recon_loss"),
     "bernoulli": ("train_loss",),
+    "gamma": ("train_neg_elbo",),
 }
 # Config fields that may change between a checkpoint and its resume (every
 # other field must equal the one stored in the checkpoint): num_steps may grow
@@ -135,6 +143,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     checks.one_of(config, "estimator", gradients.CATEGORICAL_ESTIMATORS)
   if config.model == "bernoulli":
     bernoulli.check_config(config)
+  iwae.check_config(config)
+  gamma.check_config(config)
   if _uses_score_function(config) and config.num_samples < 2:
     raise ValueError(
         f"the score-function estimator uses the leave-one-out baseline, "
@@ -148,8 +158,27 @@ def _uses_score_function(config) -> bool:
               and config.estimator == "score_function"))
 
 
+def eval_columns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The columns of eval.csv (those of the K-sample bound if K > 1)."""
+  if iwae.trains_on_iw_bound(config):
+    return iwae.EVAL_COLUMNS
+  return EVAL_COLUMNS[config.model]
+
+
+def loss_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The training losses among eval_columns(config)."""
+  if iwae.trains_on_iw_bound(config):
+    return iwae.LOSS_NAMES
+  return LOSS_NAMES[config.model]
+
+
 def make_model(config: ml_collections.ConfigDict):
   """The model named by config.model (fields passed explicitly)."""
+  if config.model == "gamma":
+    return gamma.GammaVAE(hidden=tuple(config.hidden),
+                          num_latents=config.num_latents,
+                          prior_concentration=config.prior_concentration,
+                          prior_rate=config.prior_rate)
   if config.model == "gaussian":
     return models.GaussianVAE(hidden=tuple(config.hidden),
                               num_latents=config.num_latents)
@@ -200,11 +229,24 @@ def make_grad_fn(model, config: ml_collections.ConfigDict) -> Callable:
         model, config, functools.partial(temperature_at, config=config))
 
   def grad_fn(params, cv_params, x, key, step):
+    no_cv_grads = jax.tree.map(jnp.zeros_like, cv_params)
+    if iwae.trains_on_iw_bound(config):
+      grads, loss = iwae.gaussian_iwae_grads(
+          model, params, x, key,
+          num_importance_samples=config.num_importance_samples,
+          num_samples=config.num_samples, estimator=config.iwae_estimator)
+      return grads, no_cv_grads, {"train_neg_iw_bound": loss}
+    if config.model == "gamma":
+      grads, loss = gamma.gamma_grads(
+          model, params, x, key, encoder_grad=config.encoder_grad,
+          num_samples=config.num_samples,
+          shape_augmentation=config.shape_augmentation)
+      return grads, no_cv_grads, {"train_neg_elbo": loss}
     if config.model == "gaussian":
       grads, loss = gradients.gaussian_grads(
           model, params, x, key, encoder_grad=config.encoder_grad,
           num_samples=config.num_samples)
-      return grads, jax.tree.map(jnp.zeros_like, cv_params), {"train_neg_elbo": loss}
+      return grads, no_cv_grads, {"train_neg_elbo": loss}
     if config.model == "categorical":
       temperature = temperature_at(step, config)
       grads, cv_grads, loss = gradients.categorical_grads(
@@ -269,7 +311,7 @@ def make_train_chunk(model, config: ml_collections.ConfigDict,
   (`common.training_loop.scan_chunk`)."""
   return jax.jit(training_loop.scan_chunk(
       make_update(model, config, rng, train_images),
-      length or config.eval_every, LOSS_NAMES[config.model]),
+      length or config.eval_every, loss_names(config)),
                  donate_argnums=0)
 
 
@@ -284,10 +326,38 @@ def make_evaluate(model, config: ml_collections.ConfigDict):
       return {"test_recon_loss": jnp.mean(out["recon_loss"]),
               "codebook_perplexity": losses.codebook_perplexity(
                   out["indices"], model.num_codes)}
-    return {"test_neg_elbo": jnp.mean(model.neg_elbo(
+    metrics = {"test_neg_elbo": jnp.mean(model.neg_elbo(
         params, test, key, num_samples=config.eval_samples))}
+    if iwae.trains_on_iw_bound(config):
+      metrics["test_neg_iw_bound"] = -importance_weighted_log_px(
+          model, params, test, jax.random.fold_in(key, 1),
+          num_samples=config.num_importance_samples, chunk=config.iw_batch)
+    return metrics
 
   return jax.jit(evaluate)
+
+
+def make_encoder_grad_variance(model, config: ml_collections.ConfigDict,
+                               train_images: Array, key: chex.PRNGKey
+                               ) -> Callable:
+  """(gamma) Returns a jitted params -> {"encoder_grad_variance": ...}.
+
+  The trace of the covariance of the configured estimator's encoder
+  gradient (`gamma.encoder_grad_variance`, config.variance_repeats
+  estimates) on one batch of training digits drawn with `key`; every
+  evaluation uses the same batch and the same keys.
+  """
+  grad_fn = make_grad_fn(model, config)
+  k_batch, k_repeats = jax.random.split(key)
+  x = vae_data.sample_batch(k_batch, train_images,
+                            batch_size=config.batch_size)
+
+  def variance(params):
+    return {"encoder_grad_variance": gamma.encoder_grad_variance(
+        lambda k: grad_fn(params, {}, x, k, jnp.int32(0))[0]["encoder"],
+        k_repeats, num_repeats=config.variance_repeats)}
+
+  return jax.jit(variance)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "chunk"))
@@ -331,9 +401,9 @@ def final_evaluation(model, params, test: Array, key: chex.PRNGKey, workdir,
 def write_figures(model, params, digits: vae_data.Digits, key, workdir,
                   config) -> None:
   """learning_curve.png and digits.png (20 test digits, 20 prior samples)."""
-  columns = EVAL_COLUMNS[config.model][1:3]
+  columns = eval_columns(config)[1:3]
   title = config.model + (f" ({config.encoder_grad})"
-                          if config.model == "gaussian" else
+                          if config.model in ("gaussian", "gamma") else
                           f" ({config.estimator})"
                           if config.model == "categorical" else
                           f" ({config.architecture}, {config.estimator})"
@@ -389,7 +459,7 @@ def make_program(model, config: ml_collections.ConfigDict,
                  k_eval: chex.PRNGKey) -> training_loop.Program:
   """The VAE's step (a chunk of eval_every updates) and evaluation."""
   evaluate = make_evaluate(model, config)
-  columns = EVAL_COLUMNS[config.model]
+  columns = eval_columns(config)
   every = training_loop.Every(config.eval_every)
   train_step = make_train_chunk(model, config, k_train, digits.train)
   extra_metrics = lambda state: {}
@@ -401,19 +471,24 @@ def make_program(model, config: ml_collections.ConfigDict,
     extra_metrics = lambda state: {
         **grad_variance(state.params, state.cv_params, state.step),
         "step_seconds": train_step.seconds / config.eval_every}
+  variance = (make_encoder_grad_variance(
+      model, config, digits.train, jax.random.fold_in(k_eval, 2))
+              if config.model == "gamma" else None)
 
   def evaluate_rows(state, step, scheduled, metrics):
     del scheduled  # Every evaluation is on the schedule.
     row = {"step": step, **metrics,
            **evaluate(state.params, digits.test, k_eval),
            **extra_metrics(state)}
+    if variance is not None:
+      row.update(variance(state.params))
     return [{k: v if k == "step" else float(v) for k, v in row.items()}]
 
   return training_loop.Program(
       stride=config.eval_every,
       step=train_step,
       evaluate=evaluate_rows, eval_columns=columns,
-      loss_names=LOSS_NAMES[config.model], evaluate_every=every,
+      loss_names=loss_names(config), evaluate_every=every,
       checkpoint_every=every,
       postfix=lambda rows: {columns[1]: f"{rows[0][columns[1]]:.2f}"},
       desc=config.model)

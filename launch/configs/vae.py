@@ -8,8 +8,12 @@ Presets (`launch/configs/vae.py:PRESET`):
                VIMCO: 200 Bernoulli latents, learned prior,
                `--config.architecture=linear|nonlinear`,
                `--config.estimator=` one of vae.bernoulli.ESTIMATORS.
+  gamma        20 Gamma latents with a sparse Gamma(0.3, 0.3) prior, Gamma
+               encoder (vae/gamma.py), 784-200-200.
   test         tiny Gaussian VAE for CI; `--config.model=categorical` or
-               `--config.model=vqvae` gives the tiny variant of the others.
+               `--config.model=vqvae` gives the tiny variant of the others
+               (`--config.model=gamma --config.encoder_grad=implicit` that
+               of the Gamma VAE).
 
 Run:
   python -m launch.train_vae --config=launch/configs/vae.py:gaussian \
@@ -23,15 +27,21 @@ Run:
   python -m launch.train_vae --config=launch/configs/vae.py:bernoulli \
       --workdir=/tmp/vae_bernoulli --config.estimator=disarm \
       --config.architecture=nonlinear
+  python -m launch.train_vae --config=launch/configs/vae.py:gaussian \
+      --workdir=/tmp/vae_iwae --config.num_importance_samples=16 \
+      --config.iwae_estimator=dreg
+  python -m launch.train_vae --config=launch/configs/vae.py:gamma \
+      --workdir=/tmp/vae_gamma --config.encoder_grad=rejection
 Measured results and speeds of these presets, with their commands, dates
 and commits: docs/results.md and docs/vae.md.
 Every field is validated in `vae.train.check_config`. Fields marked
-(categorical), (bernoulli) or (vqvae) are used by that model only.
+(gaussian), (categorical), (vqvae), (bernoulli) or (gamma) are used by that
+model only.
 """
 
 import ml_collections
 
-PRESETS = ("gaussian", "categorical", "vqvae", "bernoulli", "test")
+PRESETS = ("gaussian", "categorical", "vqvae", "bernoulli", "gamma", "test")
 
 
 def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
@@ -40,7 +50,7 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; expected one of "
                      f"{PRESETS}.")
   config = ml_collections.ConfigDict()
-  # "gaussian", "categorical", "vqvae" or "bernoulli".
+  # "gaussian", "categorical", "vqvae", "bernoulli" or "gamma".
   config.model = "gaussian"
   config.seed = 0  # Seeds the split, the initialisation, data and noise.
 
@@ -60,8 +70,10 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   # `hidden` layers with leaky ReLU in encoder and decoder).
   config.architecture = "linear"
 
-  # Gradient estimators (vae/gradients.py).
-  config.encoder_grad = "pathwise"  # (gaussian) "pathwise", "score_function".
+  # Gradient estimators (vae/gradients.py, vae/gamma.py).
+  # (gaussian) "pathwise" or "score_function"; (gamma) "implicit",
+  # "rejection", "generalized" or "score_function".
+  config.encoder_grad = "pathwise"
   # (categorical) "gumbel_softmax", "st_gumbel_softmax", "score_function",
   # "rebar" or "relax"; (bernoulli) also "arm", "disarm" and "vimco".
   config.estimator = "gumbel_softmax"
@@ -82,6 +94,23 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   # (bernoulli) Independent encoder-gradient estimates on one fixed batch
   # whose variance is logged at each evaluation (encoder_grad_var).
   config.grad_var_samples = 16
+
+  # (gaussian) The K-sample importance-weighted bound (vae/iwae.py).
+  # K = 1: the ELBO with S = num_samples samples and analytic KL. K > 1:
+  # the mean of num_samples independent K-sample bounds per digit (needs
+  # encoder_grad "pathwise"); eval.csv adds the test -L_K.
+  config.num_importance_samples = 1
+  config.iwae_estimator = "iwae"  # (gaussian, K > 1) "iwae", "stl", "dreg".
+
+  # (gamma) The sparse Gamma VAE (vae/gamma.py).
+  config.prior_concentration = 0.3  # (gamma) Shape of each latent's prior.
+  config.prior_rate = 0.3  # (gamma) Rate of each latent's Gamma prior.
+  # (gamma, rejection) RSVI's shape augmentation B >= 1 (the proposal needs
+  # shape + B >= 1 and the encoder's shapes can be any positive number).
+  config.shape_augmentation = 1
+  # (gamma) Encoder-gradient estimates per eval.csv encoder_grad_variance
+  # (trace of their covariance on one fixed training batch).
+  config.variance_repeats = 32
 
   # Optimisation.
   config.learning_rate = 1e-3  # Adam step size.
@@ -119,6 +148,9 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     # Adam at the shared 1e-3 for every parameter, the prior logits
     # included (the DisARM code: Adam 1e-4 for 10^6 steps, SGD 1e-2 for
     # the prior).
+  elif preset == "gamma":
+    config.model = "gamma"
+    config.encoder_grad = "implicit"
   elif preset == "vqvae":
     config.model = "vqvae"
     config.num_steps = 2000
@@ -141,6 +173,7 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     config.iw_samples = 20
     config.iw_batch = 50
     config.grad_var_samples = 4
+    config.variance_repeats = 4
     config.tensorboard = False
     config.progress_bar = False
   return config
