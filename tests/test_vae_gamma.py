@@ -29,6 +29,7 @@ from common import estimators
 from launch.configs import vae as vae_config
 from vae import data as vae_data
 from vae import gamma
+from vae import gradients
 from vae import losses
 from vae import train as vae_train
 
@@ -140,7 +141,7 @@ def test_log_weights_are_finite_when_samples_underflow():
 def test_encoder_grad_variance_is_the_trace_of_the_covariance():
   scales = jnp.array([1.0, 2.0, 3.0])
   num_repeats = 4000
-  trace = float(gamma.encoder_grad_variance(
+  trace = float(gradients.encoder_grad_variance(
       lambda k: {"w": jax.random.normal(k, (3,)) * scales},
       jax.random.key(0), num_repeats=num_repeats))
   exact = float(jnp.sum(scales**2))
@@ -152,7 +153,7 @@ def test_encoder_grad_variance_is_the_trace_of_the_covariance():
 def test_the_score_function_has_a_larger_encoder_variance():
   """The claim the eval.csv column shows: same batch, same keys."""
   def variance(encoder_grad):
-    return float(jax.jit(lambda k: gamma.encoder_grad_variance(
+    return float(jax.jit(lambda k: gradients.encoder_grad_variance(
         lambda kk: gamma.gamma_grads(
             MODEL, PARAMS, X, kk, encoder_grad=encoder_grad, num_samples=2,
             shape_augmentation=1)[0]["encoder"], k, num_repeats=256))(

@@ -184,7 +184,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """The Bernoulli model's fields (the shared ones: vae.train.check_config)."""
   checks.one_of(config, "architecture", ARCHITECTURES)
   checks.one_of(config, "estimator", ESTIMATORS)
-  checks.integer(config, "grad_var_samples", minimum=2)
   estimator, samples = config.estimator, config.num_samples
   if estimator in ("arm", "disarm") and samples % 2:
     raise ValueError(
@@ -432,34 +431,6 @@ def make_evaluate(model: BernoulliVAE, config: ml_collections.ConfigDict):
             "test_neg_elbo": -jnp.mean(elbo)}
 
   return jax.jit(evaluate)
-
-
-def make_grad_variance(grad_fn: Callable, config: ml_collections.ConfigDict,
-                       train_images: Array, key: chex.PRNGKey) -> Callable:
-  """Jitted (params, cv_params, step) -> {"encoder_grad_var": scalar}.
-
-  The variance of the estimator's encoder gradient (of the batch-mean loss)
-  over config.grad_var_samples independent estimates, averaged over the
-  encoder's parameters (the per-parameter variance, as the DisARM code
-  logs it). The batch (config.batch_size training digits, binarised once)
-  and the estimates' keys are fixed by `key`, so every evaluation, and every
-  estimator of a seed, sees the same data and keys (common random numbers).
-  """
-  k_batch, k_estimates = jax.random.split(key)
-  x = vae_data.sample_batch(k_batch, train_images,
-                            batch_size=config.batch_size)
-
-  def variance(params, cv_params, step):
-    def encoder_grad(k):
-      grads = grad_fn(params, cv_params, x, k, step)[0]["encoder"]
-      return jax.flatten_util.ravel_pytree(grads)[0]
-
-    moments = estimators.grad_moments(
-        encoder_grad, k_estimates, num_repeats=config.grad_var_samples,
-        batch_size=min(config.grad_var_samples, 4))
-    return {"encoder_grad_var": jnp.mean(moments.variance)}
-
-  return jax.jit(variance)
 
 
 class TimedStep:

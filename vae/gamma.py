@@ -296,25 +296,10 @@ def gamma_grads(model: GammaVAE, params, x: Array, key: chex.PRNGKey, *,
   return {"encoder": encoder_grads, "decoder": decoder_grads}, loss
 
 
-def encoder_grad_variance(encoder_grad_fn: Callable[[chex.PRNGKey], Any],
-                          key: chex.PRNGKey, *, num_repeats: int) -> Array:
-  """Trace of the covariance of a stochastic encoder gradient.
-
-  sum_j Var[g_j] over every encoder parameter j, from `num_repeats`
-  estimates `encoder_grad_fn(k_r)` with keys split from `key`
-  (`common.estimators.grad_moments`; the same key gives the same draws, so
-  two estimators compared with one key share their random numbers).
-  """
-  moments = estimators.grad_moments(encoder_grad_fn, key,
-                                    num_repeats=num_repeats, batch_size=4)
-  return sum(jnp.sum(v) for v in jax.tree.leaves(moments.variance))
-
-
 def check_config(config) -> None:
   """Raises TypeError or ValueError naming the first bad Gamma VAE field."""
   checks.all_positive(config, ("prior_concentration", "prior_rate"))
   checks.positive_int(config, "shape_augmentation")
-  checks.integer(config, "variance_repeats", minimum=2)
   if config.model != "gamma":
     return
   checks.one_of(config, "encoder_grad", ENCODER_GRADS)

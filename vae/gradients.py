@@ -29,7 +29,7 @@ VQ-VAE: straight-through (van den Oord et al. 2017, Eq. 3).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import chex
 import flax.linen as nn
@@ -245,3 +245,17 @@ def vqvae_grads(model: models.VQVAE, params, x: Array):
              "train_perplexity": losses.codebook_perplexity(
                  out["indices"], model.num_codes)}
   return grads, metrics
+
+
+def encoder_grad_variance(encoder_grad_fn: Callable[[chex.PRNGKey], Any],
+                          key: chex.PRNGKey, *, num_repeats: int) -> Array:
+  """Trace of the covariance of a stochastic encoder gradient.
+
+  sum_j Var[g_j] over every encoder parameter j, from `num_repeats`
+  estimates `encoder_grad_fn(k_r)` with keys split from `key`
+  (`common.estimators.grad_moments`; the same key gives the same draws, so
+  two estimators compared with one key share their random numbers).
+  """
+  moments = estimators.grad_moments(encoder_grad_fn, key,
+                                    num_repeats=num_repeats, batch_size=4)
+  return sum(jnp.sum(v) for v in jax.tree.leaves(moments.variance))

