@@ -18,9 +18,9 @@ Written to `workdir`:
                  encoder_grad_var (the encoder-gradient variance on a fixed
                  batch) and step_seconds (seconds per training step,
                  compilation and evaluation excluded);
-  final.json     at the end, for the Gaussian and categorical VAEs, the
-                 importance-weighted estimate of test log p(x) with
-                 `iw_samples` samples (Burda et al. 2016, Eq. 8);
+  final.json     at the end, for the Gaussian, categorical and Bernoulli
+                 VAEs, the importance-weighted estimate of test log p(x)
+                 with `iw_samples` samples (Burda et al. 2016, Eq. 8);
   learning_curve.png, digits.png (test digits beside reconstructions, and
                  prior samples for the VAEs), tensorboard/, config.json,
                  checkpoints/.
@@ -361,7 +361,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   Returns:
     The last evaluation's metrics, plus `test_log_px_iw` (and `iw_samples`)
-    for the Gaussian and categorical VAEs.
+    for the Gaussian, categorical and Bernoulli VAEs.
   """
   check_config(config)
   rng = jax.random.key(config.seed)
