@@ -19,6 +19,10 @@ Studies (launch/studies.py, `STUDIES`):
   vae_estimators  Gaussian VAE pathwise vs score function; categorical VAE
                   gumbel_softmax, st_gumbel_softmax, score_function, rebar,
                   relax; 3 seeds (needs the `vae` package).
+  bernoulli_estimators
+                  Bernoulli VAE (200 binary latents, learned prior), linear
+                  and nonlinear: score_function, arm, disarm, rebar, relax,
+                  vimco, gumbel_softmax, st_gumbel_softmax; 3 seeds.
 
 Flags:
   --seeds=N      seeds 0..N-1 (default: the study's).

@@ -382,9 +382,83 @@ IWAE_ESTIMATORS = Study(
     pairs=(("gaussian_k16_dreg", "gaussian_k16_iwae"),))
 
 
+# --- Bernoulli VAE (the binary-latent benchmark; vae/bernoulli.py) ---------
+
+
+BERNOULLI_VAE = System(
+    name="vae", make_config=_vae_config, train=_vae_train,
+    vmapped_seeds=False, seed_column=None,
+    metrics=(Metric("test_neg_bound",
+                    "test -L_K (nats; K-sample bound, K = eval_samples)"),
+             Metric("encoder_grad_variance",
+                    "encoder-gradient variance (trace of the covariance)",
+                    log_y=True),
+             Metric("test_neg_elbo", "test -ELBO (nats)")),
+    cost=Cost("eval.csv", "step_seconds", "seconds per training step "
+              "(eval.csv step_seconds, median over the evaluations; "
+              "compilation and evaluation excluded)", "median"))
+
+# Discrete samples per digit (config.num_samples): two for the estimators
+# the papers give two evaluations of f (score function, the antithetic
+# pair, VIMCO's K = 2) and for the relaxations; REBAR and RELAX make one
+# draw, as in their papers (f at b, and at the relaxed z and z~).
+BERNOULLI_SAMPLES = {
+    "score_function": (2, "2 samples"), "arm": (2, "1 pair"),
+    "disarm": (2, "1 pair"), "rebar": (1, "1 draw"), "relax": (1, "1 draw"),
+    "vimco": (2, "K = 2"), "gumbel_softmax": (2, "2 samples"),
+    "st_gumbel_softmax": (2, "2 samples")}
+
+
+def _bernoulli_arm(architecture: str, estimator: str) -> Condition:
+  samples, label = BERNOULLI_SAMPLES[estimator]
+  return Condition(
+      name=f"{architecture}_{estimator}", label=f"{estimator} ({label})",
+      task=architecture, preset="bernoulli",
+      overrides=(("architecture", architecture), ("estimator", estimator),
+                 ("num_samples", samples)))
+
+
+def _bernoulli_pairs(architecture: str) -> tuple[tuple[str, str], ...]:
+  return tuple((f"{architecture}_{a}", f"{architecture}_{b}") for a, b in (
+      ("disarm", "arm"), ("disarm", "score_function"),
+      ("arm", "score_function"), ("disarm", "rebar"), ("disarm", "relax"),
+      ("relax", "rebar"), ("vimco", "disarm"), ("disarm", "gumbel_softmax"),
+      ("st_gumbel_softmax", "gumbel_softmax")))
+
+
+BERNOULLI_ESTIMATORS = Study(
+    name="bernoulli_estimators",
+    description=(
+        "Binary latents (launch/configs/vae.py:bernoulli, the benchmark of "
+        "REBAR, RELAX, ARM, DisARM and VIMCO): a VAE with 200 Bernoulli "
+        "latents and a learned prior, linear or nonlinear (two hidden "
+        "layers of 200, leaky ReLU), on the 4,000 dynamically binarised "
+        "training digits, trained with each estimator: score function "
+        "(2 samples, leave-one-out baseline), ARM and DisARM (one "
+        "antithetic pair), REBAR and RELAX (one draw), VIMCO (the 2-sample "
+        "bound) and the binary Concrete relaxation with and without "
+        "straight-through. Per seed, at the final evaluation: the negative "
+        "100-sample test bound, the encoder-gradient variance on a fixed "
+        "batch with fixed keys, and the test -ELBO; every checkpoint in "
+        "the learning curves."),
+    system=BERNOULLI_VAE,
+    conditions=tuple(_bernoulli_arm(architecture, estimator)
+                     for architecture in ("linear", "nonlinear")
+                     for estimator in BERNOULLI_SAMPLES),
+    num_seeds=3, steps=None,
+    pairs=_bernoulli_pairs("linear") + _bernoulli_pairs("nonlinear"),
+    aggregates=tuple(
+        (f"{a} vs {b}, both architectures",
+         ((f"linear_{a}", f"linear_{b}"), (f"nonlinear_{a}",
+                                           f"nonlinear_{b}")))
+        for a, b in (("disarm", "arm"), ("disarm", "score_function"),
+                     ("vimco", "disarm"))))
+
+
 STUDIES: dict[str, Study] = {
     s.name: s for s in (SAC_ACTOR_GRAD, SAC_ACTOR_GRAD_DIMS, MOE_TABLE6,
-                        VAE_ESTIMATORS, IWAE_ESTIMATORS)}
+                        VAE_ESTIMATORS, IWAE_ESTIMATORS,
+                        BERNOULLI_ESTIMATORS)}
 
 
 def get_study(name: str) -> Study:

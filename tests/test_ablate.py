@@ -144,7 +144,7 @@ def test_resume_after_a_kill_skips_finished_cells(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["sac_actor_grad", "moe_table6",
-                                  "vae_estimators"])
+                                  "vae_estimators", "bernoulli_estimators"])
 def test_shards_partition_the_cells(name):
   study = studies.STUDIES[name]
   settings = study_runner.resolve_settings(study, seeds=None, steps=None,
@@ -330,6 +330,45 @@ def test_vae_cell_configs():
       assert config.model == cell.condition.task
       for field, value in cell.condition.overrides:
         assert config[field] == value
+
+
+def test_bernoulli_cell_configs():
+  """Every architecture x estimator, with the study's sample counts."""
+  vae_train = pytest.importorskip("vae.train")
+  bernoulli = pytest.importorskip("vae.bernoulli")
+  study = studies.BERNOULLI_ESTIMATORS
+  assert {c.task for c in study.conditions} == {"linear", "nonlinear"}
+  estimators = {c.name.split("_", 1)[1] for c in study.conditions}
+  assert estimators == set(bernoulli.ESTIMATORS)
+  for quick in (True, False):
+    settings = study_runner.resolve_settings(study, seeds=None, steps=None,
+                                             quick=quick)
+    cells = study_runner.study_cells(study, settings)
+    assert len(cells) == 16 * 3
+    for cell in cells:
+      config = study_runner.cell_config(study, cell, settings)
+      vae_train.check_config(config)
+      assert config.model == "bernoulli"
+      assert config.architecture == cell.condition.task
+      assert config.num_latents == (4 if quick else 200)
+      for field, value in cell.condition.overrides:
+        assert config[field] == value
+
+
+def test_bernoulli_report_has_every_metric_the_cost_and_aggregates(
+    tmp_path):
+  study = studies.BERNOULLI_ESTIMATORS
+  workdir = str(tmp_path)
+  text = open(ablate.run(study.name, workdir, quick=True, seeds=2,
+                         train=FakeTrainer(study))).read()
+  assert "Finished cells: 32 of 32." in text
+  for metric in study.system.metrics:
+    assert f"## {metric.label}\n" in text
+    assert os.path.exists(os.path.join(
+        workdir, "figures", f"{study.name}_{metric.column}.png"))
+  assert "## Cost: seconds per training step" in text
+  assert "disarm vs arm, both architectures" in text
+  assert "| disarm (1 pair) − arm (1 pair) | nonlinear | 0, 1 |" in text
 
 
 def test_finished_cell_with_another_config_is_refused(tmp_path):

@@ -22,9 +22,9 @@ Written to `workdir`:
                  eval_samples-sample bound), test_neg_elbo, train_loss,
                  encoder_grad_variance and step_seconds (seconds per
                  training step, compilation and evaluation excluded);
-  final.json     at the end, for the Gaussian, categorical and Gamma VAEs, the
-                 importance-weighted estimate of test log p(x) with
-                 `iw_samples` samples (Burda et al. 2016, Eq. 8);
+  final.json     at the end, for the Gaussian, categorical, Gamma and Bernoulli
+                 VAEs, the importance-weighted estimate of test log p(x)
+                 with `iw_samples` samples (Burda et al. 2016, Eq. 8);
   learning_curve.png, digits.png (test digits beside reconstructions, and
                  prior samples for the VAEs), tensorboard/, config.json,
                  checkpoints/.
@@ -434,7 +434,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   Returns:
     The last evaluation's metrics, plus `test_log_px_iw` (and `iw_samples`)
-    for the Gaussian and categorical VAEs.
+    for the Gaussian, categorical and Bernoulli VAEs.
   """
   check_config(config)
   rng = jax.random.key(config.seed)
