@@ -3,9 +3,10 @@
   python -m benchmarks.NAME --flag=value ...
 
 from the repository root, where NAME is `estimators`, `sac_throughput`,
-`sac_learning`, `sac_grad_variance`, `moe_throughput`, `moe_breakdown` or
-`vae_estimators`. Each module's docstring gives its commands; the figures
-they produced are recorded in docs/benchmarks.md and docs/results.md.
+`sac_learning`, `sac_grad_variance`, `moe_throughput`, `moe_breakdown`,
+`vae_estimators` or `iwae_snr`. Each module's docstring gives its commands;
+the figures they produced are recorded in docs/benchmarks.md and
+docs/results.md.
 
 Command line. Every benchmark uses absl flags, the flags library of the
 launchers in `launch/`, in one pattern:

@@ -14,6 +14,8 @@ Studies (launch/studies.py, `STUDIES`):
   vae_estimators  Gaussian VAE pathwise vs score function; categorical VAE
                   gumbel_softmax, st_gumbel_softmax, score_function, rebar,
                   relax; 3 seeds (needs the `vae` package).
+  iwae_estimators Gaussian VAE on the K = 16 importance-weighted bound,
+                  iwae vs dreg gradients; 3 seeds.
 
 Flags:
   --seeds=N      seeds 0..N-1 (default: the study's).
