@@ -4,9 +4,9 @@
 
 from the repository root, where NAME is `estimators`, `sac_throughput`,
 `sac_learning`, `sac_grad_variance`, `sac_grad_variance_dims`,
-`moe_throughput`, `moe_breakdown`, `vae_estimators` or `bernoulli_cost`.
-Each module's docstring gives its commands; the figures they produced are
-recorded in docs/benchmarks.md and docs/results.md.
+`moe_throughput`, `moe_breakdown`, `vae_estimators`, `bernoulli_cost` or
+`iwae_snr`. Each module's docstring gives its commands; the figures they
+produced are recorded in docs/benchmarks.md and docs/results.md.
 
 Command line. Every benchmark uses absl flags, the flags library of the
 launchers in `launch/`, in one pattern:

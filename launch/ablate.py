@@ -23,6 +23,8 @@ Studies (launch/studies.py, `STUDIES`):
                   Bernoulli VAE (200 binary latents, learned prior), linear
                   and nonlinear: score_function, arm, disarm, rebar, relax,
                   vimco, gumbel_softmax, st_gumbel_softmax; 3 seeds.
+  iwae_estimators Gaussian VAE on the K = 16 importance-weighted bound,
+                  iwae vs dreg gradients; 3 seeds.
 
 Flags:
   --seeds=N      seeds 0..N-1 (default: the study's).

@@ -1,0 +1,82 @@
+"""benchmarks/iwae_snr.py: a tiny end-to-end run, tables from JSON, bad flags.
+
+Oracles of the tiny run: at K = 1 the normalized weight is 1, so "stl"
+(weights) and "dreg" (squared weights) give the same gradient on every
+draw, hence the same SNR to the last digit; the decoder gradient does not
+depend on the estimator, so neither does its SNR.
+"""
+
+import json
+
+import pytest
+
+from benchmarks import iwae_snr
+
+
+def test_a_tiny_run_writes_consistent_outputs(tmp_path):
+  out = tmp_path / "out"
+  iwae_snr.main([
+      "--tiny", "--num_steps=20", "--eval_every=10",
+      "--checkpoint_steps=0,20", "--ks=1,2", "--estimators=stl,dreg",
+      "--num_repeats=4", "--batch_size=2", f"--out_dir={out}"])
+  results = iwae_snr.load_results(str(out / "iwae_snr.json"))
+  assert results["checkpoint_steps"] == [0, 20]
+  assert [r["step"] for r in results["curve"]] == [10, 20]
+  snr = results["snr"]
+  for step in (0, 20):
+    assert snr[step]["stl"][1] == snr[step]["dreg"][1]
+    for k in (1, 2):
+      assert snr[step]["stl"][k]["decoder"] == snr[step]["dreg"][k]["decoder"]
+      for network in iwae_snr.NETWORKS:
+        assert snr[step]["stl"][k][network]["mean"] > 0
+  # Training changed the parameters, so the SNR changed.
+  assert snr[0]["stl"][1] != snr[20]["stl"][1]
+  text = (out / "iwae_snr.md").read_text()
+  assert "| 20 | dreg |" in text
+  assert (out / "iwae_snr.png").stat().st_size > 0
+
+  # The tables and figure are rewritten from the JSON alone.
+  again = tmp_path / "again"
+  iwae_snr.main([f"--from_json={out / 'iwae_snr.json'}",
+                 f"--out_dir={again}"])
+  assert (again / "iwae_snr.md").read_text() == text
+
+
+def _results():
+  snr = {0: {"iwae": {}}}
+  for k, encoder in ((1, 2.0), (4, 1.0), (16, 0.5)):  # 2 / sqrt(K).
+    snr[0]["iwae"][k] = {
+        n: {"mean": value, "median": value, "num_params": 3,
+            "num_constant": 0}
+        for n, value in (("encoder", encoder), ("decoder", 4.0 / encoder))}
+  args = {"tiny": True, "seed": 0, "num_steps": 0, "num_repeats": 4,
+          "batch_size": 2, "train_num_importance_samples": 1,
+          "train_estimator": "iwae"}
+  return {"args": args, "checkpoint_steps": [0], "ks": [1, 4, 16],
+          "estimators": ["iwae"], "curve": [], "snr": snr}
+
+
+def test_tables_give_the_log_log_slopes(tmp_path):
+  path = tmp_path / "iwae_snr.json"
+  path.write_text(json.dumps(_results()))
+  loaded = iwae_snr.load_results(str(path))
+  assert loaded["snr"][0]["iwae"][16]["encoder"]["mean"] == 0.5
+  iwae_snr.write_outputs(loaded, str(tmp_path / "out"))
+  text = (tmp_path / "out" / "iwae_snr.md").read_text()
+  assert "| 0 | iwae | 2 (2) | 1 (1) | 0.5 (0.5) | -0.50 |" in text
+  assert "| 0 | iwae | 2 (2) | 4 (4) | 8 (8) | +0.50 |" in text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num_steps=150", "--eval_every=100"], "multiple of --eval_every"),
+    (["--checkpoint_steps=0,150"], "--checkpoint_steps [150]"),
+    (["--estimators=iwae,vimco"], "unknown --estimators ['vimco']"),
+    (["--ks=0,4"], "--ks must be integers >= 1"),
+    (["--num_repeats=1"], "--num_repeats must be >= 2"),
+    (["--train_estimator=vimco"], "train_estimator"),
+])
+def test_bad_flags_exit_with_status_2(tmp_path, capsys, argv, message):
+  with pytest.raises(SystemExit) as exit_info:
+    iwae_snr.main(argv + [f"--out_dir={tmp_path}"])
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
