@@ -64,7 +64,7 @@ from tensorflow_probability.substrates import jax as tfp
 from common import config_checks as checks
 from common import estimators
 from vae import losses
-from vae import networks
+from vae import models
 
 Array = chex.Array
 Params = dict
@@ -73,7 +73,7 @@ sg = jax.lax.stop_gradient
 
 
 @dataclasses.dataclass(frozen=True)
-class GammaVAE:
+class GammaVAE(models.TwoParameterMLPVAE):
   """num_latents Gamma latents; prior Gamma(prior_concentration, prior_rate).
 
   Example:
@@ -84,26 +84,8 @@ class GammaVAE:
     >>> model.log_weights(params, x, jax.random.key(1), num_samples=5).shape
     (2, 5)
   """
-  hidden: tuple[int, ...]
-  num_latents: int
   prior_concentration: float
   prior_rate: float
-
-  @property
-  def encoder(self) -> networks.MLP:
-    return networks.MLP(hidden=self.hidden, out=2 * self.num_latents)
-
-  @property
-  def decoder(self) -> networks.MLP:
-    return networks.MLP(hidden=tuple(reversed(self.hidden)), out=NUM_PIXELS)
-
-  def init(self, key: chex.PRNGKey) -> Params:
-    k_enc, k_dec = jax.random.split(key)
-    return {
-        "encoder": self.encoder.init(
-            k_enc, jnp.zeros((1, NUM_PIXELS)))["params"],
-        "decoder": self.decoder.init(
-            k_dec, jnp.zeros((1, self.num_latents)))["params"]}
 
   def encode(self, encoder_params, x: Array) -> tuple[Array, Array]:
     """x [B, 784] -> (concentration alpha [B, L], rate beta [B, L]) > 0."""

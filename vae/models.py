@@ -33,8 +33,13 @@ NUM_PIXELS = 784
 
 
 @dataclasses.dataclass(frozen=True)
-class GaussianVAE:
-  """Gaussian latents z in R^num_latents; encoder MLP widths `hidden`."""
+class TwoParameterMLPVAE:
+  """MLP encoder with two outputs per latent, mirrored MLP decoder.
+
+  The shared networks of the Gaussian VAE (mean, log-variance) and the Gamma
+  VAE (`vae.gamma`: concentration, rate); subclasses give `encode` and the
+  rest of the model.
+  """
   hidden: tuple[int, ...]
   num_latents: int
 
@@ -53,6 +58,11 @@ class GaussianVAE:
             k_enc, jnp.zeros((1, NUM_PIXELS)))["params"],
         "decoder": self.decoder.init(
             k_dec, jnp.zeros((1, self.num_latents)))["params"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianVAE(TwoParameterMLPVAE):
+  """Gaussian latents z in R^num_latents; encoder MLP widths `hidden`."""
 
   def encode(self, encoder_params, x: Array) -> tuple[Array, Array]:
     """x [B, 784] -> (mean [B, L], log_var [B, L])."""
