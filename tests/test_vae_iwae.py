@@ -20,46 +20,19 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from common import estimators
 from launch import studies
 from launch import study_runner
-from launch.configs import vae as vae_config
-from vae import data as vae_data
 from vae import gradients
 from vae import iwae
 from vae import losses
 from vae import train as vae_train
+import tiny_vae
 
-NUM_REPEATS = 1500
-
-
-def _setup():
-  config = vae_config.get_config("test")
-  config.hidden = (4,)
-  config.num_latents = 2
-  model = vae_train.make_model(config)
-  state = vae_train.init_state(model, config, jax.random.key(0),
-                               optax.adam(1.0), optax.adam(1.0))
-  x = vae_data.load_mnist(seed=0, num_train=10, num_test=10).test[:3]
-  return model, state.params, x
-
-
-MODEL, PARAMS, X = _setup()
-
-
-def _checked(grads):
-  """The encoder's output layer and the decoder's first layer."""
-  return {"enc_out": grads["encoder"]["Dense_1"],
-          "dec_in": grads["decoder"]["Dense_0"]}
-
-
-def _moments(grad_fn, seed):
-  return jax.jit(lambda k: estimators.grad_moments(
-      lambda kk: _checked(grad_fn(kk)), k, num_repeats=NUM_REPEATS))(
-          jax.random.key(seed))
+NUM_REPEATS = tiny_vae.NUM_REPEATS
+MODEL, PARAMS, X = tiny_vae.setup()
+_checked, _moments = tiny_vae.checked, tiny_vae.moments
 
 
 def _iwae_moments(estimator, k, seed=1):
