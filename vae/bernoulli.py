@@ -24,10 +24,12 @@ f(b) = log p(x, b) - log q(b | x), the ELBO integrand, and S =
   arm, disarm        S / 2 antithetic pairs (S even), `common.estimators`.
   rebar, relax       S draws, `common.estimators` with kind="bernoulli";
                      REBAR's control variate eta f(sigmoid(z / lambda)),
-                     RELAX's f(sigmoid(z / lambda)) + r_rho(x, z) with r_rho
-                     a leaky-ReLU MLP of `relax_hidden` units on [x, z] (the
-                     DisARM code's RELAX); eta, lambda, rho descend the
-                     variance gradient.
+                     RELAX's f(sigmoid(z / lambda)) + r_rho(z) (Grathwohl et
+                     al. 2018, Sec. 3.3) with r_rho a leaky-ReLU MLP of
+                     `relax_hidden` units on z (the DisARM code's network
+                     also reads x, which with per-digit variance gradients
+                     makes RELAX's step much slower); eta, lambda, rho
+                     descend the variance gradient.
   vimco              trains the K-sample bound, K = S >= 2 (Mnih & Rezende
                      2016; `common.estimators.vimco_surrogate`).
   gumbel_softmax,    the binary Concrete relaxation (Maddison et al. 2017:
@@ -203,13 +205,12 @@ def make_model(config: ml_collections.ConfigDict) -> BernoulliVAE:
 
 
 class RelaxNet(nn.Module):
-  """r_rho(x, z): leaky-ReLU MLP on [x, z] -> scalar (the DisARM code's)."""
+  """r_rho(z): leaky-ReLU MLP on z [..., L] -> scalar [...]."""
   hidden: int
 
   @nn.compact
-  def __call__(self, x: Array, z: Array) -> Array:
-    h = nn.leaky_relu(nn.Dense(self.hidden)(jnp.concatenate([x, z], -1)),
-                      negative_slope=LEAKY_SLOPE)
+  def __call__(self, z: Array) -> Array:
+    h = nn.leaky_relu(nn.Dense(self.hidden)(z), negative_slope=LEAKY_SLOPE)
     return nn.Dense(1)(h)[..., 0]
 
 
@@ -222,7 +223,7 @@ def init_cv_params(key: chex.PRNGKey,
             "log_temperature": log_temperature}
   if config.estimator == "relax":
     net = RelaxNet(hidden=config.relax_hidden).init(
-        key, jnp.zeros(NUM_PIXELS), jnp.zeros(config.num_latents))["params"]
+        key, jnp.zeros(config.num_latents))["params"]
     return {"log_temperature": log_temperature, "net": net}
   return {}
 
@@ -259,7 +260,7 @@ def _decoder_prior_grads(model, params, x, logits, key):
 def _chained(per_example):
   """Estimators of grad_logits E[f(b)] per digit, chained into the encoder.
 
-  `per_example(f_n, logits_n, key_n, cv_params, x_n, options)` returns
+  `per_example(f_n, logits_n, key_n, cv_params, options)` returns
   (grad_logits [L], cv_grads); the encoder gradient of the batch-mean -ELBO
   is vjp(-grad_logits / B), cv_grads are averaged over the batch.
   """
@@ -271,7 +272,7 @@ def _chained(per_example):
 
     def one(x_n, logits_n, key_n):
       f_n = _elbo_integrand(model, params, x_n, logits_n)
-      return per_example(f_n, logits_n, key_n, cv_params, x_n, options)
+      return per_example(f_n, logits_n, key_n, cv_params, options)
 
     keys = jax.random.split(k_estimate, x.shape[0])
     grad_logits, cv_grads = jax.vmap(one)(x, sg(logits), keys)
@@ -284,26 +285,25 @@ def _chained(per_example):
 
 
 def _antithetic(estimator):
-  def per_example(f_n, logits_n, key_n, cv_params, x_n, options):
-    del cv_params, x_n
+  def per_example(f_n, logits_n, key_n, cv_params, options):
+    del cv_params
     return estimator(f_n, logits_n, key_n,
                      num_samples=options.num_samples // 2), {}
   return _chained(per_example)
 
 
-def _rebar(f_n, logits_n, key_n, cv_params, x_n, options):
-  del x_n
+def _rebar(f_n, logits_n, key_n, cv_params, options):
   return estimators.rebar_grad(
       f_n, logits_n, key_n, eta=cv_params["eta"],
       log_temperature=cv_params["log_temperature"], kind="bernoulli",
       num_samples=options.num_samples)
 
 
-def _relax(f_n, logits_n, key_n, cv_params, x_n, options):
+def _relax(f_n, logits_n, key_n, cv_params, options):
   def control_variate(phi, z):
     relaxed = jax.nn.sigmoid(z / jnp.exp(phi["log_temperature"]))
     return f_n(relaxed) + RelaxNet(hidden=options.relax_hidden).apply(
-        {"params": phi["net"]}, x_n, z)
+        {"params": phi["net"]}, z)
 
   return estimators.relax_grad(
       f_n, logits_n, key_n, control_variate=control_variate,
