@@ -1,4 +1,4 @@
-r"""Trains a Gaussian, categorical, Bernoulli or VQ-VAE on MNIST digits.
+r"""Trains a Gaussian, categorical, Bernoulli, Gamma or VQ-VAE on MNIST.
 
   python -m launch.train_vae --config=launch/configs/vae.py:gaussian \
       --workdir=/tmp/vae_gauss
@@ -7,6 +7,8 @@ r"""Trains a Gaussian, categorical, Bernoulli or VQ-VAE on MNIST digits.
   python -m launch.train_vae --config=launch/configs/vae.py:bernoulli \
       --workdir=/tmp/vae_bernoulli --config.estimator=disarm \
       --config.architecture=nonlinear
+  python -m launch.train_vae --config=launch/configs/vae.py:gamma \
+      --workdir=/tmp/vae_gamma --config.encoder_grad=rejection
 
 Writes `eval.csv`, `final.json` (importance-weighted test log p(x)),
 `learning_curve.png`, `digits.png`, `config.json`, checkpoints and
