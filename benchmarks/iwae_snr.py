@@ -128,6 +128,40 @@ def gradient_snr(model, params, x, key, *, num_importance_samples: int,
           for n in NETWORKS}
 
 
+def weight_diagnostics(model, params, x, key, *, num_samples: int) -> dict:
+  """How far the K-sample bound is from its large-K regime, per digit.
+
+  Rainforth et al. 2018 (Theorem 1) expand L_K in 1/K around log p(x): the
+  bias is Var[w] / (2 K Z^2) + O(1/K^2), with w = p(x, z) / q(z|x) and
+  Z = E[w] = p(x), so their SNR rates hold once K is large against the
+  relative variance Var[w] / Z^2. Draws `num_samples` z per digit from q
+  and returns, averaged over the digits of x, the sample std (ddof = 1) of
+  log w and the effective sample size fraction
+  ESS / S = (sum_s w_s)^2 / (S sum_s w_s^2) (Kong 1992), which estimates
+  1 / (1 + Var[w] / Z^2) when S is large enough to see the weights' tail
+  (and overestimates it otherwise).
+
+  Example:
+    >>> import jax
+    >>> from vae import models
+    >>> model = models.GaussianVAE(hidden=(8,), num_latents=2)
+    >>> params = model.init(jax.random.key(0))
+    >>> x = (jax.random.uniform(jax.random.key(1), (3, 784)) < 0.5) * 1.0
+    >>> d = weight_diagnostics(model, params, x, jax.random.key(2),
+    ...                        num_samples=50)
+    >>> 0 < d["ess_fraction"] <= 1, d["log_weight_std"] > 0
+    (True, True)
+  """
+  log_w = np.asarray(model.log_weights(params, x, key,
+                                       num_samples=num_samples), np.float64)
+  log_w = log_w - log_w.max(axis=-1, keepdims=True)
+  w = np.exp(log_w)
+  ess = w.sum(axis=-1) ** 2 / (w ** 2).sum(axis=-1)
+  return {"num_samples": num_samples,
+          "log_weight_std": float(np.mean(np.std(log_w, axis=-1, ddof=1))),
+          "ess_fraction": float(np.mean(ess / num_samples))}
+
+
 def make_config(args):
   """The trained model's config (benchmark sizes)."""
   config = vae_configs.get_config("test" if args.tiny else "gaussian")
@@ -190,8 +224,12 @@ def measure(args) -> dict:
   x = vae_data.sample_batch(jax.random.key(1234), digits.train,
                             batch_size=args.batch_size)
   key = jax.random.key(5678)
-  snr = {}
+  snr, weights = {}, {}
   for step in steps:
+    weights[step] = weight_diagnostics(
+        run.model, params[step], x, jax.random.key(91011),
+        num_samples=args.weight_samples)
+    print(f"step {step} weights: {weights[step]}", flush=True)
     snr[step] = {}
     for estimator in args.estimators:
       snr[step][estimator] = {}
@@ -205,7 +243,8 @@ def measure(args) -> dict:
               flush=True)
   return {"args": {n: getattr(args, n) for n in sorted(vars(args))},
           "checkpoint_steps": steps, "ks": list(args.ks),
-          "estimators": list(args.estimators), "curve": curve, "snr": snr}
+          "estimators": list(args.estimators), "curve": curve, "snr": snr,
+          "weights": weights}
 
 
 def load_results(path: str) -> dict:
@@ -216,6 +255,8 @@ def load_results(path: str) -> dict:
       int(step): {e: {int(k): v for k, v in by_k.items()}
                   for e, by_k in by_estimator.items()}
       for step, by_estimator in results["snr"].items()}
+  results["weights"] = {int(step): v
+                        for step, v in results.get("weights", {}).items()}
   return results
 
 
@@ -240,6 +281,16 @@ def markdown_tables(results: dict) -> str:
                  else "-")
         lines.append(f"| {step} | {estimator} | " + " | ".join(cells)
                      + f" | {slope} |")
+    lines.append("")
+  if results.get("weights"):
+    lines += ["Importance weights w = p(x, z) / q(z|x) on the same digits "
+              "(mean over digits):", "",
+              "| step | std of log w (nats) | ESS / S | S |",
+              "|---:|---:|---:|---:|"]
+    for step in results["checkpoint_steps"]:
+      d = results["weights"][step]
+      lines.append(f"| {step} | {d['log_weight_std']:.3g} | "
+                   f"{d['ess_fraction']:.3g} | {d['num_samples']} |")
     lines.append("")
   train_k = args["train_num_importance_samples"]
   trained_on = ("the ELBO (K = 1)" if train_k == 1 else
@@ -336,6 +387,10 @@ flags.DEFINE_integer("num_repeats", 100,
                      "Gradient estimates per SNR measurement.",
                      flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 20, "Fixed training digits per gradient.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("weight_samples", 1000,
+                     "Samples per digit for the importance-weight "
+                     "diagnostics (ESS, std of log w).", lower_bound=2,
                      flag_values=FLAGS)
 flags.DEFINE_string("from_json", "",
                     "Rewrite the tables and figure of this saved JSON into "

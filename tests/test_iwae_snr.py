@@ -4,10 +4,15 @@ Oracles of the tiny run: at K = 1 the normalized weight is 1, so "stl"
 (weights) and "dreg" (squared weights) give the same gradient on every
 draw, hence the same SNR to the last digit; the decoder gradient does not
 depend on the estimator, so neither does its SNR.
+Weight diagnostics: for weights (1, 1, 1, 1) the ESS is S and log w has
+std 0; for weights (1, 3) the ESS is (1 + 3)^2 / (1 + 9) = 1.6 of S = 2,
+and log w = (0, log 3) has sample std log(3) / sqrt(2).
 """
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 from benchmarks import iwae_snr
@@ -18,7 +23,8 @@ def test_a_tiny_run_writes_consistent_outputs(tmp_path):
   iwae_snr.main([
       "--tiny", "--num_steps=20", "--eval_every=10",
       "--checkpoint_steps=0,20", "--ks=1,2", "--estimators=stl,dreg",
-      "--num_repeats=4", "--batch_size=2", f"--out_dir={out}"])
+      "--num_repeats=4", "--batch_size=2", "--weight_samples=8",
+      f"--out_dir={out}"])
   results = iwae_snr.load_results(str(out / "iwae_snr.json"))
   assert results["checkpoint_steps"] == [0, 20]
   assert [r["step"] for r in results["curve"]] == [10, 20]
@@ -33,6 +39,10 @@ def test_a_tiny_run_writes_consistent_outputs(tmp_path):
   assert snr[0]["stl"][1] != snr[20]["stl"][1]
   text = (out / "iwae_snr.md").read_text()
   assert "| 20 | dreg |" in text
+  for step in (0, 20):
+    assert results["weights"][step]["num_samples"] == 8
+    assert 0 < results["weights"][step]["ess_fraction"] <= 1
+  assert "| 20 | " in text.split("ESS / S")[1]
   assert (out / "iwae_snr.png").stat().st_size > 0
 
   # The tables and figure are rewritten from the JSON alone.
@@ -40,6 +50,31 @@ def test_a_tiny_run_writes_consistent_outputs(tmp_path):
   iwae_snr.main([f"--from_json={out / 'iwae_snr.json'}",
                  f"--out_dir={again}"])
   assert (again / "iwae_snr.md").read_text() == text
+
+
+class _FixedWeights:
+  """A stand-in model whose log weights are given."""
+
+  def __init__(self, log_w):
+    self.log_w = np.log(np.asarray(log_w, np.float64))
+
+  def log_weights(self, params, x, key, *, num_samples):
+    assert self.log_w.shape == (x.shape[0], num_samples)
+    return self.log_w
+
+
+@pytest.mark.parametrize("weights,ess,std", [
+    ([[1.0, 1.0, 1.0, 1.0]], 1.0, 0.0),
+    ([[1.0, 3.0]], 0.8, math.log(3) / math.sqrt(2)),
+    ([[1.0, 1.0], [1.0, 3.0]], 0.9, math.log(3) / math.sqrt(2) / 2),
+])
+def test_weight_diagnostics_match_the_ess_formula(weights, ess, std):
+  model = _FixedWeights(weights)
+  x = np.zeros((len(weights), 784))
+  d = iwae_snr.weight_diagnostics(model, None, x, None,
+                                  num_samples=len(weights[0]))
+  assert d["ess_fraction"] == pytest.approx(ess, rel=1e-12)
+  assert d["log_weight_std"] == pytest.approx(std, rel=1e-12, abs=1e-15)
 
 
 def _results():
