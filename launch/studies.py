@@ -22,9 +22,21 @@ import ml_collections
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-  column: str  # eval.csv column, read at the final evaluation.
+  column: str  # eval.csv column (or final.json key), read at the end.
   label: str   # Name in the report.
   log_y: bool = False  # Learning curves on a log scale.
+  # "eval.csv" (every evaluation: finals and learning curves) or
+  # "final.json" (one value per run, written after training: finals only;
+  # systems with one seed per cell).
+  source: str = "eval.csv"
+
+  def __post_init__(self):
+    if self.source not in SOURCES:
+      raise ValueError(f"Metric {self.column!r}: source must be one of "
+                       f"{SOURCES}; got {self.source!r}.")
+
+
+SOURCES = ("eval.csv", "final.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,12 @@ class System:
   # launch/study_report.py (`AXES`): "seconds" (train.csv wall clock),
   # "critic_evaluations" (SAC's (state, action) pairs through the critics).
   curve_axes: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    per_run = [m.column for m in self.metrics if m.source == "final.json"]
+    if per_run and self.vmapped_seeds:
+      raise ValueError(f"System {self.name!r}: final.json metrics {per_run} "
+                       f"need one seed per cell; this system vmaps seeds.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,10 +371,13 @@ VAE_ESTIMATORS = Study(
 
 
 # The Gaussian VAE trained on the K-sample bound (vae/iwae.py): eval.csv has
-# the test -L_K next to the test -ELBO.
+# the test -L_K next to the test -ELBO, final.json the estimate of log p(x).
 VAE_IWAE = dataclasses.replace(
     VAE, metrics=(Metric("test_neg_iw_bound", "test -L_K (nats)"),
-                  Metric("test_neg_elbo", "test -ELBO (nats)")))
+                  Metric("test_neg_elbo", "test -ELBO (nats)"),
+                  Metric("test_log_px_iw", "test log p(x), the "
+                         "iw_samples-sample (1,000) importance-weighted "
+                         "estimate (nats)", source="final.json")))
 
 
 def _iwae_arm(estimator: str, k: int) -> Condition:

@@ -90,7 +90,8 @@ def load_condition(study: studies.Study, workdir: str,
   budget recorded in its cell_done.json.
   """
   system = study.system
-  columns = [m.column for m in system.metrics]
+  columns = [m.column for m in system.metrics if m.source == "eval.csv"]
+  final_keys = [m.column for m in system.metrics if m.source == "final.json"]
   out = {}
   for cell in cells:
     if cell.condition != condition or not study_runner.is_done(workdir, cell):
@@ -111,6 +112,11 @@ def load_condition(study: studies.Study, workdir: str,
             f"num_steps={final_step}.")
       out[seed] = {"step": steps, **{c: np.array([float(r[c]) for r in mine])
                                      for c in columns}}
+    if final_keys:
+      (seed,) = cell.seeds  # One seed per cell (checked by the Study).
+      with open(os.path.join(run_dir, "final.json")) as f:
+        final = json.load(f)
+      out[seed].update({k: np.array([float(final[k])]) for k in final_keys})
   return out
 
 
@@ -744,7 +750,9 @@ def write_report(study: studies.Study, workdir: str) -> str:
     finals = {name: {s: float(v[metric.column][-1]) for s, v in d.items()}
               for name, d in data.items()}
     lines += [f"## {metric.label}", "",
-              f"`{metric.column}` at the final evaluation.", "",
+              f"`{metric.column}` at the final evaluation"
+              + (" (final.json)." if metric.source == "final.json" else "."),
+              "",
               "| condition | task | seeds | IQM [95% CI] | mean ± sample std "
               "| per seed (final) |",
               "|---|---|---|---|---|---|"]
@@ -776,6 +784,9 @@ def write_report(study: studies.Study, workdir: str) -> str:
                 "(stratified):", "",
                 "| comparison | tasks | relative difference [95% CI] | "
                 "CI excludes 0 |", "|---|---|---|---|"] + agg_rows
+    if metric.source != "eval.csv":
+      lines.append("")
+      continue  # One value per run: no learning curve.
     figure = os.path.join(FIGURES, f"{study.name}_{metric.column}.png")
     curves = {c.name: _step_curve(c, data[c.name], metric.column)
               for c in study.conditions}

@@ -52,7 +52,7 @@ class FakeTrainer:
       for step in (final // 2, final):
         row = {"step": step,
                **{m.column: float(rng.normal(1.0, 0.3))
-                  for m in self.system.metrics}}
+                  for m in self.system.metrics if m.source == "eval.csv"}}
         if self.system.seed_column:
           row[self.system.seed_column] = seed
         rows.append(row)
@@ -70,6 +70,11 @@ class FakeTrainer:
     log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), list(rows[0]))
     log.start(None)
     log.write(rows)
+    per_run = {m.column: float(rng.normal(-90.0, 1.0))
+               for m in self.system.metrics if m.source == "final.json"}
+    if per_run:
+      with open(os.path.join(workdir, "final.json"), "w") as f:
+        json.dump({"step": final, **per_run}, f)
 
 
 def _cells(study, settings):
@@ -369,6 +374,39 @@ def test_bernoulli_report_has_every_metric_the_cost_and_aggregates(
   assert "## Cost: seconds per training step" in text
   assert "disarm vs arm, both architectures" in text
   assert "| disarm (1 pair) − arm (1 pair) | nonlinear | 0, 1 |" in text
+
+
+def test_final_json_metrics_are_reported_per_run_without_curves(tmp_path):
+  study = studies.IWAE_ESTIMATORS
+  workdir = str(tmp_path)
+  text = open(ablate.run(study.name, workdir, quick=True, seeds=2,
+                         train=FakeTrainer(study))).read()
+  (metric,) = [m for m in study.system.metrics if m.source == "final.json"]
+  section = _section(text, metric.label)
+  assert f"`{metric.column}` at the final evaluation (final.json)." in section
+  settings = study_runner.resolve_settings(study, seeds=2, steps=None,
+                                           quick=True)
+  for path in _cells(study, settings):
+    with open(os.path.join(workdir, path, "final.json")) as f:
+      value = json.load(f)[metric.column]
+    assert study_report.fmt(value) in section
+  assert "![" not in section
+  assert not os.path.exists(os.path.join(
+      workdir, "figures", f"{study.name}_{metric.column}.png"))
+  for other in study.system.metrics:
+    if other.source == "eval.csv":
+      assert os.path.exists(os.path.join(
+          workdir, "figures", f"{study.name}_{other.column}.png"))
+
+
+def test_metric_sources_are_checked():
+  with pytest.raises(ValueError, match=r"source must be one of .*'eval.csv'"
+                     r".*got 'final.csv'"):
+    studies.Metric("x", "x", source="final.csv")
+  with pytest.raises(ValueError, match=r"final.json metrics \['x'\] need "
+                     r"one seed per cell"):
+    dataclasses.replace(
+        studies.SAC, metrics=(studies.Metric("x", "x", source="final.json"),))
 
 
 def test_finished_cell_with_another_config_is_refused(tmp_path):

@@ -126,5 +126,9 @@ def test_iwae_estimators_study_cells_pass_the_trainers_checks(quick):
     assert vae_train.eval_columns(config) == iwae.EVAL_COLUMNS
     for field, value in cell.condition.overrides:
       assert config[field] == value
-  metrics = [m.column for m in study.system.metrics]
+  metrics = [m.column for m in study.system.metrics
+             if m.source == "eval.csv"]
   assert set(metrics) <= set(iwae.EVAL_COLUMNS)
+  per_run = [m.column for m in study.system.metrics
+             if m.source == "final.json"]
+  assert per_run == ["test_log_px_iw"]  # vae.train.final_evaluation's key.
