@@ -321,20 +321,25 @@ def test_cell_configs_pass_the_trainers_checks(quick):
   assert full.actor_lr == 3e-4 and full.learning_starts == 10_000
 
 
-def test_vae_cell_configs():
-  """Needs launch/configs/vae.py (the VAE issue); skipped until it exists."""
-  pytest.importorskip("launch.configs.vae")
+@pytest.mark.parametrize("name,num_cells", [("vae_estimators", 7 * 3),
+                                             ("gamma_estimators", 4 * 3)])
+def test_vae_cell_configs(name, num_cells):
+  """Each cell's config passes the trainer's checks and logs the metrics."""
   vae_train = pytest.importorskip("vae.train")
-  study = studies.VAE_ESTIMATORS
+  study = studies.get_study(name)
   for quick in (True, False):
     settings = study_runner.resolve_settings(study, seeds=None, steps=None,
                                              quick=quick)
-    for cell in study_runner.study_cells(study, settings):
+    cells = study_runner.study_cells(study, settings)
+    assert len(cells) == num_cells
+    for cell in cells:
       config = study_runner.cell_config(study, cell, settings)
       vae_train.check_config(config)
       assert config.model == cell.condition.task
       for field, value in cell.condition.overrides:
         assert config[field] == value
+      assert {m.column for m in study.system.metrics} <= set(
+          vae_train.eval_columns(config))
 
 
 def test_bernoulli_cell_configs():

@@ -137,21 +137,3 @@ def test_an_unknown_encoder_grad_is_refused():
                       encoder_grad="pathwise", num_samples=2,
                       shape_augmentation=1)
 
-
-@pytest.mark.parametrize("quick", [True, False])
-def test_gamma_estimators_study_cells_pass_the_trainers_checks(quick):
-  from launch import studies
-  from launch import study_runner
-  from vae import train as vae_train
-  study = studies.get_study("gamma_estimators")
-  settings = study_runner.resolve_settings(study, seeds=None, steps=None,
-                                           quick=quick)
-  cells = study_runner.study_cells(study, settings)
-  assert len(cells) == 4 * 3  # Four encoder gradients, 3 seeds.
-  for cell in cells:
-    config = study_runner.cell_config(study, cell, settings)
-    vae_train.check_config(config)
-    assert config.model == "gamma"
-    assert config.encoder_grad == cell.condition.overrides[0][1]
-  metrics = {m.column for m in study.system.metrics}
-  assert metrics <= set(vae_train.EVAL_COLUMNS["gamma"])
