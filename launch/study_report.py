@@ -113,7 +113,7 @@ def load_condition(study: studies.Study, workdir: str,
       out[seed] = {"step": steps, **{c: np.array([float(r[c]) for r in mine])
                                      for c in columns}}
     if final_keys:
-      (seed,) = cell.seeds  # One seed per cell (checked by the Study).
+      (seed,) = cell.seeds  # One seed per cell (checked by System).
       with open(os.path.join(run_dir, "final.json")) as f:
         final = json.load(f)
       out[seed].update({k: np.array([float(final[k])]) for k in final_keys})
