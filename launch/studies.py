@@ -61,7 +61,9 @@ class System:
   cost: Cost | None = None
   # Learning-curve x axes besides the environment step, computed by
   # launch/study_report.py (`AXES`): "seconds" (train.csv wall clock),
-  # "critic_evaluations" (SAC's (state, action) pairs through the critics).
+  # "critic_evaluations" (SAC's (state, action) pairs through the critics),
+  # "training_seconds" (eval.csv step_seconds, summed), "decoder_evaluations"
+  # (the Bernoulli VAE's latents through the decoder per digit).
   curve_axes: tuple[str, ...] = ()
 
   def __post_init__(self):
@@ -449,7 +451,8 @@ BERNOULLI_VAE = System(
              Metric("test_neg_elbo", "test -ELBO (nats)")),
     cost=Cost("eval.csv", "step_seconds", "seconds per training step "
               "(eval.csv step_seconds, median over the evaluations; "
-              "compilation and evaluation excluded)", "median"))
+              "compilation and evaluation excluded)", "median"),
+    curve_axes=("training_seconds", "decoder_evaluations"))
 
 # Discrete samples per digit (config.num_samples): two for the estimators
 # the papers give two evaluations of f (score function, the antithetic

@@ -8,15 +8,20 @@ the per-seed final values with a 95% percentile bootstrap CI (Agarwal et al.
 the seeds both conditions ran; optional aggregates over tasks; learning curves
 (IQM over seeds per evaluation step, with the CI as a band).
 
-Cost axes. For a system with `curve_axes` (SAC), the learning curves are
-also drawn against
-  seconds             each cell's training wall clock (train.csv `seconds`,
-                      summed over resumes), interpolated onto each seed's
-                      evaluation steps (`wall_clock_at`);
-  critic_evaluations  the (state, action) pairs passed through the critic
-                      ensemble per seed, from each cell's config
-                      (`sac_critic_evaluations`, with SAC's update schedule
-                      `sac_gradient_steps`);
+Cost axes. For a system with `curve_axes` (SAC, the Bernoulli VAE), the
+learning curves are also drawn against
+  seconds              each cell's training wall clock (train.csv `seconds`,
+                       summed over resumes), interpolated onto each seed's
+                       evaluation steps (`wall_clock_at`);
+  critic_evaluations   the (state, action) pairs passed through the critic
+                       ensemble per seed, from each cell's config
+                       (`sac_critic_evaluations`, with SAC's update schedule
+                       `sac_gradient_steps`);
+  training_seconds     the time of a cell's updates alone (eval.csv
+                       `step_seconds` per evaluation interval, summed:
+                       `training_seconds_at`);
+  decoder_evaluations  latents through the decoder per training digit, from
+                       each cell's config (`vae.bernoulli.decoder_evaluations`);
 and a table compares the conditions of each task at one common value of the
 axis: x* = the smallest final value among the task's conditions, so every
 seed of every condition reached it; per condition the IQM [95% CI] over
@@ -275,6 +280,24 @@ AXES = {
         "(`launch.study_report.sac_critic_evaluations`): batch_size x (2 + "
         "K) per gradient step, K the actions per state of the actor loss "
         "(pathwise_samples or score_function_samples)."),
+    "training_seconds": Axis(
+        "training_seconds", "training seconds (updates only)",
+        "training time", "T", " (s)",
+        "Training seconds of each cell: the time of its jitted updates "
+        "alone (eval.csv `step_seconds`, measured per chunk of eval_every "
+        "updates with compilation and evaluation excluded, times the steps "
+        "of the chunk, summed; `training_seconds_at`). Wall clock depends "
+        "on the machine and its load: compare cells run on one machine "
+        "under similar load."),
+    "decoder_evaluations": Axis(
+        "decoder_evaluations", "decoder evaluations per digit",
+        "decoder evaluations", "E", "",
+        "Decoder evaluations: the latents passed forward through the "
+        "decoder per training digit, computed from each cell's config "
+        "(`vae.bernoulli.decoder_evaluations` per step, times the steps): "
+        "S for the score function, VIMCO and the relaxations, S + 1 for "
+        "ARM and DisARM, 3 S + 1 for REBAR and RELAX (S = num_samples); "
+        "backward passes are not counted."),
 }
 
 
@@ -314,6 +337,40 @@ def wall_clock_at(steps, logged_steps, logged_seconds) -> np.ndarray:
         f"seconds non-decreasing from 0; got steps {logged_steps.tolist()} "
         f"and seconds {logged_seconds.tolist()}.")
   return np.interp(np.asarray(steps, np.float64), xp, fp, right=np.nan)
+
+
+def training_seconds_at(steps, logged_steps, step_seconds) -> np.ndarray:
+  """Training seconds at `steps` from per-step times logged per interval.
+
+  Row r logs at step t_r the mean seconds per update s_r over the updates
+  since the previous row (t_0 = 0), so the training time at t_r is
+  sum_{q <= r} s_q (t_q - t_{q-1}); between rows it is read linearly
+  (`wall_clock_at`), NaN past the last row.
+
+  Args:
+    steps: [T] steps to read at.
+    logged_steps: [R] steps of the rows, strictly increasing, > 0.
+    step_seconds: [R] mean seconds per update in each interval, >= 0.
+
+  Returns:
+    [T] float64 seconds.
+
+  Example:
+    >>> training_seconds_at([100, 200, 300], [100, 300],
+    ...                     [0.5, 0.25]).tolist()  # 50, then + 50.
+    [50.0, 75.0, 100.0]
+  """
+  logged_steps = np.asarray(logged_steps, np.float64)
+  step_seconds = np.asarray(step_seconds, np.float64)
+  if (logged_steps.ndim != 1 or logged_steps.shape != step_seconds.shape
+      or not np.all(step_seconds >= 0)):
+    raise ValueError(
+        f"logged steps and step_seconds must be 1-D of one length with "
+        f"step_seconds >= 0; got steps {logged_steps.tolist()} and "
+        f"step_seconds {step_seconds.tolist()}.")
+  intervals = np.diff(np.concatenate([[0.0], logged_steps]))
+  return wall_clock_at(steps, logged_steps,
+                       np.cumsum(step_seconds * intervals))
 
 
 def sac_gradient_steps(config, steps) -> np.ndarray:
@@ -482,6 +539,21 @@ def _logged_seconds(study, run_dir: str, seed: int
   return np.array(steps), np.array(seconds)
 
 
+def _logged_step_seconds(study, run_dir: str, seed: int
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+  """A seed's (steps, step_seconds) rows of eval.csv; None without them."""
+  del study, seed  # One seed per run.
+  rows = csv_logs.read_csv(os.path.join(run_dir, "eval.csv"))
+  if not rows or "step_seconds" not in rows[0]:
+    return None
+  mine = sorted((int(float(r["step"])), float(r["step_seconds"]))
+                for r in rows if int(float(r["step"])) > 0)
+  if not mine:
+    return None
+  steps, seconds = zip(*mine)
+  return np.array(steps), np.array(seconds)
+
+
 def load_axis(study: studies.Study, workdir: str,
               condition: studies.Condition,
               cells: Sequence[study_runner.Cell],
@@ -490,7 +562,7 @@ def load_axis(study: studies.Study, workdir: str,
   """seed -> the `axis` value at each of its evaluation steps (`data`).
 
   NaN where unknown: seconds past a cell's last train.csv row, or of a cell
-  whose train.csv has no `seconds` column.
+  whose train.csv has no `seconds` (eval.csv: `step_seconds`) column.
   """
   if axis not in AXES:
     raise ValueError(f"unknown curve axis {axis!r} of system "
@@ -506,10 +578,18 @@ def load_axis(study: studies.Study, workdir: str,
       if axis == "critic_evaluations":
         out[seed] = sac_critic_evaluations(
             _cell_config(workdir, cell), steps).astype(np.float64)
-        continue
-      logged = _logged_seconds(study, run_dir, seed)
-      out[seed] = (np.full(len(steps), np.nan) if logged is None
-                   else wall_clock_at(steps, *logged))
+      elif axis == "decoder_evaluations":
+        from vae import bernoulli  # The VAE's dependencies only here.
+        config = _cell_config(workdir, cell)
+        out[seed] = steps * float(bernoulli.decoder_evaluations(
+            config["estimator"], int(config["num_samples"])))
+      else:
+        reader, clock = (
+            (_logged_seconds, wall_clock_at) if axis == "seconds"
+            else (_logged_step_seconds, training_seconds_at))
+        logged = reader(study, run_dir, seed)
+        out[seed] = (np.full(len(steps), np.nan) if logged is None
+                     else clock(steps, *logged))
   return out
 
 
@@ -572,9 +652,9 @@ def _equal_axis_lines(study, metric, axis: Axis, data, xs) -> list[str]:
            f"final value among the task's conditions (over their seeds), "
            f"which every seed of every condition reached; each seed's "
            f"`{metric.column}` read there, linearly between its "
-           f"evaluations. Env steps: the median over seeds of the step at "
+           f"evaluations. Steps: the median over seeds of the step at "
            f"{axis.symbol}.", "",
-           f"| {axis.symbol}{axis.unit} | condition | task | env steps | "
+           f"| {axis.symbol}{axis.unit} | condition | task | steps | "
            f"seeds | "
            f"IQM [95% CI] | mean ± sample std | per seed (at "
            f"{axis.symbol}) |", "|---|---|---|---|---|---|---|---|"] + rows

@@ -729,6 +729,99 @@ def test_sac_report_at_equal_wall_clock_and_critic_evaluations(
   assert again == text.encode("utf-8")
 
 
+def test_training_seconds_sum_the_per_step_times_by_hand():
+  # Rows at 100 (0.5 s per update) and 300 (0.25 s per update): 50 s by
+  # step 100, 50 + 200 * 0.25 = 100 s by 300; 200 is halfway (75 s).
+  got = study_report.training_seconds_at([50, 100, 200, 300, 400],
+                                         [100, 300], [0.5, 0.25])
+  np.testing.assert_array_equal(got, [25.0, 50.0, 75.0, 100.0, np.nan])
+  for steps, seconds in (([100], [-1.0]), ([100, 300], [1.0])):
+    with pytest.raises(ValueError, match="step_seconds >= 0"):
+      study_report.training_seconds_at([100], steps, seconds)
+
+
+class TimedVaeTrainer:
+  """Writes a Bernoulli VAE cell's eval.csv: `bounds[condition][step](seed)`
+  and `step_seconds[condition][step]`; evaluations at 100 and 200."""
+
+  def __init__(self, bounds, step_seconds):
+    self.bounds, self.step_seconds = bounds, step_seconds
+
+  def __call__(self, config, workdir):
+    name = next(n for n in self.bounds
+                if os.path.join("cells", n, "") in workdir)
+    os.makedirs(workdir, exist_ok=True)
+    rows = [{"step": step, "test_neg_bound": f(config.seed),
+             "encoder_grad_variance": 1.0, "test_neg_elbo": 1.0,
+             "step_seconds": self.step_seconds[name][step]}
+            for step, f in self.bounds[name].items()]
+    log = csv_logs.CsvLog(os.path.join(workdir, "eval.csv"), list(rows[0]))
+    log.start(None)
+    log.write(rows)
+
+
+def test_bernoulli_report_at_equal_training_time_and_decoder_evaluations(
+    tmp_path, monkeypatch):
+  """Quick-mode study, 3 seeds, hand-computed oracles.
+
+  Quick config: 200 steps, evaluations at 100 and 200. Decoder evaluations
+  per step: score function (2 samples) 2, DisARM (1 pair) 3, REBAR (1
+  draw) 4, so E = 400 (the score function's final): the score function
+  at step 200, DisARM 1/3 of the way from 100 (E = 300) to 200 (600),
+  REBAR at step 100. Training seconds: score function 0.5 s per step
+  (50 s, 100 s), DisARM 0.6 (60 s, 120 s), REBAR 1.0 then 1.5 (100 s,
+  250 s), so T = 100 s: the score function at 200, DisARM 2/3 of the way
+  from 100 to 200, REBAR at 100.
+  """
+  base = studies.BERNOULLI_ESTIMATORS
+  names = ("linear_score_function", "linear_disarm", "linear_rebar")
+  study = dataclasses.replace(
+      base, name="bernoulli_timed",
+      conditions=tuple(map(base.condition, names)),
+      pairs=((names[1], names[0]),), aggregates=())
+  monkeypatch.setitem(studies.STUDIES, study.name, study)
+  bounds = {
+      names[0]: {100: lambda s: 10.0 + s, 200: lambda s: 5.0 + s},
+      names[1]: {100: lambda s: 12.0 + s, 200: lambda s: 6.0 + 2 * s},
+      names[2]: {100: lambda s: 9.0 + s, 200: lambda s: 4.0}}
+  step_seconds = {names[0]: {100: 0.5, 200: 0.5},
+                  names[1]: {100: 0.6, 200: 0.6},
+                  names[2]: {100: 1.0, 200: 1.5}}
+  workdir = str(tmp_path)
+  path = ablate.run(study.name, workdir, quick=True, seeds=3,
+                    train=TimedVaeTrainer(bounds, step_seconds))
+  text = open(path, encoding="utf-8").read()
+  fmt = study_report.fmt
+  heading = "### test -L_K (nats; K-sample bound, K = eval_samples) against "
+  timed = text.split(heading + "training seconds")[1].split("### ")[0]
+  counted = text.split(heading + "decoder evaluations")[1].split("### ")[0]
+  expected = {
+      ("training_seconds", names[0]): ("100.0", "200", [5.0, 6.0, 7.0]),
+      ("training_seconds", names[1]): (
+          "100.0", "167", [12 + s + 2 * (s - 6) / 3 for s in range(3)]),
+      ("training_seconds", names[2]): ("100.0", "100", [9.0, 10.0, 11.0]),
+      ("decoder_evaluations", names[0]): ("400.0", "200", [5.0, 6.0, 7.0]),
+      ("decoder_evaluations", names[1]): (
+          "400.0", "133", [12 + s + (s - 6) / 3 for s in range(3)]),
+      ("decoder_evaluations", names[2]): ("400.0", "100",
+                                          [9.0, 10.0, 11.0])}
+  for (axis, name), (target, step, values) in expected.items():
+    section = timed if axis == "training_seconds" else counted
+    condition = study.condition(name)
+    low, high = seed_statistics.stratified_bootstrap_ci(
+        [values], seed=study_report._seed_of(
+            study.name, "test_neg_bound", "equal", axis, name))
+    row = _table_row(section, f"| {target} | {condition.label} | "
+                     f"{condition.task} | ")
+    assert row == (
+        f"| {target} | {condition.label} | {condition.task} | {step} | "
+        f"0, 1, 2 | {fmt(np.mean(values))} [{fmt(low)}, {fmt(high)}] | "
+        f"{fmt(np.mean(values))} ± {fmt(np.std(values, ddof=1))} | "
+        f"{', '.join(fmt(v) for v in values)} |"), (axis, row)
+    assert os.path.getsize(tmp_path / "figures" /
+                           f"bernoulli_timed_test_neg_bound_{axis}.png") > 0
+
+
 def test_cells_without_a_logged_clock_are_left_out_of_the_wall_clock_table(
     tmp_path):
   """The fake trainer's train.csv has no `seconds` column (runs logged

@@ -197,3 +197,42 @@ def test_kl_and_log_prob_match_their_definitions():
       log_q - bernoulli.bernoulli_log_prob(configs, p)))
   np.testing.assert_allclose(bernoulli.bernoulli_kl(q, p), expected,
                              rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator,samples", [
+    ("score_function", 2), ("score_function", 3), ("arm", 2), ("disarm", 2),
+    ("rebar", 1), ("relax", 1), ("vimco", 2), ("vimco", 3),
+    ("gumbel_softmax", 2), ("st_gumbel_softmax", 3)])
+def test_decoder_evaluations_count_the_latents_the_step_decodes(
+    monkeypatch, estimator, samples):
+  """`decoder_evaluations` against the latents passed to the decoder while
+  one digit's gradient is traced (autodiff adds backward passes only).
+
+  The estimators of `common.estimators` vmap over their draws, which hides
+  the draw axis from the traced shapes, so ARM, DisARM, REBAR and RELAX are
+  counted at one draw (the `bernoulli_estimators` study's setting); the
+  others at two and three samples.
+  """
+  config = _tiny(estimator)
+  config.num_samples = samples
+  model, state = _state(config)
+  rows = []
+  decode = bernoulli.BernoulliVAE.decode
+
+  def counting(self, decoder_params, b):
+    rows.append(int(np.prod(b.shape[:-1])))
+    return decode(self, decoder_params, b)
+
+  monkeypatch.setattr(bernoulli.BernoulliVAE, "decode", counting)
+  grad_fn = bernoulli.make_grad_fn(model, config, lambda step: 1.0)
+  jax.eval_shape(grad_fn, state.params, state.cv_params, _batch()[:1],
+                 jax.random.key(0), 0)
+  assert sum(rows) == bernoulli.decoder_evaluations(estimator, samples)
+
+
+def test_decoder_evaluations_refuse_bad_input():
+  with pytest.raises(ValueError, match="estimator must be one of .*'nope'"):
+    bernoulli.decoder_evaluations("nope", 2)
+  with pytest.raises(ValueError, match="num_samples must be a positive int; "
+                     "got 0"):
+    bernoulli.decoder_evaluations("arm", 0)

@@ -433,6 +433,41 @@ def make_evaluate(model: BernoulliVAE, config: ml_collections.ConfigDict):
   return jax.jit(evaluate)
 
 
+def decoder_evaluations(estimator: str, num_samples: int) -> int:
+  """Forward evaluations of the decoder per digit in one training step.
+
+  The count of latents (binary or relaxed) that one training step passes
+  through the decoder per digit, as the module docstring lists them, with
+  S = num_samples: S for score_function, vimco and the relaxations; S + 1
+  for arm and disarm (S / 2 antithetic pairs, two evaluations each, and one
+  fresh sample for the decoder gradient); 3 S + 1 for rebar and relax (f at
+  b, z and z~ per draw, and the fresh sample). Backward passes are not
+  counted.
+
+  Args:
+    estimator: one of `ESTIMATORS`.
+    num_samples: S, the config's num_samples.
+
+  Returns:
+    Forward passes per digit.
+
+  Example:
+    >>> decoder_evaluations("disarm", 2), decoder_evaluations("rebar", 1)
+    (3, 4)
+  """
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"estimator must be one of {ESTIMATORS}; got "
+                     f"{estimator!r}.")
+  if not isinstance(num_samples, int) or num_samples < 1:
+    raise ValueError(f"num_samples must be a positive int; got "
+                     f"{num_samples!r}.")
+  if estimator in ("arm", "disarm"):
+    return num_samples + 1
+  if estimator in ("rebar", "relax"):
+    return 3 * num_samples + 1
+  return num_samples
+
+
 class TimedStep:
   """A jitted training step, compiled before its first call, that records
   the wall-clock seconds of its last call (compilation excluded, the device
