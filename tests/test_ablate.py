@@ -656,6 +656,24 @@ def _table_row(section, first_cells):
   return next(r for r in section.splitlines() if r.startswith(first_cells))
 
 
+def _check_equal_axis_row(section, study, column, axis, name, target, step,
+                          values):
+  """The equal-x table's row of condition `name` (seeds 0, 1, 2): x*
+  `target`, the median step `step` and the seeds' `values` at x*."""
+  fmt = study_report.fmt
+  condition = study.condition(name)
+  low, high = seed_statistics.stratified_bootstrap_ci(
+      [values], seed=study_report._seed_of(study.name, column, "equal", axis,
+                                           name))
+  row = _table_row(section, f"| {target} | {condition.label} | "
+                   f"{condition.task} | ")
+  assert row == (
+      f"| {target} | {condition.label} | {condition.task} | {step} | "
+      f"0, 1, 2 | {fmt(np.mean(values))} [{fmt(low)}, {fmt(high)}] | "
+      f"{fmt(np.mean(values))} ± {fmt(np.std(values, ddof=1))} | "
+      f"{', '.join(fmt(v) for v in values)} |"), (axis, row)
+
+
 def test_sac_report_at_equal_wall_clock_and_critic_evaluations(
     tmp_path, monkeypatch):
   """Quick-mode study, 3 seeds, hand-computed oracles.
@@ -705,19 +723,10 @@ def test_sac_report_at_equal_wall_clock_and_critic_evaluations(
                               for s in range(3)]),
       ("critic", names[2]): ("38400.0", "600", [5.0, 6.0, 7.0])}
   for (axis, name), (target, step, values) in expected.items():
-    section = wall if axis == "wall" else critic
-    condition = study.condition(name)
-    low, high = seed_statistics.stratified_bootstrap_ci(
-        [values], seed=study_report._seed_of(
-            study.name, "return_mean", "equal",
-            "seconds" if axis == "wall" else "critic_evaluations", name))
-    row = _table_row(section, f"| {target} | {condition.label} | "
-                     f"{condition.task} | ")
-    assert row == (
-        f"| {target} | {condition.label} | {condition.task} | {step} | "
-        f"0, 1, 2 | {fmt(np.mean(values))} [{fmt(low)}, {fmt(high)}] | "
-        f"{fmt(np.mean(values))} ± {fmt(np.std(values, ddof=1))} | "
-        f"{', '.join(fmt(v) for v in values)} |"), (axis, row)
+    _check_equal_axis_row(
+        wall if axis == "wall" else critic, study, "return_mean",
+        "seconds" if axis == "wall" else "critic_evaluations", name, target,
+        step, values)
   # Paired S - P at T = 60 s: 50 - 100, 53.8 - 110, 57.6 - 120.
   pair = _table_row(wall, "| score_function (8 samples) − pathwise |")
   assert f"| 0, 1, 2 | {fmt(-56.2)} [" in pair
@@ -791,7 +800,6 @@ def test_bernoulli_report_at_equal_training_time_and_decoder_evaluations(
   path = ablate.run(study.name, workdir, quick=True, seeds=3,
                     train=TimedVaeTrainer(bounds, step_seconds))
   text = open(path, encoding="utf-8").read()
-  fmt = study_report.fmt
   heading = "### test -L_K (nats; K-sample bound, K = eval_samples) against "
   timed = text.split(heading + "training seconds")[1].split("### ")[0]
   counted = text.split(heading + "decoder evaluations")[1].split("### ")[0]
@@ -806,18 +814,9 @@ def test_bernoulli_report_at_equal_training_time_and_decoder_evaluations(
       ("decoder_evaluations", names[2]): ("400.0", "100",
                                           [9.0, 10.0, 11.0])}
   for (axis, name), (target, step, values) in expected.items():
-    section = timed if axis == "training_seconds" else counted
-    condition = study.condition(name)
-    low, high = seed_statistics.stratified_bootstrap_ci(
-        [values], seed=study_report._seed_of(
-            study.name, "test_neg_bound", "equal", axis, name))
-    row = _table_row(section, f"| {target} | {condition.label} | "
-                     f"{condition.task} | ")
-    assert row == (
-        f"| {target} | {condition.label} | {condition.task} | {step} | "
-        f"0, 1, 2 | {fmt(np.mean(values))} [{fmt(low)}, {fmt(high)}] | "
-        f"{fmt(np.mean(values))} ± {fmt(np.std(values, ddof=1))} | "
-        f"{', '.join(fmt(v) for v in values)} |"), (axis, row)
+    _check_equal_axis_row(
+        timed if axis == "training_seconds" else counted, study,
+        "test_neg_bound", axis, name, target, step, values)
     assert os.path.getsize(tmp_path / "figures" /
                            f"bernoulli_timed_test_neg_bound_{axis}.png") > 0
 
