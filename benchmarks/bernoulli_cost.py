@@ -73,8 +73,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the data, initialisation, noise.",
                      flag_values=FLAGS)
 flags.DEFINE_bool("tiny", False, "Sizes of the `test` config (smoke run).",
                   flag_values=FLAGS)
-flags.DEFINE_string("out_dir", None, "Output directory.", flag_values=FLAGS,
-                    required=True)
+command_line.define_outputs(FLAGS, from_json=False)
 
 
 def make_config(architecture: str, estimator: str, *, tiny: bool, seed: int):

@@ -56,6 +56,23 @@ def define_integer_list(name: str, default: Sequence[int] | None,
                       serializer=flags.CsvListSerializer(","))
 
 
+def define_outputs(flag_values: flags.FlagValues, *, from_json: bool
+                   ) -> None:
+  """Defines the output flags of a benchmark that writes a directory.
+
+  `--out_dir` (required): where the outputs go. With `from_json`, also
+  `--from_json=PATH` (default ""): rewrite the tables and figures of that
+  saved JSON into --out_dir instead of measuring.
+  """
+  if from_json:
+    flags.DEFINE_string("from_json", "",
+                        "Rewrite the tables and figure of this saved JSON "
+                        "into --out_dir; no training.",
+                        flag_values=flag_values)
+  flags.DEFINE_string("out_dir", None, "Output directory.",
+                      flag_values=flag_values, required=True)
+
+
 def usage_error(message: str) -> None:
   """Prints `error: message` to stderr and exits with status 2."""
   print(f"error: {message}\n(--help lists the flags)", file=sys.stderr)

@@ -392,11 +392,7 @@ flags.DEFINE_integer("weight_samples", 1000,
                      "Samples per digit for the importance-weight "
                      "diagnostics (ESS, std of log w).", lower_bound=2,
                      flag_values=FLAGS)
-flags.DEFINE_string("from_json", "",
-                    "Rewrite the tables and figure of this saved JSON into "
-                    "--out_dir; no training.", flag_values=FLAGS)
-flags.DEFINE_string("out_dir", None, "Output directory.", flag_values=FLAGS,
-                    required=True)
+command_line.define_outputs(FLAGS, from_json=True)
 
 
 def main(argv=None):

@@ -195,11 +195,7 @@ flags.DEFINE_string("compare_to", "score_function",
                     "Estimator the comparison table divides by (no "
                     "comparison table when it was not run).",
                     flag_values=FLAGS)
-flags.DEFINE_string("from_json", "",
-                    "Rewrite the tables and figure of this saved JSON into "
-                    "--out_dir; no training.", flag_values=FLAGS)
-flags.DEFINE_string("out_dir", None, "Output directory.", flag_values=FLAGS,
-                    required=True)
+command_line.define_outputs(FLAGS, from_json=True)
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ table built from it, and the usage errors of the command line.
 import pytest
 
 from benchmarks import bernoulli_cost
+import command_line_checks
 
 
 def test_summary_takes_medians_of_times_and_of_per_round_ratios():
@@ -37,8 +38,6 @@ def test_summary_takes_medians_of_times_and_of_per_round_ratios():
     (["--timing_rounds=0"], "--timing_rounds must be >= 1; got 0"),
 ])
 def test_bad_input_exits_with_status_2(argv, message, tmp_path, capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    bernoulli_cost.main(argv + [f"--out_dir={tmp_path}"])
-  assert exit_info.value.code == 2
-  assert message in capsys.readouterr().err
+  command_line_checks.assert_usage_error(
+      bernoulli_cost.main, argv + [f"--out_dir={tmp_path}"], message, capsys)
   assert not list(tmp_path.iterdir())  # Nothing written.

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import iwae_snr
+import command_line_checks
 
 
 def test_a_tiny_run_writes_consistent_outputs(tmp_path):
@@ -111,7 +112,5 @@ def test_tables_give_the_log_log_slopes(tmp_path):
     (["--train_estimator=vimco"], "train_estimator"),
 ])
 def test_bad_flags_exit_with_status_2(tmp_path, capsys, argv, message):
-  with pytest.raises(SystemExit) as exit_info:
-    iwae_snr.main(argv + [f"--out_dir={tmp_path}"])
-  assert exit_info.value.code == 2
-  assert message in capsys.readouterr().err
+  command_line_checks.assert_usage_error(
+      iwae_snr.main, argv + [f"--out_dir={tmp_path}"], message, capsys)
