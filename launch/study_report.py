@@ -524,34 +524,27 @@ def _cell_config(workdir: str, cell: study_runner.Cell) -> dict:
     return json.load(f)["config"]
 
 
-def _logged_seconds(study, run_dir: str, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray] | None:
-  """A seed's (steps, seconds) rows of train.csv; None without the column."""
-  rows = csv_logs.read_csv(os.path.join(run_dir, "train.csv"))
-  if not rows or "seconds" not in rows[0]:
+# Axis -> (CSV file, column) of the logged clock it reads.
+_CLOCKS = {"seconds": ("train.csv", "seconds"),
+           "training_seconds": ("eval.csv", "step_seconds")}
+
+
+def _logged_clock(study, run_dir: str, seed: int, axis: str
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+  """A seed's (steps, clock) rows for `axis` (`_CLOCKS`), rows after step 0,
+  sorted by step; None without the column or rows."""
+  file, name = _CLOCKS[axis]
+  rows = csv_logs.read_csv(os.path.join(run_dir, file))
+  if not rows or name not in rows[0]:
     return None
   column = study.system.seed_column
-  mine = sorted(((int(float(r["step"])), float(r["seconds"])) for r in rows
-                 if column is None or int(float(r[column])) == seed))
+  mine = sorted((int(float(r["step"])), float(r[name])) for r in rows
+                if int(float(r["step"])) > 0
+                and (column is None or int(float(r[column])) == seed))
   if not mine:
     return None
-  steps, seconds = zip(*mine)
-  return np.array(steps), np.array(seconds)
-
-
-def _logged_step_seconds(study, run_dir: str, seed: int
-                         ) -> tuple[np.ndarray, np.ndarray] | None:
-  """A seed's (steps, step_seconds) rows of eval.csv; None without them."""
-  del study, seed  # One seed per run.
-  rows = csv_logs.read_csv(os.path.join(run_dir, "eval.csv"))
-  if not rows or "step_seconds" not in rows[0]:
-    return None
-  mine = sorted((int(float(r["step"])), float(r["step_seconds"]))
-                for r in rows if int(float(r["step"])) > 0)
-  if not mine:
-    return None
-  steps, seconds = zip(*mine)
-  return np.array(steps), np.array(seconds)
+  steps, values = zip(*mine)
+  return np.array(steps), np.array(values)
 
 
 def load_axis(study: studies.Study, workdir: str,
@@ -584,10 +577,9 @@ def load_axis(study: studies.Study, workdir: str,
         out[seed] = steps * float(bernoulli.decoder_evaluations(
             config["estimator"], int(config["num_samples"])))
       else:
-        reader, clock = (
-            (_logged_seconds, wall_clock_at) if axis == "seconds"
-            else (_logged_step_seconds, training_seconds_at))
-        logged = reader(study, run_dir, seed)
+        clock = (wall_clock_at if axis == "seconds"
+                 else training_seconds_at)
+        logged = _logged_clock(study, run_dir, seed, axis)
         out[seed] = (np.full(len(steps), np.nan) if logged is None
                      else clock(steps, *logged))
   return out
