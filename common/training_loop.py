@@ -10,7 +10,9 @@ in the manner of big_vision's `train.py` (`u.itstime`) and clu's
   until the step budget:
     one call of `program.step` (one compiled update; it advances `stride`
       steps, e.g. one `lax.scan` chunk of updates, or one environment step
-      of every sub-environment and its gradient steps)
+      of every sub-environment and its gradient steps; a `pipelined` step
+      may dispatch the next call's work early, and is told to settle
+      before an evaluation, a checkpoint or the end)
     stop with a FloatingPointError if a loss is non-finite
     log:        train rows (means since the last log)  -> train.csv
     evaluate:   evaluation rows                        -> eval.csv
@@ -96,8 +98,9 @@ class Program:
   leading seed axis when `seeds` is given.
   """
   stride: int  # Steps advanced by one call of `step`.
-  step: Callable[[Any], tuple[Any, dict | None]]
-  # state -> (state, metrics, or None if the call made no update).
+  step: Callable[..., tuple[Any, dict | None]]
+  # state -> (state, metrics, or None if the call made no update); with
+  # `pipelined`, (state, *, settle) -> the same.
   evaluate: Callable[[Any, int, bool, dict | None], Rows]
   # (state, step, scheduled, metrics of the last call) -> eval.csv rows.
   eval_columns: Sequence[str]
@@ -113,6 +116,12 @@ class Program:
   seeds: Sequence[int] | None = None  # Names the seed of a non-finite loss.
   postfix: Callable[[Rows], dict[str, str]] | None = None  # Progress bar.
   desc: str = "train"  # Progress-bar label.
+  pipelined: bool = False
+  # True: `step` may dispatch the next call's work before it returns, to
+  # overlap it with the loop's host work. The loop passes settle=True when
+  # an evaluation, a checkpoint or the end of the run follows the step;
+  # the step must then return the state at its boundary, with nothing in
+  # flight (see `sac.collector`).
 
 
 class Sinks:
@@ -212,6 +221,13 @@ def _failed_step(metrics: dict, step: int, stride: int) -> int:
   return step - stride + index + 1 if index >= 0 else step
 
 
+def _boundary(program: Program, step: int, num_steps: int) -> bool:
+  """True if the loop evaluates or checkpoints at `step`, or ends there."""
+  return (step >= num_steps
+          or program.evaluate_every.due(step, program.stride, num_steps)
+          or program.checkpoint_every.due(step, program.stride, num_steps))
+
+
 def _mean(window: list[dict]) -> dict:
   return {name: np.mean([np.asarray(m[name]) for m in window], axis=0)
           for name in window[0]}
@@ -261,9 +277,14 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
   interval_start, interval_step = start, step
   try:
     while step < num_steps:
-      state, metrics = program.step(state)
+      if program.pipelined:
+        state, metrics = program.step(
+            state, settle=_boundary(program, step + stride, num_steps))
+      else:
+        state, metrics = program.step(state)
       step += stride
       if metrics is not None:
+        metrics = jax.device_get(metrics)
         check_finite(metrics, _failed_step(metrics, step, stride),
                      program.loss_names, program.seeds,
                      checkpoints.latest_step)

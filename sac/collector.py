@@ -3,22 +3,35 @@ host state saved with each checkpoint (`common.training_loop.HostState`).
 
 One call of `Collector.step` is one iteration: every seed's E
 sub-environments step once (S seeds x E envs = num_envs steps per seed).
+Its device work is two compiled calls: the actions for the current
+observations, then the update, which inserts the previous iteration's
+transitions into the replay buffer and runs the K gradient steps they call
+for. The host work is the environment step with those actions.
 
-  1. act:    the actions for the current observations (compiled);
-  2. update: the previous iteration's transitions are inserted into the
-             replay buffer and the K gradient steps they call for run
-             (compiled, dispatched asynchronously);
-  3. the host steps the environments with the actions while the update
-     runs; their transitions wait for the next iteration's update.
+The two overlap: the calls are dispatched asynchronously, one iteration
+ahead. The end of iteration t dispatches iteration t + 1's calls, so the
+device runs them while the host does the loop's bookkeeping (logs, the
+finite-loss check) and, in iteration t + 1, the environment step:
 
-So the environment step overlaps the update instead of waiting for it. The
-updates are the same as in the sequential order (insert, update, act): the
+  host:    fetch a_t | step envs with a_t | dispatch act_{t+1}, update_{t+1}
+           | bookkeeping | fetch a_{t+1} | step envs with a_{t+1} | ...
+  device:  act_t, update_t ......... | act_{t+1}, update_{t+1} .........
+
+(update_t inserts the transitions of iteration t - 1.) When the loop needs
+the state at the iteration's boundary, because an evaluation, a checkpoint
+or the end of the run follows, it passes `settle=True` and iteration
+t + 1's calls wait for its own start; the state evaluated and checkpointed
+is then exactly that of the sequential order.
+
+The updates are those of the sequential order (insert, update, act): the
 same number, at the same environment steps, on a buffer holding every
 transition observed so far. The price is a one-iteration policy lag: the
 actions of iteration t are drawn from the parameters before the updates
 that iteration t - 1's transitions trigger (K gradient steps older than in
-the sequential order). The pending transitions are part of the checkpoint,
-so a resume continues exactly.
+the sequential order). The order of the device calls, and so every random
+key and every result, does not depend on `settle`: a run's trajectory is
+the same whatever its evaluation and checkpoint schedule. The pending
+transitions are part of the checkpoint, so a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ class Collector:
     self.eval_round = 0  # Scheduled evaluations done (seeds the episodes).
     self.obs = None  # [S, E, O]: what the next actions act on.
     self.pending = None  # replay.Transition of the last iteration, or None.
+    self._in_flight = None  # (actions, update metrics) dispatched, or None.
     self.episode_return = np.zeros(self.shape).reshape(-1)
     self.last_return = np.full(len(self.seeds), np.nan)
     self._act_fns, self._update_fns = {}, {}
@@ -60,9 +74,14 @@ class Collector:
     """Resets the environments with the seeds' env seeds."""
     obs, _ = self.env.reset(seed=envs.env_seeds(self.seeds, self.num_envs))
     self.obs = self._reshape(obs)
+    self._in_flight = None
     return state
 
   def arrays(self) -> dict[str, np.ndarray]:
+    if self._in_flight is not None:
+      raise RuntimeError(
+          "Collector.arrays() with an iteration's calls in flight: the "
+          "loop saves only after a step made with settle=True.")
     out = {"env": np.frombuffer(envs.snapshot(self.env), np.uint8).copy(),
            "obs": np.asarray(self.obs),
            "episode_return": self.episode_return,
@@ -76,6 +95,7 @@ class Collector:
     return out
 
   def load(self, arrays: dict[str, np.ndarray]) -> None:
+    self._in_flight = None
     envs.restore(self.env, arrays["env"].tobytes())
     self.obs = arrays["obs"]
     self.episode_return = arrays["episode_return"]
@@ -88,15 +108,37 @@ class Collector:
 
   # --- The loop's step -------------------------------------------------------
 
-  def step(self, state: learner.SACState
+  def step(self, state: learner.SACState, *, settle: bool
            ) -> tuple[learner.SACState, dict | None]:
-    """One iteration (see the module doc); returns (state, update metrics
-    [S] by name, or None when no gradient step ran)."""
+    """One iteration (see the module doc).
+
+    Args:
+      state: the SAC state; iteration t's calls may already be dispatched.
+      settle: leave the state at the iteration's boundary (do not dispatch
+        the next iteration's calls).
+
+    Returns:
+      (state, this iteration's update metrics [S] by name as device arrays,
+      or None when no gradient step ran).
+    """
+    if self._in_flight is None:
+      state = self._dispatch(state)
+    action, metrics = self._in_flight
+    self._in_flight = None
+    action = np.asarray(jax.device_get(action))
+    self.pending = self._env_step(action)  # Runs while the update does.
+    self.step_count += self.num_envs
+    self.iteration += 1
+    if not settle:
+      state = self._dispatch(state)
+    return state, metrics
+
+  def _dispatch(self, state: learner.SACState) -> learner.SACState:
+    """Dispatches this iteration's actions and update; returns the state."""
     config = self.config
     random = self.step_count < config.learning_starts
     state, action = self._act_fn(random)(
         state, seed_sharding.place(self.obs, self.sharding))
-    action = np.asarray(jax.device_get(action))
     metrics = None
     if self.pending is not None:
       train_now = (self.step_count >= config.learning_starts
@@ -106,12 +148,9 @@ class Collector:
       state, metrics = self._update_fn(num_updates)(
           state, seed_sharding.place(self.pending, self.sharding))
       metrics = metrics or None
-    self.pending = self._env_step(action)  # Runs while the update does.
-    self.step_count += self.num_envs
-    self.iteration += 1
-    if metrics is not None:
-      metrics = jax.device_get(metrics)
-    return state, metrics
+      self.pending = None  # In the buffer once the update has run.
+    self._in_flight = (action, metrics)
+    return state
 
   def _env_step(self, action: np.ndarray) -> replay.Transition:
     """Steps every sub-environment; returns the transitions observed."""

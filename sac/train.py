@@ -139,7 +139,7 @@ def make_program(config, agent: learner.Agent,
           on_steps=tuple(config.keep_checkpoint_steps)),
       log=log, log_columns=TRAIN_COLUMNS,
       log_every=training_loop.Every(config.log_every, at_end=False),
-      host=collector, seeds=seeds,
+      host=collector, seeds=seeds, pipelined=True,
       postfix=lambda rows: {
           "eval": f"{np.mean([r['return_mean'] for r in rows]):.1f}"},
       desc=f"sac {config.env_id}")
