@@ -1,6 +1,8 @@
 r"""SAC training throughput: stochgrad vs sbx vs the update-only ceiling.
 
   .venv-bench/bin/python -m benchmarks.sac_throughput [--env_id=HalfCheetah-v5]
+      [--out=throughput.json]
+  python -m benchmarks.sac_throughput --from_json=throughput.json  # table
 
 Everything is measured in this one process, so the ratios are what counts (the
 CPU may be shared). Setting for all runs: one gradient step per env step,
@@ -8,20 +10,27 @@ CPU may be shared). Setting for all runs: one gradient step per env step,
 critics, learned temperature, one env. Env steps/s are measured over
 [--warmup, --warmup + --measure] steps, i.e. after compilation.
 
-  ours        the real `sac.train.train` loop (one compiled call per env step:
-              buffer insert + update + action), read from train.csv's
+  ours        the real `sac.train.train` loop (per env step, two compiled
+              calls, the action and the buffer insert + update, dispatched
+              one iteration ahead: `sac.collector`), read from train.csv's
               steps_per_sec rows (wall time between log rows).
   ours x4     num_seeds=4 in one process (aggregate = 4 x per-seed steps/s).
   ceiling     the same compiled update with no environment: `lax.scan` over
               200 gradient steps on a filled buffer (updates/s).
+  calls       the loop's device work alone: per step, the compiled action
+              call and the per-step update call (insert + 1 gradient step)
+              dispatched back to back, no environment (steps/s). The loop
+              cannot beat it; calls/ceiling is the price of one compiled
+              update call per env step instead of one `lax.scan`, and
+              ours/calls what the host (environment, loop) adds.
   sbx         sbx.SAC with the same hyperparameters (optional: `pip install
               torch==2.13.0 && pip install sbx-rl`), timed by a callback.
   compile     time to lower and compile the per-step update call.
 
-The rounds alternate ceiling, ours and sbx; the ratios ours/ceiling and
-ours/sbx are taken within each round and reported as their median and
-minimum over rounds (the absolute speeds of a shared VM drift between
-rounds).
+The rounds alternate ceiling, calls, ours and sbx; the ratios ours/ceiling,
+ours/calls, calls/ceiling and ours/sbx are taken within each round and
+reported as their median and minimum over rounds (the absolute speeds of a
+shared VM drift between rounds).
 """
 
 from __future__ import annotations
@@ -60,6 +69,9 @@ _ROUNDS = flags.DEFINE_integer(
     lower_bound=1, flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.",
                            flag_values=FLAGS)
+_FROM_JSON = flags.DEFINE_string(
+    "from_json", None, "Print the per-round table and ratios of this saved "
+    "JSON (from --out) instead of measuring.", flag_values=FLAGS)
 
 LEARNING_STARTS = 1000
 LOG_EVERY = 500
@@ -93,12 +105,13 @@ def time_ours(num_seeds: int = 1) -> float:
   return LOG_EVERY * len(rows) / seconds
 
 
-def time_ceiling_and_compile() -> tuple[float, float]:
-  """Update-only updates/s (no env), and compile time of the per-step call."""
+def _filled():
+  """(agent, one seed's state with 10k random transitions in its buffer,
+  one transition [1, 1], one observation [1, 1, O])."""
   config = _config()
-  agent = sac_train.build_agent(config, *_dims())
-  state = sac_train.init_states(agent, config, [0])
   obs_dim, action_dim = _dims()
+  agent = sac_train.build_agent(config, obs_dim, action_dim)
+  state = sac_train.init_states(agent, config, [0])
   rng = np.random.default_rng(0)
   fill = replay.Transition(
       obs=rng.normal(size=(1, 10_000, obs_dim)).astype(np.float32),
@@ -108,6 +121,12 @@ def time_ceiling_and_compile() -> tuple[float, float]:
       terminated=np.zeros((1, 10_000), np.float32))
   state = state.replace(buffer=jax.vmap(replay.add)(state.buffer, fill))
   one = jax.tree.map(lambda x: x[:, :1], fill)
+  return agent, state, one, fill.obs[:, :1]
+
+
+def time_ceiling_and_compile() -> tuple[float, float]:
+  """Update-only updates/s (no env), and compile time of the per-step call."""
+  agent, state, one, _ = _filled()
   start = time.perf_counter()
   learner.make_update_fn(agent, num_updates=1).lower(state, one).compile()
   compile_seconds = time.perf_counter() - start
@@ -122,6 +141,29 @@ def time_ceiling_and_compile() -> tuple[float, float]:
     jax.block_until_ready(state)
     best.append(num_updates / (time.perf_counter() - start))
   return float(np.median(best)), compile_seconds
+
+
+def time_calls(steps: int = 400) -> float:
+  """Steps/s of the loop's device work alone: per step the compiled action
+  call and the per-step update call (insert + 1 gradient step), dispatched
+  back to back with no environment, as `sac.collector` issues them."""
+  agent, state, one, obs = _filled()
+  act = learner.make_act_fn(agent, random=False)
+  update = learner.make_update_fn(agent, num_updates=1)
+
+  def run(state):
+    for _ in range(steps):
+      state, _ = act(state, obs)
+      state, _ = update(state, one)
+    return jax.block_until_ready(state)
+
+  state = run(state)  # Compiles.
+  rates = []
+  for _ in range(3):
+    start = time.perf_counter()
+    state = run(state)
+    rates.append(steps / (time.perf_counter() - start))
+  return float(np.median(rates))
 
 
 def _dims():
@@ -173,32 +215,103 @@ def _round_ratios(name: str, numerators, denominators) -> dict:
           f"{name}_min": min(ratios)}
 
 
+# (numerator, denominator) of the ratios, from the per-round speeds.
+RATIOS = (("ours", "sbx"), ("ours", "ceiling"), ("ours", "calls"),
+          ("calls", "ceiling"), ("ceiling", "sbx"))
+
+
+def add_ratios(results: dict) -> dict:
+  """Adds every ratio of RATIOS whose two speeds were measured in all rounds
+  (the machine's speed drifts between rounds, so each ratio is taken within
+  a round, then its median and minimum over rounds).
+
+  Example:
+    >>> r = add_ratios({"ours_rounds": [2.0, 3.0], "ceiling_rounds": [4.0, 4.0],
+    ...                 "sbx_rounds": []})
+    >>> r["ours_over_ceiling_rounds"], "ours_over_sbx" in r
+    ([0.5, 0.75], False)
+  """
+  for top, bottom in RATIOS:
+    a, b = results.get(f"{top}_rounds"), results.get(f"{bottom}_rounds")
+    if a and b and None not in b and len(a) == len(b):
+      results.update(_round_ratios(f"{top}_over_{bottom}", a, b))
+  return results
+
+
+# Rows of the per-round table: (label, key of the per-round list).
+TABLE_ROWS = (
+    ("update-only ceiling (updates/s)", "ceiling_rounds"),
+    ("the loop's compiled calls alone (steps/s)", "calls_rounds"),
+    ("stochgrad SAC, full loop (env steps/s)", "ours_rounds"),
+    ("sbx SAC, same hyperparameters (env steps/s)", "sbx_rounds"),
+) + tuple((f"{top} / {bottom} (ratio)", f"{top}_over_{bottom}_rounds")
+          for top, bottom in RATIOS)
+
+
+def markdown_table(results: dict) -> str:
+  """The per-round speeds and ratios of `results`, with each row's median
+  (and, for ratios, minimum), as a markdown table; rows not measured are
+  left out.
+
+  Example:
+    >>> print(markdown_table(add_ratios({"ours_rounds": [2.0, 3.0],
+    ...                                  "ceiling_rounds": [4.0, 4.0]})))
+    | measure | round 1 | round 2 | median | minimum |
+    |---|---|---|---|---|
+    | update-only ceiling (updates/s) | 4 | 4 | 4 | |
+    | stochgrad SAC, full loop (env steps/s) | 2 | 3 | 2.5 | |
+    | ours / ceiling (ratio) | 0.5 | 0.75 | 0.625 | 0.5 |
+  """
+  rounds = len(results["ours_rounds"])
+  lines = ["| measure | " + " | ".join(f"round {i + 1}" for i in range(rounds))
+           + " | median | minimum |",
+           "|---" * (rounds + 3) + "|"]
+  for label, key in TABLE_ROWS:
+    values = results.get(key)
+    if not values or None in values:
+      continue
+    ratio = "_over_" in key
+    minimum = f" {min(values):.4g}" if ratio else ""
+    lines.append(f"| {label} | " + " | ".join(f"{v:.4g}" for v in values)
+                 + f" | {float(np.median(values)):.4g} |{minimum} |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   command_line.parse(FLAGS, argv, doc=__doc__)
+  if _FROM_JSON.value:
+    if not os.path.isfile(_FROM_JSON.value):
+      command_line.usage_error(
+          f"--from_json={_FROM_JSON.value!r} is not a file; expected the "
+          "JSON written by --out.")
+    with open(_FROM_JSON.value) as f:
+      results = add_ratios(json.load(f))
+    print(markdown_table(results))
+    return
   results = {"env_id": _ENV_ID.value, "jax": jax.__version__,
              "devices": str(jax.devices())}
-  ceilings, compiles, ours_runs, sbx_runs = [], [], [], []
+  ceilings, compiles, calls, ours_runs, sbx_runs = [], [], [], [], []
   for _ in range(_ROUNDS.value):
     ceiling, compile_seconds = time_ceiling_and_compile()
     ceilings.append(ceiling)
     compiles.append(compile_seconds)
+    calls.append(time_calls())
     ours_runs.append(time_ours(1))
     if not _SKIP_SBX.value:
       sbx_runs.append(time_sbx())
-  results.update(ceiling_rounds=ceilings, ours_rounds=ours_runs,
+  results.update(ceiling_rounds=ceilings, calls_rounds=calls,
+                 ours_rounds=ours_runs,
                  sbx_rounds=sbx_runs, compile_s=float(np.median(compiles)),
                  ceiling_updates_per_s=float(np.median(ceilings)),
+                 calls_steps_per_s=float(np.median(calls)),
                  ours_steps_per_s=float(np.median(ours_runs)))
   if sbx_runs and None not in sbx_runs:
     results["sbx_steps_per_s"] = float(np.median(sbx_runs))
   if _SEEDS4.value:
     results["ours_4seeds_aggregate_steps_per_s"] = 4 * time_ours(4)
-  # Ratios within each round (the machine's speed drifts between rounds),
-  # then their median and minimum over rounds.
-  results.update(_round_ratios("ours_over_ceiling", ours_runs, ceilings))
-  if sbx_runs and None not in sbx_runs:
-    results.update(_round_ratios("ours_over_sbx", ours_runs, sbx_runs))
+  add_ratios(results)
   print(json.dumps(results, indent=2))
+  print(markdown_table(results))
   if _OUT.value:
     atomic_files.write_json(_OUT.value, results)
 
