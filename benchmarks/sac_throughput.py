@@ -20,9 +20,10 @@ critics, learned temperature, one env. Env steps/s are measured over
   calls       the loop's device work alone: per step, the compiled action
               call and the per-step update call (insert + 1 gradient step)
               dispatched back to back, no environment (steps/s). The loop
-              cannot beat it; calls/ceiling is the price of one compiled
-              update call per env step instead of one `lax.scan`, and
-              ours/calls what the host (environment, loop) adds.
+              cannot beat it; calls/ceiling is the price of those two calls
+              per env step (the actions included) instead of one `lax.scan`
+              iteration, and ours/calls what the host (environment, loop)
+              adds.
   sbx         sbx.SAC with the same hyperparameters (optional: `pip install
               torch==2.13.0 && pip install sbx-rl`), timed by a callback.
   compile     time to lower and compile the per-step update call.
@@ -64,7 +65,7 @@ _SKIP_SBX = flags.DEFINE_bool("skip_sbx", False, "Do not run sbx.",
 _SEEDS4 = flags.DEFINE_bool("seeds4", True, "Also time num_seeds=4.",
                             flag_values=FLAGS)
 _ROUNDS = flags.DEFINE_integer(
-    "rounds", 5, "Alternating ceiling/ours/sbx rounds (the CPU may be "
+    "rounds", 5, "Alternating ceiling/calls/ours/sbx rounds (the CPU may be "
     "shared): ratios within each round, their median and minimum reported.",
     lower_bound=1, flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.",
@@ -233,7 +234,7 @@ def add_ratios(results: dict) -> dict:
   """
   for top, bottom in RATIOS:
     a, b = results.get(f"{top}_rounds"), results.get(f"{bottom}_rounds")
-    if a and b and None not in b and len(a) == len(b):
+    if a and b and None not in a and None not in b and len(a) == len(b):
       results.update(_round_ratios(f"{top}_over_{bottom}", a, b))
   return results
 
@@ -285,7 +286,17 @@ def main(argv=None):
           f"--from_json={_FROM_JSON.value!r} is not a file; expected the "
           "JSON written by --out.")
     with open(_FROM_JSON.value) as f:
-      results = add_ratios(json.load(f))
+      try:
+        results = json.load(f)
+      except json.JSONDecodeError as e:
+        command_line.usage_error(
+            f"--from_json={_FROM_JSON.value!r} is not JSON ({e}); expected "
+            "the JSON written by --out.")
+    if not isinstance(results, dict) or not results.get("ours_rounds"):
+      command_line.usage_error(
+          f"--from_json={_FROM_JSON.value!r} has no \"ours_rounds\" list; "
+          "expected the JSON written by --out.")
+    add_ratios(results)
     print(markdown_table(results))
     return
   results = {"env_id": _ENV_ID.value, "jax": jax.__version__,

@@ -21,7 +21,10 @@ finite-loss check) and, in iteration t + 1, the environment step:
 the state at the iteration's boundary, because an evaluation, a checkpoint
 or the end of the run follows, it passes `settle=True` and iteration
 t + 1's calls wait for its own start; the state evaluated and checkpointed
-is then exactly that of the sequential order.
+is then the state after iteration t's calls, with nothing dispatched
+ahead. With `settle=True` at every iteration the calls are issued as the
+loop issued them before it dispatched ahead (act, update, environment step
+within each iteration).
 
 The updates are those of the sequential order (insert, update, act): the
 same number, at the same environment steps, on a buffer holding every

@@ -26,7 +26,15 @@ def test_table_from_json_has_per_round_ratios_median_and_minimum(
   assert not any("sbx" in label for label in rows)  # Not measured.
 
 
-def test_missing_json_is_a_usage_error(tmp_path, capsys):
+def test_missing_or_malformed_json_is_a_usage_error(tmp_path, capsys):
   command_line_checks.assert_usage_error(
       sac_throughput.main, ["--from_json", str(tmp_path / "none.json")],
       "is not a file; expected the JSON written by --out", capsys)
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  command_line_checks.assert_usage_error(
+      sac_throughput.main, ["--from_json", str(bad)], "is not JSON", capsys)
+  bad.write_text(json.dumps({"ceiling_rounds": [4.0]}))
+  command_line_checks.assert_usage_error(
+      sac_throughput.main, ["--from_json", str(bad)],
+      'has no "ours_rounds" list', capsys)

@@ -10,9 +10,11 @@ How `sac.train.train` is tested, on the tiny `:test` config unless noted:
 - Seeds: agent i of a `num_seeds = 2` run matches a single-seed run with
   seed `seed + i` (eval returns within rtol 1e-4, actor parameters within
   rtol 1e-3).
-- The pipelined loop: checkpoints every 30 steps (the step settles 20 more
-  times) give the same numbers; the collector refuses to save its host state
-  with an iteration's calls in flight.
+- The pipelined loop: checkpoints every 30 steps (the step settles at 22
+  iterations instead of 3) give the same numbers; a collector settling at
+  every iteration (the order of the loop before it dispatched ahead) and one
+  settling at random points end in the same state; the collector refuses to
+  save its host state with an iteration's calls in flight.
 - The per-step update compiles once per variant; a fixed alpha stays fixed;
   a non-finite loss stops the run with an error naming the loss, seed and
   step, and keeps the last good checkpoint.
@@ -200,9 +202,10 @@ def test_extending_the_budget_continues_the_same_run(reference_run, tmp_path):
 
 def test_trajectory_does_not_depend_on_where_the_loop_settles(
     reference_run, tmp_path):
-  """Checkpoints every 30 steps make the pipelined step settle at 20 more
-  iterations than in the reference run (checkpoints every 200); the device
-  calls run in the same order either way, so every number is the same."""
+  """Checkpoints every 30 steps make the pipelined step settle at 22
+  iterations instead of the reference run's 3 (200, 400 and 600); the
+  device calls run in the same order either way, so every number but the
+  timing columns is the same."""
   sac_train.train(_test_config(checkpoint_every=30), str(tmp_path))
   assert _read(tmp_path, "eval.csv") == _read(reference_run, "eval.csv")
   metrics = lambda d: [{k: v for k, v in r.items()
@@ -215,14 +218,39 @@ def test_trajectory_does_not_depend_on_where_the_loop_settles(
                _final_state(config, reference_run))
 
 
-def test_collector_refuses_to_save_with_calls_in_flight():
-  config = _test_config()
-  env = sac_envs.make_vec_env(config.env_id, 1)
+def _collector(config):
+  env = sac_envs.make_vec_env(config.env_id, config.num_envs)
   agent = sac_train.build_agent(config, 3, 1)
   collector = sac_collector.Collector(
       config, agent, env, sac_envs.ActionScaler(env.single_action_space), [0],
       None)
-  state = collector.start(sac_train.init_states(agent, config, [0]))
+  return collector, collector.start(sac_train.init_states(agent, config, [0]))
+
+
+def test_collector_settling_at_every_iteration_or_at_random_is_the_same():
+  """settle=True at every iteration issues the calls as the loop did before
+  it dispatched ahead (act, update, environment step in each iteration);
+  random settle points, across learning_starts = 200 with train_every = 2,
+  give the same state, metrics, pending transitions and counters."""
+  config = _test_config(num_envs=2, train_every=2)
+  always, state_a = _collector(config)
+  mixed, state_m = _collector(config)
+  settles = np.random.default_rng(0).random(150) < 0.3
+  for settle in settles:
+    state_a, metrics_a = always.step(state_a, settle=True)
+    state_m, metrics_m = mixed.step(state_m, settle=bool(settle))
+    assert (metrics_a is None) == (metrics_m is None)
+    if metrics_a is not None:
+      jax.tree.map(np.testing.assert_array_equal, metrics_a, metrics_m)
+  state_m, _ = mixed.step(state_m, settle=True)
+  state_a, _ = always.step(state_a, settle=True)
+  jax.tree.map(np.testing.assert_array_equal, state_a, state_m)
+  jax.tree.map(np.testing.assert_array_equal, always.arrays(), mixed.arrays())
+  assert list(always.arrays()["counters"]) == [302, 151, 0]
+
+
+def test_collector_refuses_to_save_with_calls_in_flight():
+  collector, state = _collector(_test_config())
   state, _ = collector.step(state, settle=False)
   with pytest.raises(RuntimeError, match=r"calls in flight"):
     collector.arrays()
