@@ -221,13 +221,6 @@ def _failed_step(metrics: dict, step: int, stride: int) -> int:
   return step - stride + index + 1 if index >= 0 else step
 
 
-def _boundary(program: Program, step: int, num_steps: int) -> bool:
-  """True if the loop evaluates or checkpoints at `step`, or ends there."""
-  return (step >= num_steps
-          or program.evaluate_every.due(step, program.stride, num_steps)
-          or program.checkpoint_every.due(step, program.stride, num_steps))
-
-
 def _mean(window: list[dict]) -> dict:
   return {name: np.mean([np.asarray(m[name]) for m in window], axis=0)
           for name in window[0]}
@@ -277,12 +270,16 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
   interval_start, interval_step = start, step
   try:
     while step < num_steps:
+      step += stride
+      # Decided before the step, so a pipelined step settles exactly where
+      # the state is evaluated, checkpointed or returned.
+      evaluate_now = program.evaluate_every.due(step, stride, num_steps)
+      checkpoint_now = program.checkpoint_every.due(step, stride, num_steps)
       if program.pipelined:
         state, metrics = program.step(
-            state, settle=_boundary(program, step + stride, num_steps))
+            state, settle=evaluate_now or checkpoint_now or step >= num_steps)
       else:
         state, metrics = program.step(state)
-      step += stride
       if metrics is not None:
         metrics = jax.device_get(metrics)
         check_finite(metrics, _failed_step(metrics, step, stride),
@@ -304,7 +301,7 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
             row["seconds"] = seconds
         sinks.write("train", rows_logged, step)
         window = []
-      if program.evaluate_every.due(step, stride, num_steps):
+      if evaluate_now:
         rows = program.evaluate(
             state, step, program.evaluate_every.scheduled(step, stride),
             metrics)
@@ -314,7 +311,7 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
         sinks.write("eval", rows, step)
         if program.postfix is not None:
           postfix = program.postfix(rows)
-      if program.checkpoint_every.due(step, stride, num_steps):
+      if checkpoint_now:
         checkpoints.save(
             step, state, host=None if host is None else host.arrays(),
             meta={"step": step, "seconds": seconds})
