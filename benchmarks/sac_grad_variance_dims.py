@@ -199,8 +199,11 @@ def plot(combined: dict[str, Any], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xticks(sorted(tasks))
     ax.set_xticks([], minor=True)
-    ax.set_xticklabels([f"{dim}\n{', '.join(names)}"
-                        for dim, names in sorted(tasks.items())], fontsize=7)
+    # Names stacked under their |A|, tilted: neighbouring |A| (6, 8) on a log
+    # axis are too close for level labels.
+    ax.set_xticklabels([f"{dim}\n" + "\n".join(names)
+                        for dim, names in sorted(tasks.items())], fontsize=7,
+                       rotation=30, ha="right", rotation_mode="anchor")
     ax.set_xlabel("action dimension |A|")
     ax.set_title(f"checkpoint {step}")
     ax.grid(True, which="both", alpha=0.3)
