@@ -215,9 +215,15 @@ SAC_ACTOR_GRAD_DIMS = Study(
         _sac_arm("Ant-v5", "score_function", 8),
         _sac_arm("Humanoid-v5", "pathwise", None),
         _sac_arm("Humanoid-v5", "score_function", 8),
+        # The partner of Hopper-v5_pathwise_8: the same cell as
+        # sac_actor_grad's Hopper-v5_pathwise, registered here so the pair
+        # is reported in one study. Appended last, so the cells of every
+        # other shard i/8 with i >= 1 are unchanged.
+        _sac_arm("Hopper-v5", "pathwise", None),
     ),
     num_seeds=5, steps=100_000,
     pairs=(
+        ("Hopper-v5_pathwise_8", "Hopper-v5_pathwise"),
         ("Walker2d-v5_pathwise_8", "Walker2d-v5_pathwise"),
         ("Walker2d-v5_score_function_8", "Walker2d-v5_pathwise"),
         ("Walker2d-v5_score_function_8", "Walker2d-v5_pathwise_8"),

@@ -148,8 +148,9 @@ def test_resume_after_a_kill_skips_finished_cells(tmp_path):
   assert again.calls == []
 
 
-@pytest.mark.parametrize("name", ["sac_actor_grad", "moe_table6",
-                                  "vae_estimators", "bernoulli_estimators"])
+@pytest.mark.parametrize("name", ["sac_actor_grad", "sac_actor_grad_dims",
+                                  "moe_table6", "vae_estimators",
+                                  "bernoulli_estimators"])
 def test_shards_partition_the_cells(name):
   study = studies.STUDIES[name]
   settings = study_runner.resolve_settings(study, seeds=None, steps=None,
@@ -319,6 +320,38 @@ def test_cell_configs_pass_the_trainers_checks(quick):
       "HalfCheetah-v5", 100_000, 5, 0)
   assert (full.actor_grad, full.score_function_samples) == ("score_function", 2)
   assert full.actor_lr == 3e-4 and full.learning_starts == 10_000
+
+
+def test_dims_hopper_pathwise_is_the_actor_grad_cell():
+  """sac_actor_grad_dims pairs Hopper-v5 pathwise_8 with a pathwise cell whose
+  config is sac_actor_grad's, and shards i/8 (i >= 1) keep their one cell."""
+  dims, base = studies.SAC_ACTOR_GRAD_DIMS, studies.SAC_ACTOR_GRAD
+  configs = {}
+  for study in (dims, base):
+    settings = study_runner.resolve_settings(study, seeds=None, steps=None,
+                                             quick=False)
+    for cell in study_runner.study_cells(study, settings):
+      configs[study.name, cell.condition.name] = study_runner.cell_config(
+          study, cell, settings)
+  pathwise = configs[dims.name, "Hopper-v5_pathwise"]
+  assert pathwise.to_dict() == configs[base.name,
+                                       "Hopper-v5_pathwise"].to_dict()
+  paired = configs[dims.name, "Hopper-v5_pathwise_8"].to_dict()
+  assert paired.pop("pathwise_samples") == 8
+  assert pathwise.to_dict().pop("pathwise_samples") == 1
+  assert {k: v for k, v in pathwise.to_dict().items()
+          if k != "pathwise_samples"} == paired
+  assert ("Hopper-v5_pathwise_8", "Hopper-v5_pathwise") in dims.pairs
+  settings = study_runner.resolve_settings(dims, seeds=None, steps=None,
+                                           quick=False)
+  cells = study_runner.study_cells(dims, settings)
+  names = [[c.condition.name for c in study_runner.shard_cells(cells, i, 8)]
+           for i in range(8)]
+  assert names[0] == ["Hopper-v5_pathwise_8", "Hopper-v5_pathwise"]
+  assert names[1:] == [["Walker2d-v5_pathwise"], ["Walker2d-v5_pathwise_8"],
+                       ["Walker2d-v5_score_function_8"], ["Ant-v5_pathwise"],
+                       ["Ant-v5_score_function_8"], ["Humanoid-v5_pathwise"],
+                       ["Humanoid-v5_score_function_8"]]
 
 
 @pytest.mark.parametrize("name,num_cells", [("vae_estimators", 7 * 3),
