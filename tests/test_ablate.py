@@ -326,11 +326,12 @@ def test_dims_hopper_pathwise_is_the_actor_grad_cell():
   """sac_actor_grad_dims pairs Hopper-v5 pathwise_8 with a pathwise cell whose
   config is sac_actor_grad's, and shards i/8 (i >= 1) keep their one cell."""
   dims, base = studies.SAC_ACTOR_GRAD_DIMS, studies.SAC_ACTOR_GRAD
-  configs = {}
+  configs, cells = {}, {}
   for study in (dims, base):
     settings = study_runner.resolve_settings(study, seeds=None, steps=None,
                                              quick=False)
-    for cell in study_runner.study_cells(study, settings):
+    cells[study.name] = study_runner.study_cells(study, settings)
+    for cell in cells[study.name]:
       configs[study.name, cell.condition.name] = study_runner.cell_config(
           study, cell, settings)
   pathwise = configs[dims.name, "Hopper-v5_pathwise"]
@@ -342,10 +343,8 @@ def test_dims_hopper_pathwise_is_the_actor_grad_cell():
   assert {k: v for k, v in pathwise.to_dict().items()
           if k != "pathwise_samples"} == paired
   assert ("Hopper-v5_pathwise_8", "Hopper-v5_pathwise") in dims.pairs
-  settings = study_runner.resolve_settings(dims, seeds=None, steps=None,
-                                           quick=False)
-  cells = study_runner.study_cells(dims, settings)
-  names = [[c.condition.name for c in study_runner.shard_cells(cells, i, 8)]
+  names = [[c.condition.name
+            for c in study_runner.shard_cells(cells[dims.name], i, 8)]
            for i in range(8)]
   assert names[0] == ["Hopper-v5_pathwise_8", "Hopper-v5_pathwise"]
   assert names[1:] == [["Walker2d-v5_pathwise"], ["Walker2d-v5_pathwise_8"],
