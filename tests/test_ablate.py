@@ -322,9 +322,10 @@ def test_cell_configs_pass_the_trainers_checks(quick):
   assert full.actor_lr == 3e-4 and full.learning_starts == 10_000
 
 
-def test_dims_hopper_pathwise_is_the_actor_grad_cell():
-  """sac_actor_grad_dims pairs Hopper-v5 pathwise_8 with a pathwise cell whose
-  config is sac_actor_grad's, and shards i/8 (i >= 1) keep their one cell."""
+def test_dims_pathwise_8_cells_differ_only_in_samples():
+  """sac_actor_grad_dims pairs Hopper-v5 and Walker2d-v5 pathwise_8 each with
+  a pathwise cell that differs only in pathwise_samples, Hopper-v5's with the
+  config of sac_actor_grad's, and shards i/8 (i >= 1) keep their one cell."""
   dims, base = studies.SAC_ACTOR_GRAD_DIMS, studies.SAC_ACTOR_GRAD
   configs, cells = {}, {}
   for study in (dims, base):
@@ -336,11 +337,13 @@ def test_dims_hopper_pathwise_is_the_actor_grad_cell():
           study, cell, settings)
   pathwise = configs[dims.name, "Hopper-v5_pathwise"].to_dict()
   assert pathwise == configs[base.name, "Hopper-v5_pathwise"].to_dict()
-  paired = configs[dims.name, "Hopper-v5_pathwise_8"].to_dict()
-  assert pathwise.pop("pathwise_samples") == 1
-  assert paired.pop("pathwise_samples") == 8
-  assert pathwise == paired  # Every other field is the same.
-  assert ("Hopper-v5_pathwise_8", "Hopper-v5_pathwise") in dims.pairs
+  for task in ("Hopper-v5", "Walker2d-v5"):
+    pathwise = configs[dims.name, f"{task}_pathwise"].to_dict()
+    paired = configs[dims.name, f"{task}_pathwise_8"].to_dict()
+    assert pathwise.pop("pathwise_samples") == 1
+    assert paired.pop("pathwise_samples") == 8
+    assert pathwise == paired  # Every other field is the same.
+    assert (f"{task}_pathwise_8", f"{task}_pathwise") in dims.pairs
   names = [[c.condition.name
             for c in study_runner.shard_cells(cells[dims.name], i, 8)]
            for i in range(8)]
