@@ -335,8 +335,8 @@ def test_dims_pathwise_8_cells_differ_only_in_samples():
     for cell in cells[study.name]:
       configs[study.name, cell.condition.name] = study_runner.cell_config(
           study, cell, settings)
-  pathwise = configs[dims.name, "Hopper-v5_pathwise"].to_dict()
-  assert pathwise == configs[base.name, "Hopper-v5_pathwise"].to_dict()
+  assert (configs[dims.name, "Hopper-v5_pathwise"].to_dict()
+          == configs[base.name, "Hopper-v5_pathwise"].to_dict())
   for task in ("Hopper-v5", "Walker2d-v5"):
     pathwise = configs[dims.name, f"{task}_pathwise"].to_dict()
     paired = configs[dims.name, f"{task}_pathwise_8"].to_dict()
