@@ -1,7 +1,7 @@
 """SAC learner: the train state pytree and the pure, compiled updates.
 
-Two compiled calls per environment iteration, for every seed at once (vmap
-over a leading seed axis): `make_act_fn` picks the actions, and
+Two compiled calls per environment iteration, for every seed at once (mapped
+over a leading seed axis, `over_seeds`): `make_act_fn` picks the actions, and
 `make_update_fn` inserts the transitions into the replay buffer and runs K
 gradient steps (`lax.scan`). The host steps the environments while the
 update runs (`sac.collector`).
@@ -283,17 +283,17 @@ def run_updates(agent: Agent, state: SACState, num_updates: int):
   return core.replace(buffer=state.buffer), metrics
 
 
-def sample_action(agent: Agent, state: SACState, obs, *, random: bool):
-  """Exploration action in [-1, 1]^A for obs [E, O]; returns (state, action)."""
-  key, act_key = jax.random.split(state.key)
+def sample_action(agent: Agent, actor_params, key, obs, *, random: bool):
+  """Exploration action in [-1, 1]^A for obs [E, O]; returns (key, action)."""
+  key, act_key = jax.random.split(key)
   if random:
     action = jax.random.uniform(act_key, (obs.shape[0], agent.action_dim),
                                 minval=-1.0, maxval=1.0)
   else:
-    mean, log_std = _actor_apply(agent, state.actor_params, obs)
+    mean, log_std = _actor_apply(agent, actor_params, obs)
     action, _ = estimators.tanh_gaussian_sample_and_log_prob(
         act_key, mean, log_std)
-  return state.replace(key=key), action
+  return key, action
 
 
 def deterministic_action(agent: Agent, actor_params, obs):
@@ -307,7 +307,7 @@ def insert_and_update(agent: Agent, state: SACState,
   """Insert the transitions just observed, then K gradient steps.
 
   Args:
-    state: one seed's state (vmapped over seeds by `make_update_fn`).
+    state: one seed's state (mapped over seeds by `make_update_fn`).
     transition: E transitions (true final obs as next_obs).
     num_updates: K (static); 0 during warm-up.
 
@@ -321,22 +321,62 @@ def insert_and_update(agent: Agent, state: SACState,
   return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
+def over_seeds(fn: Callable) -> Callable:
+  """`fn` mapped over the leading seed axis of every argument and output.
+
+  `jax.vmap` when the axis holds several seeds. With one seed the axis is
+  dropped and `fn` runs unbatched: XLA:CPU runs the gradient step compiled
+  that way faster than the same step vmapped over an axis of size 1
+  (`benchmarks/sac_throughput.py`; docs/benchmarks.md, "SAC throughput").
+  The two compile to different kernels, so a seed run alone and the same
+  seed run beside others agree up to floating-point rounding, not bit for
+  bit; runs of several seeds are unaffected.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> double = over_seeds(lambda x: 2 * x)
+    >>> double(jnp.ones((1, 3))).shape, double(jnp.ones((2, 3))).shape
+    ((1, 3), (2, 3))
+  """
+  batched = jax.vmap(fn)
+
+  def mapped(*args):
+    if {x.shape[0] for x in jax.tree.leaves(args)} != {1}:
+      return batched(*args)
+    out = fn(*jax.tree.map(lambda x: x[0], args))
+    return jax.tree.map(lambda x: x[None], out)
+
+  return mapped
+
+
 def make_update_fn(agent: Agent, *, num_updates: int) -> Callable:
-  """Compiled, seed-vmapped `insert_and_update`; donates the state buffers."""
+  """Compiled, seed-mapped `insert_and_update`; donates the state buffers."""
   fn = functools.partial(insert_and_update, agent, num_updates=num_updates)
-  return jax.jit(jax.vmap(fn), donate_argnums=0)
+  return jax.jit(over_seeds(fn), donate_argnums=0)
 
 
 def make_act_fn(agent: Agent, *, random: bool) -> Callable:
-  """Compiled, seed-vmapped `sample_action`: (state, obs [S, E, O]) ->
-  (state, action [S, E, A]); donates the state buffers."""
-  fn = functools.partial(sample_action, agent, random=random)
-  return jax.jit(jax.vmap(fn), donate_argnums=0)
+  """Compiled, seed-mapped `sample_action`: (state, obs [S, E, O]) ->
+  (state, action [S, E, A]).
+
+  Only the actor parameters and the key go to the compiled call (its
+  dispatch cost grows with the number of arrays passed); the key is donated
+  and the returned state holds the next one.
+  """
+  compiled = jax.jit(
+      over_seeds(functools.partial(sample_action, agent, random=random)),
+      donate_argnums=1)
+
+  def act(state: SACState, obs):
+    key, action = compiled(state.actor.params, state.key, obs)
+    return state.replace(key=key), action
+
+  return act
 
 
 def make_eval_policy(agent: Agent) -> Callable:
-  """Compiled, seed-vmapped deterministic policy: params [S], obs [S, n, O]."""
-  return jax.jit(jax.vmap(functools.partial(deterministic_action, agent)))
+  """Compiled, seed-mapped deterministic policy: params [S], obs [S, n, O]."""
+  return jax.jit(over_seeds(functools.partial(deterministic_action, agent)))
 
 
 def make_update_only_fn(agent: Agent, *, num_updates: int) -> Callable:
@@ -344,4 +384,4 @@ def make_update_only_fn(agent: Agent, *, num_updates: int) -> Callable:
   def run(state):
     state, metrics = run_updates(agent, state, num_updates)
     return state, jax.tree.map(lambda m: m[-1], metrics)
-  return jax.jit(jax.vmap(run), donate_argnums=0)
+  return jax.jit(over_seeds(run), donate_argnums=0)

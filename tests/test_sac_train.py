@@ -8,8 +8,13 @@ How `sac.train.train` is tested, on the tiny `:test` config unless noted:
   same `eval.csv` (byte for byte), the same `train.csv` rows and the same
   final parameters as an uninterrupted run.
 - Seeds: agent i of a `num_seeds = 2` run matches a single-seed run with
-  seed `seed + i` (eval returns within rtol 1e-4, actor parameters within
-  rtol 1e-3).
+  seed `seed + i` (eval returns within rtol 1e-3, actor parameters within
+  rtol 1e-3: one seed compiles unbatched and two vmapped, so the runs agree
+  up to rounding, which 600 steps grow to about 5e-4 in the returns; a
+  wrong seed's returns differ by 10% or more).
+- The compiled per-step update keeps the replay buffer in place: its
+  optimized HLO copies no array of the buffer's shape, for one seed and
+  for two.
 - The pipelined loop: checkpoints every 30 steps (the step settles at 22
   iterations instead of 3) give the same numbers; a collector settling at
   every iteration (the order of the loop before it dispatched ahead) and one
@@ -24,6 +29,7 @@ How `sac.train.train` is tested, on the tiny `:test` config unless noted:
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +47,7 @@ from launch.configs import sac as sac_config
 from sac import collector as sac_collector
 from sac import envs as sac_envs
 from sac import learner
+from sac import replay
 from sac import train as sac_train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -270,12 +277,31 @@ def test_two_vmapped_seeds_equal_two_single_seed_runs(reference_run, tmp_path):
   assert [key(r) for r in both] == [key(r) for r in singles]
   np.testing.assert_allclose([float(r["return_mean"]) for r in both],
                              [float(r["return_mean"]) for r in singles],
-                             rtol=1e-4)
+                             rtol=1e-3)
   joint = _final_state(_test_config(num_seeds=2), str(tmp_path / "both"))
   single = _final_state(_test_config(seed=1), str(tmp_path / "seed1"))
   jax.tree.map(lambda j, s: np.testing.assert_allclose(j[1], s[0], rtol=1e-3,
                                                        atol=1e-4),
                joint.actor_params, single.actor_params)
+
+
+@pytest.mark.parametrize("num_seeds", [1, 2])
+def test_update_does_not_copy_the_replay_buffer(num_seeds):
+  config = _test_config(num_seeds=num_seeds)
+  agent = sac_train.build_agent(config, 3, 1)
+  state = sac_train.init_states(agent, config, range(num_seeds))
+  transition = replay.Transition(
+      obs=np.zeros((num_seeds, 1, 3), np.float32),
+      action=np.zeros((num_seeds, 1, 1), np.float32),
+      reward=np.zeros((num_seeds, 1), np.float32),
+      next_obs=np.zeros((num_seeds, 1, 3), np.float32),
+      terminated=np.zeros((num_seeds, 1), np.float32))
+  hlo = learner.make_update_fn(agent, num_updates=1).lower(
+      state, transition).compile().as_text()
+  rows, width = state.buffer.data.shape[1:]
+  assert f"f32[{num_seeds},{rows},{width}]" in hlo  # The buffer is there.
+  copies = re.findall(rf"= f32\[(?:\d+,)?{rows},{width}\]\S* copy\(", hlo)
+  assert not copies
 
 
 def test_update_compiles_once_per_variant(tmp_path, monkeypatch):
