@@ -112,11 +112,17 @@ def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
         f"temperature_loss must be one of {tuple(TEMPERATURE_LOSSES)}; got "
         f"{temperature_loss!r}.")
   hidden_sizes = tuple(int(h) for h in hidden_sizes)
+  # Adam over one flat vector per network (`optax.flatten`): the same
+  # elementwise arithmetic with 2 moment arrays per network instead of 2 per
+  # parameter array, which makes the per-step update call cheaper to
+  # dispatch and run (docs/benchmarks.md, "SAC throughput"). Runs of several
+  # seeds give the same numbers bit for bit; a single seed's kernels round
+  # differently.
   return Agent(
       actor=networks.Actor(hidden_sizes, action_dim),
       critic=networks.CriticEnsemble(hidden_sizes, num_critics),
-      actor_optimizer=optax.adam(actor_lr),
-      critic_optimizer=optax.adam(critic_lr),
+      actor_optimizer=optax.flatten(optax.adam(actor_lr)),
+      critic_optimizer=optax.flatten(optax.adam(critic_lr)),
       alpha_optimizer=optax.adam(alpha_lr),
       obs_dim=obs_dim, action_dim=action_dim, gamma=gamma, tau=tau,
       batch_size=batch_size,
