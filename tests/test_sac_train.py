@@ -10,8 +10,7 @@ How `sac.train.train` is tested, on the tiny `:test` config unless noted:
 - Seeds: agent i of a `num_seeds = 2` run matches a single-seed run with
   seed `seed + i` (eval returns within rtol 1e-3, actor parameters within
   rtol 1e-3: one seed compiles unbatched and two vmapped, so the runs agree
-  up to rounding, which 600 steps grow to about 5e-4 in the returns; a
-  wrong seed's returns differ by 10% or more).
+  up to rounding, which 600 steps grow to about 5e-4 in the returns).
 - The compiled per-step update keeps the replay buffer in place: its
   optimized HLO copies no array of the buffer's shape, for one seed and
   for two.
