@@ -100,7 +100,8 @@ class Program:
   stride: int  # Steps advanced by one call of `step`.
   step: Callable[..., tuple[Any, dict | None]]
   # state -> (state, metrics, or None if the call made no update); with
-  # `pipelined`, (state, *, settle) -> the same.
+  # `pipelined`, (state, *, settle) -> the same. Metrics by name, as device
+  # arrays or as numpy arrays a step already fetched.
   evaluate: Callable[[Any, int, bool, dict | None], Rows]
   # (state, step, scheduled, metrics of the last call) -> eval.csv rows.
   eval_columns: Sequence[str]
@@ -202,7 +203,10 @@ def check_finite(metrics: dict, step: int, loss_names: Sequence[str],
   failure).
   """
   for name in loss_names:
-    values = np.atleast_1d(np.asarray(metrics[name]))
+    values = np.asarray(metrics[name])
+    if np.isfinite(values).all():
+      continue
+    values = np.atleast_1d(values)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
       where = "" if seeds is None else f" for seed {seeds[bad[0]]}"
@@ -219,6 +223,14 @@ def _failed_step(metrics: dict, step: int, stride: int) -> int:
     return step
   index = int(np.max(np.asarray(index)))
   return step - stride + index + 1 if index >= 0 else step
+
+
+def _to_host(metrics: dict) -> dict:
+  """`metrics` with device arrays fetched; numpy values are kept as they are
+  (`jax.device_get` would spend ~10 us per numpy leaf, every step)."""
+  if any(isinstance(x, jax.Array) for x in jax.tree.leaves(metrics)):
+    return jax.device_get(metrics)
+  return metrics
 
 
 def _mean(window: list[dict]) -> dict:
@@ -281,7 +293,7 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
       else:
         state, metrics = program.step(state)
       if metrics is not None:
-        metrics = jax.device_get(metrics)
+        metrics = _to_host(metrics)
         check_finite(metrics, _failed_step(metrics, step, stride),
                      program.loss_names, program.seeds,
                      checkpoints.latest_step)

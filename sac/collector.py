@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from sac import envs
@@ -121,20 +120,24 @@ class Collector:
         the next iteration's calls).
 
     Returns:
-      (state, this iteration's update metrics [S] by name as device arrays,
+      (state, this iteration's update metrics [S] by name as numpy arrays,
       or None when no gradient step ran).
     """
     if self._in_flight is None:
       state = self._dispatch(state)
     action, metrics = self._in_flight
     self._in_flight = None
-    action = np.asarray(jax.device_get(action))
+    action = np.asarray(action)
     self.pending = self._env_step(action)  # Runs while the update does.
     self.step_count += self.num_envs
     self.iteration += 1
     if not settle:
       state = self._dispatch(state)
-    return state, metrics
+    if metrics is None:
+      return state, None
+    # One transfer; waits for this iteration's update (the next iteration's
+    # calls are already queued behind it).
+    return state, dict(zip(learner.METRIC_NAMES, np.asarray(metrics).T))
 
   def _dispatch(self, state: learner.SACState) -> learner.SACState:
     """Dispatches this iteration's actions and update; returns the state."""
@@ -150,7 +153,6 @@ class Collector:
                      * config.train_every if train_now else 0)
       state, metrics = self._update_fn(num_updates)(
           state, seed_sharding.place(self.pending, self.sharding))
-      metrics = metrics or None
       self.pending = None  # In the buffer once the update has run.
     self._in_flight = (action, metrics)
     return state

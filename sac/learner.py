@@ -356,8 +356,19 @@ def over_seeds(fn: Callable) -> Callable:
 
 
 def make_update_fn(agent: Agent, *, num_updates: int) -> Callable:
-  """Compiled, seed-mapped `insert_and_update`; donates the state buffers."""
-  fn = functools.partial(insert_and_update, agent, num_updates=num_updates)
+  """Compiled, seed-mapped `insert_and_update`; donates the state buffers.
+
+  Returns (state, metrics): the metrics as one array [S, len(METRIC_NAMES)],
+  columns in the order of `METRIC_NAMES` (None when K = 0), so the host
+  fetches them in one transfer instead of one per metric.
+  """
+  def fn(state, transition):
+    state, metrics = insert_and_update(agent, state, transition,
+                                       num_updates=num_updates)
+    if not metrics:
+      return state, None
+    return state, jnp.stack([metrics[name] for name in METRIC_NAMES])
+
   return jax.jit(over_seeds(fn), donate_argnums=0)
 
 
