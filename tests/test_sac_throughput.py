@@ -38,3 +38,17 @@ def test_missing_or_malformed_json_is_a_usage_error(tmp_path, capsys):
   command_line_checks.assert_usage_error(
       sac_throughput.main, ["--from_json", str(bad)],
       'has no "ours_rounds" list', capsys)
+
+
+def test_calls_over_sbx_is_reported_with_sbx(tmp_path, capsys):
+  """Oracle: calls 3 and 4 against sbx 1 and 2 give 3 and 2 (median 2.5)."""
+  path = tmp_path / "throughput.json"
+  path.write_text(json.dumps({"ceiling_rounds": [4.0, 4.0],
+                              "calls_rounds": [3.0, 4.0],
+                              "ours_rounds": [2.0, 3.0],
+                              "sbx_rounds": [1.0, 2.0]}))
+  sac_throughput.main(["--from_json", str(path)])
+  lines = capsys.readouterr().out.splitlines()
+  rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:]}
+  assert rows["calls / sbx (ratio)"] == ["3", "2", "2.5", "2 |"]
+  assert rows["ours / sbx (ratio)"] == ["2", "1.5", "1.75", "1.5 |"]
