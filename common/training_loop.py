@@ -208,12 +208,11 @@ def check_finite(metrics: dict, step: int, loss_names: Sequence[str],
       continue
     values = np.atleast_1d(values)
     bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-      where = "" if seeds is None else f" for seed {seeds[bad[0]]}"
-      raise FloatingPointError(
-          f"non-finite {name}={values[bad[0]]}{where} at step {step}; "
-          f"training stopped, the last good checkpoint is step "
-          f"{last_good()}.")
+    where = "" if seeds is None else f" for seed {seeds[bad[0]]}"
+    raise FloatingPointError(
+        f"non-finite {name}={values[bad[0]]}{where} at step {step}; "
+        f"training stopped, the last good checkpoint is step "
+        f"{last_good()}.")
 
 
 def _failed_step(metrics: dict, step: int, stride: int) -> int:
@@ -227,7 +226,8 @@ def _failed_step(metrics: dict, step: int, stride: int) -> int:
 
 def _to_host(metrics: dict) -> dict:
   """`metrics` with device arrays fetched; numpy values are kept as they are
-  (`jax.device_get` would spend ~10 us per numpy leaf, every step)."""
+  (`jax.device_get` would try, and fail, an asynchronous host copy of every
+  numpy leaf, every step)."""
   if any(isinstance(x, jax.Array) for x in jax.tree.leaves(metrics)):
     return jax.device_get(metrics)
   return metrics
