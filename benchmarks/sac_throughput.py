@@ -28,12 +28,19 @@ critics, learned temperature, one env. Env steps/s are measured over
               the host's work taken to cost nothing.
   sbx         sbx.SAC with the same hyperparameters (optional: `pip install
               torch==2.13.0 && pip install sbx-rl`), timed by a callback.
+  floor       the gradient step's floating-point operations (XLA's cost
+              analysis of the compiled one-step update, `step_flops`) at
+              the rate this process reaches on one [batch, 256] x [256, 256]
+              float32 product (`time_matmul`): the updates/s of a step that
+              did nothing but matrix products at that rate. ceiling/floor
+              is the share of the step's time that such products would
+              take; floor/sbx is the most ours/sbx could reach with that
+              step and a loop that cost nothing.
   compile     time to lower and compile the per-step update call.
 
-The rounds alternate ceiling, calls, ours and sbx; the ratios ours/ceiling,
-ours/calls, calls/ceiling and ours/sbx are taken within each round and
-reported as their median and minimum over rounds (the absolute speeds of a
-shared VM drift between rounds).
+The rounds alternate ceiling, floor, calls, ours and sbx; every ratio is
+taken within a round and reported as its median and minimum over rounds
+(the absolute speeds of a shared VM drift between rounds).
 """
 
 from __future__ import annotations
@@ -146,6 +153,44 @@ def time_ceiling_and_compile() -> tuple[float, float]:
   return float(np.median(best)), compile_seconds
 
 
+def step_flops(agent: learner.Agent, state) -> float:
+  """Floating-point operations of one gradient step (insert excluded):
+  XLA's cost analysis of the compiled update-only call with K = 1.
+
+  Matrix products count 2 M N K; elementwise operations one per element.
+  """
+  compiled = learner.make_update_only_fn(agent, num_updates=1).lower(
+      state).compile()
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # One dict per program.
+    analysis = analysis[0]
+  return float(analysis["flops"])
+
+
+def time_matmul(rows: int, width: int, count: int = 200) -> float:
+  """FLOP/s of a [rows, width] x [width, width] float32 product in this
+  process: `count` products in a `lax.scan`, each applied to the last one's
+  result (so none is hoisted or skipped), median of 5 timings. The matrix
+  is orthogonal, so the values neither overflow nor turn subnormal.
+  """
+  rng = np.random.default_rng(0)
+  weight = np.linalg.qr(rng.normal(size=(width, width)))[0].astype(np.float32)
+  x = rng.normal(size=(rows, width)).astype(np.float32)
+
+  @jax.jit
+  def products(x, weight):
+    return jax.lax.scan(lambda h, _: (h @ weight, None), x, None,
+                        length=count)[0]
+
+  jax.block_until_ready(products(x, weight))  # Compiles.
+  seconds = []
+  for _ in range(5):
+    start = time.perf_counter()
+    jax.block_until_ready(products(x, weight))
+    seconds.append(time.perf_counter() - start)
+  return 2.0 * rows * width * width * count / float(np.median(seconds))
+
+
 def time_calls(steps: int = 400) -> float:
   """Steps/s of the loop's device work alone: per step the compiled action
   call and the per-step update call (insert + 1 gradient step), dispatched
@@ -220,7 +265,8 @@ def _round_ratios(name: str, numerators, denominators) -> dict:
 
 # (numerator, denominator) of the ratios, from the per-round speeds.
 RATIOS = (("ours", "sbx"), ("ours", "ceiling"), ("ours", "calls"),
-          ("calls", "ceiling"), ("ceiling", "sbx"), ("calls", "sbx"))
+          ("calls", "ceiling"), ("ceiling", "sbx"), ("calls", "sbx"),
+          ("ceiling", "floor"), ("floor", "sbx"))
 
 
 def add_ratios(results: dict) -> dict:
@@ -247,6 +293,7 @@ TABLE_ROWS = (
     ("the loop's compiled calls alone (steps/s)", "calls_rounds"),
     ("stochgrad SAC, full loop (env steps/s)", "ours_rounds"),
     ("sbx SAC, same hyperparameters (env steps/s)", "sbx_rounds"),
+    ("matrix-product floor (updates/s)", "floor_rounds"),
 ) + tuple((f"{top} / {bottom} (ratio)", f"{top}_over_{bottom}_rounds")
           for top, bottom in RATIOS)
 
@@ -303,17 +350,25 @@ def main(argv=None):
     return
   results = {"env_id": _ENV_ID.value, "jax": jax.__version__,
              "devices": str(jax.devices())}
-  ceilings, compiles, calls, ours_runs, sbx_runs = [], [], [], [], []
+  config = _config()
+  agent, state, _, _ = _filled()
+  flops = step_flops(agent, state)
+  del agent, state
+  ceilings, compiles, floors, calls, ours_runs, sbx_runs = ([], [], [], [],
+                                                            [], [])
   for _ in range(_ROUNDS.value):
     ceiling, compile_seconds = time_ceiling_and_compile()
     ceilings.append(ceiling)
     compiles.append(compile_seconds)
+    floors.append(time_matmul(config.batch_size, config.hidden_sizes[0])
+                  / flops)
     calls.append(time_calls())
     ours_runs.append(time_ours(1))
     if not _SKIP_SBX.value:
       sbx_runs.append(time_sbx())
   results.update(ceiling_rounds=ceilings, calls_rounds=calls,
-                 ours_rounds=ours_runs,
+                 ours_rounds=ours_runs, floor_rounds=floors,
+                 step_gflops=flops / 1e9,
                  sbx_rounds=sbx_runs, compile_s=float(np.median(compiles)),
                  ceiling_updates_per_s=float(np.median(ceilings)),
                  calls_steps_per_s=float(np.median(calls)),
