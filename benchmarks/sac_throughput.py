@@ -30,12 +30,12 @@ critics, learned temperature, one env. Env steps/s are measured over
               torch==2.13.0 && pip install sbx-rl`), timed by a callback.
   floor       the gradient step's floating-point operations (XLA's cost
               analysis of the compiled one-step update, `step_flops`) at
-              the rate this process reaches on one [batch, 256] x [256, 256]
-              float32 product (`time_matmul`): the updates/s of a step that
-              did nothing but matrix products at that rate. ceiling/floor
-              is the share of the step's time that such products would
-              take; floor/sbx is the most ours/sbx could reach with that
-              step and a loop that cost nothing.
+              the rate this process reaches on one [256, 256] x [256, 256]
+              float32 product (batch x width, `time_floor`): the updates/s
+              of a step that did nothing but matrix products at that rate.
+              ceiling/floor is the share of the step's time that such
+              products would take; floor/sbx is the most ours/sbx could
+              reach with such a step and a loop that cost nothing.
   compile     time to lower and compile the per-step update call.
 
 The rounds alternate ceiling, floor, calls, ours and sbx; every ratio is
@@ -189,6 +189,13 @@ def time_matmul(rows: int, width: int, count: int = 200) -> float:
     jax.block_until_ready(products(x, weight))
     seconds.append(time.perf_counter() - start)
   return 2.0 * rows * width * width * count / float(np.median(seconds))
+
+
+def time_floor(flops: float) -> float:
+  """Updates/s of a gradient step of `flops` FLOPs that ran at the rate of
+  the benchmark's [batch, H] x [H, H] product (H the hidden width)."""
+  config = _config()
+  return time_matmul(config.batch_size, config.hidden_sizes[0]) / flops
 
 
 def time_calls(steps: int = 400) -> float:
@@ -350,18 +357,14 @@ def main(argv=None):
     return
   results = {"env_id": _ENV_ID.value, "jax": jax.__version__,
              "devices": str(jax.devices())}
-  config = _config()
-  agent, state, _, _ = _filled()
-  flops = step_flops(agent, state)
-  del agent, state
+  flops = step_flops(*_filled()[:2])
   ceilings, compiles, floors, calls, ours_runs, sbx_runs = ([], [], [], [],
                                                             [], [])
   for _ in range(_ROUNDS.value):
     ceiling, compile_seconds = time_ceiling_and_compile()
     ceilings.append(ceiling)
     compiles.append(compile_seconds)
-    floors.append(time_matmul(config.batch_size, config.hidden_sizes[0])
-                  / flops)
+    floors.append(time_floor(flops))
     calls.append(time_calls())
     ours_runs.append(time_ours(1))
     if not _SKIP_SBX.value:
