@@ -14,16 +14,23 @@ import command_line_checks
 from sac import learner
 
 
-def test_table_from_json_has_per_round_ratios_median_and_minimum(
-    tmp_path, capsys):
+def _table(tmp_path, capsys, results: dict) -> tuple[list[str], dict]:
+  """The `--from_json` table of `results`: its lines, and its cells by
+  row label."""
   path = tmp_path / "throughput.json"
-  path.write_text(json.dumps({"ceiling_rounds": [4.0, 4.0],
-                              "calls_rounds": [3.0, 4.0],
-                              "ours_rounds": [2.0, 3.0], "sbx_rounds": []}))
+  path.write_text(json.dumps(results))
   sac_throughput.main(["--from_json", str(path)])
   lines = capsys.readouterr().out.splitlines()
+  return lines, {line.split(" | ")[0][2:]: line.split(" | ")[1:]
+                 for line in lines[2:]}
+
+
+def test_table_from_json_has_per_round_ratios_median_and_minimum(
+    tmp_path, capsys):
+  lines, rows = _table(tmp_path, capsys, {
+      "ceiling_rounds": [4.0, 4.0], "calls_rounds": [3.0, 4.0],
+      "ours_rounds": [2.0, 3.0], "sbx_rounds": []})
   assert lines[0] == "| measure | round 1 | round 2 | median | minimum |"
-  rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:]}
   assert rows["ours / ceiling (ratio)"] == ["0.5", "0.75", "0.625", "0.5 |"]
   assert rows["calls / ceiling (ratio)"] == ["0.75", "1", "0.875", "0.75 |"]
   assert rows["ours / calls (ratio)"] == ["0.6667", "0.75", "0.7083",
@@ -47,14 +54,9 @@ def test_missing_or_malformed_json_is_a_usage_error(tmp_path, capsys):
 
 def test_calls_over_sbx_is_reported_with_sbx(tmp_path, capsys):
   """Oracle: calls 3 and 4 against sbx 1 and 2 give 3 and 2 (median 2.5)."""
-  path = tmp_path / "throughput.json"
-  path.write_text(json.dumps({"ceiling_rounds": [4.0, 4.0],
-                              "calls_rounds": [3.0, 4.0],
-                              "ours_rounds": [2.0, 3.0],
-                              "sbx_rounds": [1.0, 2.0]}))
-  sac_throughput.main(["--from_json", str(path)])
-  lines = capsys.readouterr().out.splitlines()
-  rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:]}
+  _, rows = _table(tmp_path, capsys, {
+      "ceiling_rounds": [4.0, 4.0], "calls_rounds": [3.0, 4.0],
+      "ours_rounds": [2.0, 3.0], "sbx_rounds": [1.0, 2.0]})
   assert rows["calls / sbx (ratio)"] == ["3", "2", "2.5", "2 |"]
   assert rows["ours / sbx (ratio)"] == ["2", "1.5", "1.75", "1.5 |"]
 
@@ -62,14 +64,9 @@ def test_calls_over_sbx_is_reported_with_sbx(tmp_path, capsys):
 def test_floor_ratios_are_reported(tmp_path, capsys):
   """Oracle: ceiling 4 and 4 against floor 5 and 8 give 0.8 and 0.5; floor
   5 and 8 against sbx 1 and 2 give 5 and 4."""
-  path = tmp_path / "throughput.json"
-  path.write_text(json.dumps({"ceiling_rounds": [4.0, 4.0],
-                              "floor_rounds": [5.0, 8.0],
-                              "ours_rounds": [2.0, 3.0],
-                              "sbx_rounds": [1.0, 2.0]}))
-  sac_throughput.main(["--from_json", str(path)])
-  lines = capsys.readouterr().out.splitlines()
-  rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:]}
+  _, rows = _table(tmp_path, capsys, {
+      "ceiling_rounds": [4.0, 4.0], "floor_rounds": [5.0, 8.0],
+      "ours_rounds": [2.0, 3.0], "sbx_rounds": [1.0, 2.0]})
   assert rows["matrix-product floor (updates/s)"] == ["5", "8", "6.5", "|"]
   assert rows["ceiling / floor (ratio)"] == ["0.8", "0.5", "0.65", "0.5 |"]
   assert rows["floor / sbx (ratio)"] == ["5", "4", "4.5", "4 |"]
