@@ -84,6 +84,7 @@ from common import provenance
 from common import seed_statistics
 from sac import learner
 from sac import replay
+from sac import state_layouts
 from sac import train as sac_train
 
 matplotlib.use("Agg")
@@ -153,7 +154,8 @@ def restore_state(workdir: str, config, agent: learner.Agent,
       raise ValueError(
           f"no checkpoint at step {step} in {workdir!r}; available: "
           f"{available} (keep steps with --config.keep_checkpoint_steps).")
-    state, _, _ = checkpointer.restore(step, state_like)
+    state, _, _ = checkpointer.restore(step, state_like,
+                                       layouts=state_layouts.LAYOUTS)
   finally:
     checkpointer.close()
   return state

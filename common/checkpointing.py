@@ -79,6 +79,16 @@ trainers' error messages, `Run.latest_step()`, is the newest checkpoint
 that matches its checksums (or has none): one saved or verified by this
 process, or else verified then.
 
+Earlier layouts. When a trainer changes its state's structure (SAC's Adam
+moments became one flat vector per network), checkpoints written before the
+change no longer match the fresh state. A trainer lists the structures it
+used to write as `Layout`s: a template in the earlier structure, built from
+the current one, and a conversion of a state restored with it into the
+current structure. `Checkpointer.restore` tries the current structure first
+and then each layout in turn; a checkpoint none of them restores raises the
+current structure's error. The conversion only rearranges restored arrays,
+so loading still executes nothing from the checkpoint.
+
 A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
 OSError) says so with the checkpoint directory; the partial temporary
 directory is removed and the previous checkpoint stays the latest, intact.
@@ -130,6 +140,20 @@ class CheckpointDiskFullError(OSError):
 
 class ChecksumError(ValueError):
   """A checkpoint's files differ from its manifest (`MANIFEST`)."""
+
+
+class Layout(NamedTuple):
+  """An earlier structure of a trainer's state, and how to convert it.
+
+  Attributes:
+    name: what the layout was, for messages.
+    template: current state_like -> a state_like in the earlier structure.
+    convert: a state restored with `template`'s structure -> the state in
+      the current structure.
+  """
+  name: str
+  template: Callable[[Any], Any]
+  convert: Callable[[Any], Any]
 
 
 class Restored(NamedTuple):
@@ -365,14 +389,39 @@ class Checkpointer:
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return dict(restored["config"])
 
-  def restore(self, step: int, state_like: Any, *, with_host: bool = True):
+  def restore(self, step: int, state_like: Any, *, with_host: bool = True,
+              layouts: Sequence[Layout] = ()):
     """Restores checkpoint `step` as (state, host or None, meta).
 
     `state_like` gives the state's structure; `with_host=False` for
     checkpoints saved with `host=None`. The files are checked against the
     checkpoint's manifest first (`verify`: ChecksumError if they differ).
+    A checkpoint in none of the current structure and the earlier `layouts`
+    raises the current structure's error (module doc, "Earlier layouts").
     """
     self.verify(step)
+    try:
+      return self._restore(step, state_like, with_host)
+    except Exception as err:  # Re-raised below unless a layout restores.
+      _raise_if_out_of_memory(err)
+      current_error = err
+    for layout in layouts:
+      try:
+        state, host, meta = self._restore(step, layout.template(state_like),
+                                          with_host)
+      except Exception as err:  # Not this layout either.
+        _raise_if_out_of_memory(err)
+        continue
+      logging.info("Checkpoint %d is in the earlier layout %r; converted.",
+                   step, layout.name)
+      return layout.convert(state), host, meta
+    if layouts:
+      current_error.add_note(
+          f"checkpoint {step} is not in the earlier layouts either: "
+          f"{[layout.name for layout in layouts]}")
+    raise current_error
+
+  def _restore(self, step: int, state_like: Any, with_host: bool):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     items = {"state": ocp.args.StandardRestore(abstract),
              "meta": ocp.args.JsonRestore()}
@@ -515,6 +564,7 @@ class Run:
   def restore_latest(
       self, state_like: Any, *, with_host: bool = False,
       restore_host: Callable[[dict[str, np.ndarray]], None] | None = None,
+      layouts: Sequence[Layout] = (),
   ) -> Restored | None:
     """Restores the newest checkpoint that restores; None if there is none.
 
@@ -528,6 +578,8 @@ class Run:
       with_host: the checkpoints hold host arrays.
       restore_host: called with the host arrays; an error it raises marks the
         checkpoint as damaged too (SAC restores its environments here).
+      layouts: earlier structures of the state that checkpoints may hold
+        (module doc, "Earlier layouts").
 
     Raises:
       ValueError: the config differs from the checkpoint's.
@@ -545,8 +597,8 @@ class Run:
       check_resume_config(saved_config, self.config, self.allowed_changes,
                           workdir=self.workdir)
       try:
-        state, host, meta = self.checkpointer.restore(step, state_like,
-                                                      with_host=with_host)
+        state, host, meta = self.checkpointer.restore(
+            step, state_like, with_host=with_host, layouts=layouts)
         if restore_host is not None:
           restore_host(host)
       except Exception as err:  # A failure to restore means damage...

@@ -117,6 +117,8 @@ class Program:
   seeds: Sequence[int] | None = None  # Names the seed of a non-finite loss.
   postfix: Callable[[Rows], dict[str, str]] | None = None  # Progress bar.
   desc: str = "train"  # Progress-bar label.
+  layouts: Sequence[checkpointing.Layout] = ()
+  # Earlier structures of the state that the run's checkpoints may hold.
   pipelined: bool = False
   # True: `step` may dispatch the next call's work before it returns, to
   # overlap it with the loop's host work. The loop passes settle=True when
@@ -260,7 +262,8 @@ def run(checkpoints: checkpointing.Run, state: Any, program: Program, *,
   host = program.host
   restored = checkpoints.restore_latest(
       state, with_host=host is not None,
-      restore_host=None if host is None else host.load)
+      restore_host=None if host is None else host.load,
+      layouts=program.layouts)
   if restored is None:
     step, seconds_before, resume_step = 0, 0.0, None
     if host is not None:

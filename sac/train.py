@@ -17,7 +17,8 @@ final state). The run holds `workdir/run.lock` (one writer per workdir) and
 resumes only under the checkpoint's own config: any change outside
 `RESUME_ALLOWED` is refused with an error naming each changed field; a
 damaged latest checkpoint is set aside and the run resumes from the newest
-one that restores (`common.checkpointing`).
+one that restores (`common.checkpointing`). Checkpoints written in an
+earlier structure of the state load too (`sac.state_layouts`).
 
 Outputs in `workdir`: config.json, provenance.json, eval.csv, train.csv,
 tensorboard/, learning_curve.png, checkpoints/, run.lock.
@@ -40,6 +41,7 @@ from sac import evaluation
 from sac import learner
 from sac import plots
 from sac import seed_sharding
+from sac import state_layouts
 from sac import validation
 
 TRAIN_COLUMNS = ("step", "seed") + learner.METRIC_NAMES + (
@@ -140,6 +142,7 @@ def make_program(config, agent: learner.Agent,
       log=log, log_columns=TRAIN_COLUMNS,
       log_every=training_loop.Every(config.log_every, at_end=False),
       host=collector, seeds=seeds, pipelined=True,
+      layouts=state_layouts.LAYOUTS,
       postfix=lambda rows: {
           "eval": f"{np.mean([r['return_mean'] for r in rows]):.1f}"},
       desc=f"sac {config.env_id}")

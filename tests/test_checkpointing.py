@@ -389,6 +389,47 @@ def test_no_checkpoint_restores_error_changes_nothing(tmp_path):
   assert after == before
 
 
+# A state whose "m" changed from a dict of two arrays to their concatenation.
+_SPLIT = checkpointing.Layout(
+    name="split m",
+    template=lambda like: {"w": like["w"], "m": {"a": like["m"][:2],
+                                                 "b": like["m"][2:]}},
+    convert=lambda old: {"w": old["w"], "m": np.concatenate(
+        [old["m"]["a"], old["m"]["b"]])})
+
+
+def test_a_checkpoint_in_an_earlier_layout_is_converted(tmp_path):
+  old = {"w": np.float32([1, 2]), "m": {"a": np.float32([3, 4]),
+                                        "b": np.float32([5])}}
+  like = {"w": np.zeros(2, np.float32), "m": np.zeros(3, np.float32)}
+  with _open(tmp_path) as run:
+    run.save(1, old, meta={"step": 1})
+  with _open(tmp_path) as run:
+    with pytest.raises(checkpointing.CheckpointsDamagedError):
+      run.restore_latest(like)   # Without the layout it cannot restore...
+    restored = run.restore_latest(like, layouts=[_SPLIT])
+  assert restored.step == 1
+  np.testing.assert_array_equal(restored.state["w"], [1, 2])
+  np.testing.assert_array_equal(restored.state["m"], [3, 4, 5])
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+  # ...and a checkpoint in the current layout ignores the layouts.
+  with _open(tmp_path / "new") as run:
+    run.save(1, {"w": np.float32([7, 8]), "m": np.float32([9, 9, 9])},
+             meta={"step": 1})
+    restored = run.restore_latest(like, layouts=[_SPLIT])
+  np.testing.assert_array_equal(restored.state["m"], [9, 9, 9])
+
+
+def test_a_checkpoint_in_no_known_layout_names_the_layouts_tried(tmp_path):
+  with _open(tmp_path) as run:
+    run.save(1, _dummy_state(), meta={"step": 1})
+    like = {"w": np.zeros(2, np.float32), "m": np.zeros(3, np.float32)}
+    with pytest.raises(Exception) as info:
+      run.checkpointer.restore(1, like, with_host=False, layouts=[_SPLIT])
+  assert "not in the earlier layouts either: ['split m']" in "".join(
+      getattr(info.value, "__notes__", []))
+
+
 @pytest.mark.parametrize("error", [
     MemoryError(),
     ValueError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
