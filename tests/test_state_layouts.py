@@ -1,11 +1,12 @@
 """SAC checkpoints written with Adam per parameter array load and continue.
 
-Oracle: a state trained with the earlier optimizer layout (`optax.adam` over
-the parameter trees), saved and restored into the current layout
-(`optax.flatten`), holds the same parameters and the same moments, raveled
-in tree order; and further gradient steps from it give, bit for bit, the
-parameters the earlier layout gives from the state it saved (two seeds,
-stacked as a run stacks them).
+Oracles: a state in the earlier optimizer layout (`optax.adam` over the
+parameter trees, distinct values in every moment), saved and restored into the current
+layout (`optax.flatten`), holds the same arrays, with each moment raveled
+and concatenated in tree order (two seeds, stacked as a run stacks them;
+and one unstacked state). A run written with the earlier layout and
+resumed with the current agent writes, byte for byte, the eval.csv that
+the earlier layout writes without a break.
 """
 
 import dataclasses
@@ -17,9 +18,10 @@ import optax
 import pytest
 
 from common import checkpointing
+from launch.configs import sac as sac_config
 from sac import learner
-from sac import replay
 from sac import state_layouts
+from sac import train as sac_train
 
 # After a failed restore, orbax's worker threads can leave an event-loop
 # callback behind; pytest reports it as an unraisable exception.
@@ -45,25 +47,27 @@ def _stacked(agent, seeds=(0, 1)):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def _steps(agent, state, n):
-  """`n` gradient steps per seed on fixed random batches."""
-  keys = jax.random.split(jax.random.PRNGKey(7), n)
-  step = jax.jit(jax.vmap(lambda s, b: learner.gradient_step(agent, s, b)[0]))
-  for k in keys:
-    ko, ka, kr, kn = jax.random.split(k, 4)
-    batch = replay.Transition(
-        obs=jax.random.normal(ko, (2, BATCH, OBS)),
-        action=jax.random.uniform(ka, (2, BATCH, ACT), minval=-1, maxval=1),
-        reward=jax.random.normal(kr, (2, BATCH)),
-        next_obs=jax.random.normal(kn, (2, BATCH, OBS)),
-        terminated=jnp.zeros((2, BATCH)))
-    state = step(state, batch)
-  return state
+def _with_distinct_moments(state):
+  """`state` with distinct values in every Adam moment (leaf i holds
+  1000 i, 1000 i + 1, ...) and a count of 7."""
+  leaves, treedef = jax.tree.flatten((state.actor.opt_state,
+                                      state.critic.opt_state))
+  leaves = [np.full(x.shape, 7, x.dtype) if x.dtype == jnp.int32
+            else (1000.0 * i + np.arange(x.size).reshape(x.shape)).astype(
+                x.dtype) for i, x in enumerate(leaves)]
+  actor_opt, critic_opt = jax.tree.unflatten(treedef, leaves)
+  return state.replace(actor=state.actor.replace(opt_state=actor_opt),
+                       critic=state.critic.replace(opt_state=critic_opt))
 
 
-def test_earlier_checkpoint_restores_converted_and_continues_alike(tmp_path):
+def _expected_flat(tree, leading):
+  return np.concatenate([np.reshape(x, x.shape[:leading] + (-1,))
+                         for x in jax.tree.leaves(tree)], axis=-1)
+
+
+def test_earlier_checkpoint_restores_with_its_moments_raveled(tmp_path):
   agent, old_agent = _agents()
-  old_state = _steps(old_agent, _stacked(old_agent), 3)
+  old_state = _with_distinct_moments(_stacked(old_agent))
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
   checkpointer.save(3, old_state, None, {"step": 3}, config={})
   like = _stacked(agent)
@@ -77,32 +81,59 @@ def test_earlier_checkpoint_restores_converted_and_continues_alike(tmp_path):
     old_adam, new_adam = (getattr(s, name).opt_state[0]
                           for s in (old_state, state))
     for moment in ("mu", "nu"):
-      leaves = jax.tree.leaves(getattr(old_adam, moment))
-      expected = np.concatenate([np.reshape(x, (2, -1)) for x in leaves], 1)
-      np.testing.assert_array_equal(getattr(new_adam, moment), expected)
-    np.testing.assert_array_equal(new_adam.count, [3, 3])
+      np.testing.assert_array_equal(
+          getattr(new_adam, moment), _expected_flat(getattr(old_adam, moment),
+                                                    leading=1))
+    np.testing.assert_array_equal(new_adam.count, old_adam.count)
+  # Everything else is as saved.
+  jax.tree.map(np.testing.assert_array_equal,
+               old_state.replace(actor=None, critic=None),
+               state.replace(actor=None, critic=None))
   jax.tree.map(np.testing.assert_array_equal,
                (old_state.actor.params, old_state.critic.params),
                (state.actor.params, state.critic.params))
-  # Two more steps: both layouts apply the same elementwise Adam.
-  after_old = _steps(old_agent, old_state, 2)
-  after_new = _steps(agent, state, 2)
-  jax.tree.map(np.testing.assert_array_equal,
-               (after_old.actor.params, after_old.critic.params),
-               (after_new.actor.params, after_new.critic.params))
 
 
 def test_the_layout_converts_a_single_unstacked_state():
   agent, old_agent = _agents()
-  old = _steps(old_agent, _stacked(old_agent), 1)
-  single = jax.tree.map(lambda x: x[0], old)
-  new = state_layouts.PER_ARRAY_ADAM.convert(single)
+  old = _with_distinct_moments(learner.init_state(old_agent, 0, buffer_size=4))
+  new = state_layouts.PER_ARRAY_ADAM.convert(old)
   like = learner.init_state(agent, 0, buffer_size=4)
   assert jax.tree.structure(new) == jax.tree.structure(like)
-  mu = new.critic.opt_state[0].mu
-  assert mu.shape == (sum(x.size for x in jax.tree.leaves(like.critic.params)),)
-  np.testing.assert_array_equal(
-      mu[:single.critic.opt_state[0].mu["VmapCritic_0"]["MLP_0"]["Dense_0"][
-          "bias"].size],
-      np.ravel(single.critic.opt_state[0].mu["VmapCritic_0"]["MLP_0"][
-          "Dense_0"]["bias"]))
+  for name in ("actor", "critic"):
+    np.testing.assert_array_equal(
+        getattr(new, name).opt_state[0].nu,
+        _expected_flat(getattr(old, name).opt_state[0].nu, leading=0))
+
+
+def _per_array_adam_build(build):
+  """`sac.train.build_agent` as it was before the flat layout."""
+  def old_build(config, obs_dim, action_dim):
+    return dataclasses.replace(
+        build(config, obs_dim, action_dim),
+        actor_optimizer=optax.adam(config.actor_lr),
+        critic_optimizer=optax.adam(config.critic_lr))
+  return old_build
+
+
+def test_a_run_written_before_the_flat_layout_resumes_as_it_would_go_on(
+    tmp_path, monkeypatch):
+  """Pendulum-v1, test preset, 2 seeds, updates from step 100: 200 steps
+  with per-array Adam, then resumed to 400 with the current agent, against
+  400 uninterrupted steps with per-array Adam."""
+  config = sac_config.get_config("test")
+  config.num_seeds, config.learning_starts, config.num_steps = 2, 100, 400
+  new_build = sac_train.build_agent
+  monkeypatch.setattr(sac_train, "build_agent",
+                      _per_array_adam_build(new_build))
+  sac_train.train(config, str(tmp_path / "old"))
+  config.num_steps = 200
+  sac_train.train(config, str(tmp_path / "resumed"))
+  monkeypatch.setattr(sac_train, "build_agent", new_build)
+  config.num_steps = 400
+  sac_train.train(config, str(tmp_path / "resumed"))
+  old, resumed = ((tmp_path / name / "eval.csv").read_text()
+                  for name in ("old", "resumed"))
+  assert resumed == old
+  assert [line.split(",")[0] for line in old.splitlines()[1:]] == [
+      "200", "200", "400", "400"]
