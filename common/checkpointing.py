@@ -414,7 +414,7 @@ class Checkpointer:
         continue
       logging.info("Checkpoint %d is in the earlier layout %r; converted.",
                    step, layout.name)
-      return layout.convert(state), host, meta
+      return _placed_like(layout.convert(state), state_like), host, meta
     if layouts:
       current_error.add_note(
           f"checkpoint {step} is not in the earlier layouts either: "
@@ -445,6 +445,15 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _placed_like(state: Any, state_like: Any) -> Any:
+  """`state` with each array on the devices and sharding of `state_like`'s
+  (a restore in the current structure gets them from the template)."""
+  return jax.tree.map(
+      lambda x, like: (jax.device_put(x, like.sharding)
+                       if isinstance(like, jax.Array) else x),
+      state, state_like)
 
 
 def _join(thread: threading.Thread, timeout: float) -> None:

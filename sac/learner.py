@@ -115,9 +115,10 @@ def make_agent(*, obs_dim: int, action_dim: int, hidden_sizes, num_critics: int,
   # Adam over one flat vector per network (`optax.flatten`): the same
   # elementwise arithmetic with 2 moment arrays per network instead of 2 per
   # parameter array, which makes the per-step update call cheaper to
-  # dispatch and run (docs/benchmarks.md, "SAC throughput"). Runs of several
-  # seeds give the same numbers bit for bit; a single seed's kernels round
-  # differently.
+  # dispatch and run (docs/benchmarks.md, "SAC throughput"). On one device,
+  # runs of several seeds give the same numbers as Adam per parameter array,
+  # bit for bit; a single seed, and seeds sharded over devices, round
+  # differently in the last bits.
   return Agent(
       actor=networks.Actor(hidden_sizes, action_dim),
       critic=networks.CriticEnsemble(hidden_sizes, num_critics),

@@ -5,9 +5,11 @@ critics' Adam moments were trees like their parameters, one array per
 parameter array (`optax.adam`). Since then Adam runs over one flat vector
 per network (`optax.flatten(optax.adam(...))`), whose moments are those
 trees' leaves, raveled and concatenated in `jax.tree.leaves` order. The
-conversion does exactly that, so the arithmetic after a resume is the one
-the run would have continued with: Adam's updates are elementwise, and
-`optax.flatten` only rearranges them.
+conversion does exactly that. Adam's updates are elementwise and
+`optax.flatten` only rearranges them, so on one device a run of several
+seeds goes on with the arithmetic it had, bit for bit; a single seed, or
+seeds sharded over devices, goes on with the flat layout's rounding, which
+differs in the last bits (docs/sac.md, "Resume").
 
 Example:
   >>> import jax
