@@ -1,10 +1,10 @@
 """SAC checkpoints written with Adam per parameter array load and continue.
 
 Oracles: a state in the earlier optimizer layout (`optax.adam` over the
-parameter trees, distinct values in every moment), saved and restored into the current
-layout (`optax.flatten`), holds the same arrays, with each moment raveled
-and concatenated in tree order (two seeds, stacked as a run stacks them;
-and one unstacked state). A run written with the earlier layout and
+parameter trees, distinct values in every moment), saved and restored into
+the current layout (`optax.flatten`), holds the same arrays, with each
+moment raveled and concatenated in tree order (two seeds, stacked as a run
+stacks them; and one unstacked state). A run written with the earlier layout and
 resumed with the current agent writes, byte for byte, the eval.csv that
 the earlier layout writes without a break.
 """
