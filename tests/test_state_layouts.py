@@ -4,9 +4,9 @@ Oracles: a state in the earlier optimizer layout (`optax.adam` over the
 parameter trees, distinct values in every moment), saved and restored into
 the current layout (`optax.flatten`), holds the same arrays, with each
 moment raveled and concatenated in tree order (two seeds, stacked as a run
-stacks them; and one unstacked state). A run written with the earlier layout and
-resumed with the current agent writes, byte for byte, the eval.csv that
-the earlier layout writes without a break.
+stacks them; and one unstacked state). A run written with the earlier
+layout and resumed with the current agent writes, byte for byte, the
+eval.csv that the earlier layout writes without a break.
 """
 
 import dataclasses
@@ -28,18 +28,24 @@ from sac import train as sac_train
 pytestmark = pytest.mark.filterwarnings(
     "ignore::pytest.PytestUnraisableExceptionWarning")
 
-OBS, ACT, BATCH = 3, 2, 8
+OBS, ACT = 3, 2
+
+
+def _per_array_adam_build(build):
+  """`sac.train.build_agent` as it was before the flat layout."""
+  def old_build(config, obs_dim, action_dim):
+    return dataclasses.replace(
+        build(config, obs_dim, action_dim),
+        actor_optimizer=optax.adam(config.actor_lr),
+        critic_optimizer=optax.adam(config.critic_lr))
+  return old_build
 
 
 def _agents():
-  agent = learner.make_agent(
-      obs_dim=OBS, action_dim=ACT, hidden_sizes=(16, 16), num_critics=2,
-      actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2, gamma=0.99, tau=0.005,
-      batch_size=BATCH, alpha=None, target_entropy=None,
-      actor_grad=learner.PATHWISE, score_function_samples=8)
-  old = dataclasses.replace(agent, actor_optimizer=optax.adam(1e-2),
-                            critic_optimizer=optax.adam(1e-2))
-  return agent, old
+  """The test preset's agent, and the same agent with per-array Adam."""
+  config = sac_config.get_config("test")
+  return (sac_train.build_agent(config, OBS, ACT),
+          _per_array_adam_build(sac_train.build_agent)(config, OBS, ACT))
 
 
 def _stacked(agent, seeds=(0, 1)):
@@ -104,16 +110,6 @@ def test_the_layout_converts_a_single_unstacked_state():
     np.testing.assert_array_equal(
         getattr(new, name).opt_state[0].nu,
         _expected_flat(getattr(old, name).opt_state[0].nu, leading=0))
-
-
-def _per_array_adam_build(build):
-  """`sac.train.build_agent` as it was before the flat layout."""
-  def old_build(config, obs_dim, action_dim):
-    return dataclasses.replace(
-        build(config, obs_dim, action_dim),
-        actor_optimizer=optax.adam(config.actor_lr),
-        critic_optimizer=optax.adam(config.critic_lr))
-  return old_build
 
 
 def test_a_run_written_before_the_flat_layout_resumes_as_it_would_go_on(
