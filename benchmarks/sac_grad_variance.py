@@ -155,7 +155,8 @@ def restore_state(workdir: str, config, agent: learner.Agent,
           f"no checkpoint at step {step} in {workdir!r}; available: "
           f"{available} (keep steps with --config.keep_checkpoint_steps).")
     state, _, _ = checkpointer.restore(step, state_like,
-                                       layouts=state_layouts.LAYOUTS)
+                                       layouts=state_layouts.layouts(
+                                           config.buffer_size))
   finally:
     checkpointer.close()
   return state

@@ -81,13 +81,26 @@ process, or else verified then.
 
 Earlier layouts. When a trainer changes its state's structure (SAC's Adam
 moments became one flat vector per network), checkpoints written before the
-change no longer match the fresh state. A trainer lists the structures it
-used to write as `Layout`s: a template in the earlier structure, built from
-the current one, and a conversion of a state restored with it into the
-current structure. `Checkpointer.restore` tries the current structure first
-and then each layout in turn; a checkpoint none of them restores raises the
-current structure's error. The conversion only rearranges restored arrays,
-so loading still executes nothing from the checkpoint.
+change no longer match the fresh state; nor does a checkpoint whose shapes
+follow a config field that a resume may change (SAC's replay buffer, which
+may grow). A trainer lists such structures as `Layout`s: a template in the
+checkpoint's structure, built from the current one and the checkpoint's
+step and config (`Source`), and a conversion of a state restored with it
+into the current structure. `Checkpointer.restore` tries the current
+structure first and then each layout in turn; a checkpoint none of them
+restores raises the current structure's error. The conversion only
+rearranges restored arrays, so loading still executes nothing from the
+checkpoint.
+
+Growing fields and kept checkpoints. `may_grow` names config fields a
+resume may increase but not decrease (SAC's buffer size, which an extended
+run enlarges). A run keeps its latest `max_to_keep` checkpoints and,
+permanently, those whose steps are in `keep_steps`. When a resume changes
+that list (an extended run keeps other fractions of its new budget), no
+checkpoint kept so far is deleted: a resume also keeps the steps listed by
+the restored checkpoint's config field `keep_steps_field`, and every
+checkpoint older than the newest `max_to_keep` on disk (only a kept one
+survives that long).
 
 A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
 OSError) says so with the checkpoint directory; the partial temporary
@@ -142,18 +155,31 @@ class ChecksumError(ValueError):
   """A checkpoint's files differ from its manifest (`MANIFEST`)."""
 
 
+class LayoutRefused(ValueError):
+  """A `Layout` matches the checkpoint but cannot convert it; raised as is
+  (not taken for damage)."""
+
+
+class Source(NamedTuple):
+  """The checkpoint a `Layout` reads: its step and its stored config."""
+  step: int
+  config: dict[str, Any]
+
+
 class Layout(NamedTuple):
-  """An earlier structure of a trainer's state, and how to convert it.
+  """Another structure of a trainer's state, and how to convert it.
 
   Attributes:
     name: what the layout was, for messages.
-    template: current state_like -> a state_like in the earlier structure.
-    convert: a state restored with `template`'s structure -> the state in
-      the current structure.
+    template: (current state_like, `Source`) -> a state_like in the
+      checkpoint's structure; raises if the layout does not apply to it, and
+      `LayoutRefused` if it applies but cannot convert the checkpoint.
+    convert: (a state restored with `template`'s structure, `Source`) -> the
+      state in the current structure.
   """
   name: str
-  template: Callable[[Any], Any]
-  convert: Callable[[Any], Any]
+  template: Callable[[Any, Source], Any]
+  convert: Callable[[Any, Source], Any]
 
 
 class Restored(NamedTuple):
@@ -290,19 +316,33 @@ class Checkpointer:
     """Keeps the latest `max_to_keep` checkpoints and, permanently, any whose
     step is in `keep_steps` (orbax's LatestN and CustomSteps policies)."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    policies = ocp.checkpoint_managers
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy([
-                policies.LatestN(n=max_to_keep),
-                policies.CustomSteps(steps=tuple(keep_steps))]),
-            enable_async_checkpointing=False, create=True,
-            temporary_path_class=_ChecksummedRename),
-        item_names=_ITEMS)
+    self.max_to_keep = max_to_keep
+    self.keep_steps = frozenset(int(s) for s in keep_steps)
+    self.manager = self._manager()
     # Steps known to match their manifests (or, written before manifests,
     # to have none): saved or verified by this object.
     self._verified: set[int] = set()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    policies = ocp.checkpoint_managers
+    return ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=policies.AnyPreservationPolicy([
+                policies.LatestN(n=self.max_to_keep),
+                policies.CustomSteps(steps=tuple(sorted(self.keep_steps)))]),
+            enable_async_checkpointing=False, create=True,
+            temporary_path_class=_ChecksummedRename),
+        item_names=_ITEMS)
+
+  def keep(self, steps: Sequence[int]) -> None:
+    """Also keeps the checkpoints of `steps` permanently (from the next save
+    on, when orbax applies its policies)."""
+    more = frozenset(int(s) for s in steps) - self.keep_steps
+    if more:
+      self.keep_steps |= more
+      self.manager.close()
+      self.manager = self._manager()
 
   def latest_step(self) -> int | None:
     """The newest checkpoint that matches its manifest; None if none does.
@@ -405,16 +445,20 @@ class Checkpointer:
     except Exception as err:  # Re-raised below unless a layout restores.
       _raise_if_out_of_memory(err)
       current_error = err
+    source = Source(step, self.restore_config(step)) if layouts else None
     for layout in layouts:
       try:
-        state, host, meta = self._restore(step, layout.template(state_like),
-                                          with_host)
+        state, host, meta = self._restore(
+            step, layout.template(state_like, source), with_host)
+      except LayoutRefused:
+        raise
       except Exception as err:  # Not this layout either.
         _raise_if_out_of_memory(err)
         continue
-      logging.info("Checkpoint %d is in the earlier layout %r; converted.",
+      logging.info("Checkpoint %d is in the layout %r; converted.",
                    step, layout.name)
-      return _placed_like(layout.convert(state), state_like), host, meta
+      return (_placed_like(layout.convert(state, source), state_like), host,
+              meta)
     if layouts:
       current_error.add_note(
           f"checkpoint {step} is not in the earlier layouts either: "
@@ -507,30 +551,36 @@ def _raise_if_out_of_memory(err: BaseException) -> None:
 
 def check_resume_config(saved: dict[str, Any], config,
                         allowed_changes: Sequence[str], *,
+                        may_grow: Sequence[str] = (),
                         workdir: str = "") -> None:
   """Raises ValueError naming every field that differs from the saved config.
 
-  Fields in `allowed_changes` may differ. A field present on one side only
-  counts as changed (shown as <absent>).
+  Fields in `allowed_changes` may differ; numeric fields in `may_grow` may
+  increase. A field present on one side only counts as changed (shown as
+  <absent>).
 
   Args:
     saved: the config stored in the checkpoint (JSON data).
     config: the config of the run being resumed (ConfigDict or dict).
     allowed_changes: names of the fields that cannot change the trajectory.
+    may_grow: names of the fields that may grow (module doc).
     workdir: named in the error.
   """
   current = config_to_dict(config)
   changed = [k for k in sorted(set(saved) | set(current))
              if k not in allowed_changes
-             and saved.get(k, _ABSENT) != current.get(k, _ABSENT)]
+             and saved.get(k, _ABSENT) != current.get(k, _ABSENT)
+             and not (k in may_grow and k in saved and k in current
+                      and current[k] > saved[k])]
   if changed:
+    grow = (f", and {tuple(may_grow)} may grow" if may_grow else "")
     raise ValueError(
         f"cannot resume the run in workdir {workdir!r}: its checkpoint was "
         "written with different "
         + ", ".join(f"{k} (saved {saved.get(k, _ABSENT)!r}, now "
                     f"{current.get(k, _ABSENT)!r})" for k in changed)
-        + f". Only {tuple(allowed_changes)} may change on resume; use the "
-        "saved values or a new workdir.")
+        + f". Only {tuple(allowed_changes)} may change on resume{grow}; use "
+        "the saved values or a new workdir.")
 
 
 def write_run_config(workdir: str, config) -> None:
@@ -550,15 +600,20 @@ class Run:
   """
 
   def __init__(self, workdir: str, config, *,
-               allowed_changes: Sequence[str], max_to_keep: int = 2,
-               keep_steps: Sequence[int] = ()):
+               allowed_changes: Sequence[str], may_grow: Sequence[str] = (),
+               max_to_keep: int = 2, keep_steps: Sequence[int] = (),
+               keep_steps_field: str | None = None):
     self.workdir = workdir
     self.config = config_to_dict(config)
     self.allowed_changes = tuple(allowed_changes)
-    unknown = set(self.allowed_changes) - set(self.config)
+    self.may_grow = tuple(may_grow)
+    self.keep_steps_field = keep_steps_field
+    fields = (*self.allowed_changes, *self.may_grow,
+              *([keep_steps_field] if keep_steps_field else []))
+    unknown = set(fields) - set(self.config)
     if unknown:
-      raise ValueError(f"allowed_changes names fields {sorted(unknown)} that "
-                       "the config does not have.")
+      raise ValueError(f"open_run names fields {sorted(unknown)} that the "
+                       "config does not have.")
     self.lock = workdir_lock.acquire(workdir)
     try:
       self.checkpointer = Checkpointer(workdir, max_to_keep, keep_steps)
@@ -604,12 +659,14 @@ class Run:
         damaged.append(self._damage(step, err))
         continue
       check_resume_config(saved_config, self.config, self.allowed_changes,
-                          workdir=self.workdir)
+                          may_grow=self.may_grow, workdir=self.workdir)
       try:
         state, host, meta = self.checkpointer.restore(
             step, state_like, with_host=with_host, layouts=layouts)
         if restore_host is not None:
           restore_host(host)
+      except LayoutRefused:
+        raise
       except Exception as err:  # A failure to restore means damage...
         _raise_if_out_of_memory(err)  # ...unless the machine ran out.
         damaged.append(self._damage(step, err))
@@ -629,8 +686,18 @@ class Run:
     write_run_config(self.workdir, self.config)
     provenance.append(self.workdir)
     if restored is not None:
+      self._keep_kept(restored.config)
       logging.info("Resumed from checkpoint %d.", restored.step)
     return restored
+
+  def _keep_kept(self, saved_config: dict[str, Any]) -> None:
+    """Keeps what the resumed run kept (module doc, "Growing fields")."""
+    steps = self.checkpointer.all_steps()
+    kept = set(steps[:-self.checkpointer.max_to_keep]
+               if self.checkpointer.max_to_keep else steps)
+    if self.keep_steps_field:
+      kept |= set(saved_config.get(self.keep_steps_field) or ())
+    self.checkpointer.keep(sorted(kept))
 
   def _damage(self, step: int, err: Exception) -> tuple[int, str]:
     why = f"{type(err).__name__}: {err}".splitlines()[0][:500]
@@ -659,13 +726,19 @@ class Run:
 
 
 def open_run(workdir: str, config, *, allowed_changes: Sequence[str],
-             max_to_keep: int = 2, keep_steps: Sequence[int] = ()) -> Run:
+             may_grow: Sequence[str] = (), max_to_keep: int = 2,
+             keep_steps: Sequence[int] = (),
+             keep_steps_field: str | None = None) -> Run:
   """Locks `workdir` (creating it) and opens its checkpoints; see module doc.
 
   The latest `max_to_keep` checkpoints are kept, and permanently those whose
-  step is in `keep_steps`.
+  step is in `keep_steps`; a resume also keeps those the run kept before
+  (module doc, "Growing fields and kept checkpoints": `keep_steps_field`
+  names the config field that lists `keep_steps`). `may_grow` names config
+  fields a resume may increase.
 
   Raises `workdir_lock.WorkdirLockedError` if another process holds it.
   """
   return Run(workdir, config, allowed_changes=allowed_changes,
-             max_to_keep=max_to_keep, keep_steps=keep_steps)
+             may_grow=may_grow, max_to_keep=max_to_keep,
+             keep_steps=keep_steps, keep_steps_field=keep_steps_field)

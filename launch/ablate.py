@@ -28,7 +28,9 @@ Studies (launch/studies.py, `STUDIES`):
 
 Flags:
   --seeds=N      seeds 0..N-1 (default: the study's).
-  --steps=N      step budget of every cell (default: the study's or preset's).
+  --steps=N      step budget of every cell (default: the study's or preset's);
+                 larger than the study's, it extends the finished cells it
+                 reaches (each resumes from its last checkpoint).
   --quick        tiny test configs (seconds per cell), to try the tool.
   --shard=i/n    run only cell group i of n (cells i, i+n, i+2n, ... in
                  registry order), e.g. one SLURM array task per shard; then
@@ -40,7 +42,8 @@ Each cell is an ordinary run directory of its trainer (`DIR/cells/...`).
 Rerunning the same command resumes: finished cells (with `cell_done.json`)
 are skipped, an interrupted cell resumes from its own checkpoints. DIR keeps
 a manifest (`study.json`); a DIR holding another study, or this study with
-other --seeds/--steps/--quick, is refused. Without --shard (or with n = 1)
+other --seeds/--quick or a smaller --steps, is refused (launch/study_runner.py,
+"Extending a study"). Without --shard (or with n = 1)
 the report is written at the end of the run. The report gives per condition
 the IQM of the per-seed finals with a stratified bootstrap CI at level 0.95,
 mean ± sample std (ddof = 1), the finals per seed, paired differences on

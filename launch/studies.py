@@ -122,6 +122,7 @@ def _sac_config(preset: str, quick: bool, steps: int | None
   # A buffer at least as large as the run never wraps, and sampling draws
   # rows in [0, size), so capacity min(preset, num_steps) gives the same
   # run as the preset's 1M with a tenth of the memory and checkpoint size.
+  # A larger --steps grows it exactly (sac.state_layouts.grown_buffer).
   config.buffer_size = min(config.buffer_size, config.num_steps)
   if not quick:
     # Checkpoints every 10k steps (a killed cell loses little), and kept

@@ -102,8 +102,7 @@ def load_condition(study: studies.Study, workdir: str,
     if cell.condition != condition or not study_runner.is_done(workdir, cell):
       continue
     run_dir = os.path.join(workdir, cell.path)
-    with open(os.path.join(run_dir, study_runner.DONE)) as f:
-      final_step = int(json.load(f)["config"]["num_steps"])
+    final_step = study_runner.cell_budget(workdir, cell)
     rows = csv_logs.read_csv(os.path.join(run_dir, "eval.csv"))
     for seed in cell.seeds:
       mine = [r for r in rows if system.seed_column is None
@@ -201,7 +200,9 @@ def _step_curve(condition, data, column: str
   steps = data[seeds[0]]["step"]
   if any(not np.array_equal(data[s]["step"], steps) for s in seeds):
     raise ValueError(f"{condition.name}: seeds evaluated at different "
-                     f"steps; cannot draw one curve.")
+                     f"steps; cannot draw one curve (a larger --steps "
+                     f"extends a condition only once every one of its "
+                     f"cells has run).")
   return steps, np.stack([data[s][column] for s in seeds])
 
 
@@ -784,6 +785,34 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
   ]
 
 
+def _budget_text(study: studies.Study, workdir: str,
+                 cells: Sequence[study_runner.Cell],
+                 settings: study_runner.Settings) -> list[str]:
+  """Names the cells extended past the study's budget (and tasks whose
+  conditions end at different budgets); [] if every cell ran the same."""
+  budgets = {c: study_runner.cell_budget(workdir, c) for c in cells
+             if study_runner.is_done(workdir, c)}
+  if len(set(budgets.values())) < 2 and (
+      settings.steps is None or set(budgets.values()) <= {settings.steps}):
+    return []
+  base = settings.steps or min(budgets.values())
+  lines = ["Cells extended past the study's budget of "
+           f"{base} steps (`--steps`): " + ", ".join(
+               f"`{c.path}` to {b}" for c, b in budgets.items() if b != base)
+           + ". Their finals are at their own budgets, and their curves run "
+           "to them."]
+  for task in dict.fromkeys(c.task for c in study.conditions):
+    ends = {c.condition.name: b for c, b in budgets.items()
+            if c.condition.task == task}
+    if len(set(ends.values())) > 1:
+      lines.append(
+          f"On {task} the conditions end at different budgets ("
+          + ", ".join(f"{n}: {b}" for n, b in ends.items())
+          + "): their finals and paired differences compare unequal "
+          "budgets; compare them on the curves.")
+  return [" ".join(lines), ""]
+
+
 def write_report(study: studies.Study, workdir: str) -> str:
   """Writes DIR/report.md and DIR/figures/*.png from the finished cells."""
   manifest = study_runner.check_manifest(workdir, study, None)
@@ -816,6 +845,7 @@ def write_report(study: studies.Study, workdir: str) -> str:
       + (" Not finished (left out below): " + ", ".join(
           f"`{m}`" for m in missing) + "." if missing else ""), "",
   ]
+  lines += _budget_text(study, workdir, cells, settings)
   lines += _statistics_text(settings) + [""]
   os.makedirs(os.path.join(workdir, FIGURES), exist_ok=True)
   for metric in study.system.metrics:

@@ -6,13 +6,27 @@ Layout of a study directory DIR:
   DIR/cells/CONDITION/           a vmapped-seed cell (SAC): one trainer run dir
   DIR/cells/CONDITION/seed_S/    a one-seed cell (MoE, VAE): one trainer run dir
   .../cell_done.json             written after the trainer returns: the cell's
-                                 config; a cell with it is never rerun
+                                 config; a cell with it is not rerun unless
+                                 a larger --steps extends it
   .../provenance.json            written by the trainer (common.checkpointing):
                                  software, commit, machine per start or resume
   DIR/report.md, DIR/figures/    written by `launch.study_report`
 
 A cell is an ordinary run directory of its trainer, so an interrupted cell
 resumes from its own checkpoints when the study is rerun.
+
+Extending a study. Rerunning with a larger --steps than the manifest's
+extends it: each finished cell (of the shard run) whose budget is smaller
+resumes from its last checkpoint and trains to the new budget, and its
+cell_done.json then records the new config. The trainers allow this resume
+(num_steps, and SAC's buffer, which `launch.studies` sizes to the budget
+and which grows exactly: `sac.state_layouts.grown_buffer`), so an extended
+cell is the cell the larger budget would have trained from the start. A
+finished cell is checked against the config of its own budget; one with a
+larger budget than asked is skipped. The manifest keeps the settings the
+study started with; a --steps below them is refused. The report takes each
+cell's finals at its own budget and names the cells extended past the
+manifest's (`launch.study_report`).
 """
 
 from __future__ import annotations
@@ -149,13 +163,21 @@ def check_manifest(workdir: str, study: studies.Study,
   if settings is not None:
     saved = {k: manifest.get(k) for k in settings.as_json()}
     changed = [f"{k} (saved {saved[k]!r}, now {v!r})"
-               for k, v in settings.as_json().items() if saved[k] != v]
+               for k, v in settings.as_json().items()
+               if saved[k] != v
+               and not (k == "steps" and _extends(saved[k], v))]
     if changed:
       raise ValueError(
           f"workdir {workdir!r} holds study {study.name!r} run with other "
-          f"settings: {', '.join(changed)}; rerun with the saved values or "
-          f"use a new workdir.")
+          f"settings: {', '.join(changed)}; rerun with the saved values (a "
+          f"larger --steps extends the study) or use a new workdir.")
   return manifest
+
+
+def _extends(saved: int | None, steps: int | None) -> bool:
+  """A --steps that extends the saved budget (None: the preset's, which
+  any given budget may extend: each cell checks its own)."""
+  return steps is not None and (saved is None or steps > saved)
 
 
 def manifest_settings(manifest: dict) -> Settings:
@@ -165,6 +187,12 @@ def manifest_settings(manifest: dict) -> Settings:
 
 def is_done(workdir: str, cell: Cell) -> bool:
   return os.path.exists(os.path.join(workdir, cell.path, DONE))
+
+
+def cell_budget(workdir: str, cell: Cell) -> int:
+  """The step budget a finished cell was trained to (its cell_done.json)."""
+  with open(os.path.join(workdir, cell.path, DONE)) as f:
+    return int(json.load(f)["config"]["num_steps"])
 
 
 def run_study(study: studies.Study, workdir: str, settings: Settings, *,
@@ -198,12 +226,15 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
       continue
     run_dir = os.path.join(workdir, cell.path)
     done = os.path.join(run_dir, DONE)
+    verb = "training"
     if os.path.exists(done):
-      _check_done_config(done, config)
-      print(f"[{number}/{len(cells)}] {cell.path}: finished earlier, "
-            "skipped.", flush=True)
-      continue
-    print(f"[{number}/{len(cells)}] {cell.path}: training.", flush=True)
+      budget = _check_done_config(done, study, cell, settings)
+      if budget >= config.num_steps:
+        print(f"[{number}/{len(cells)}] {cell.path}: finished earlier "
+              f"({budget} steps), skipped.", flush=True)
+        continue
+      verb = f"extending from {budget} to {config.num_steps} steps"
+    print(f"[{number}/{len(cells)}] {cell.path}: {verb}.", flush=True)
     start = time.time()
     try:
       train(config, run_dir)
@@ -221,12 +252,15 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
   return ran
 
 
-def _check_done_config(done_path: str, config: ml_collections.ConfigDict
-                       ) -> None:
-  """Refuses a finished cell whose recorded config differs from `config`."""
+def _check_done_config(done_path: str, study: studies.Study, cell: Cell,
+                       settings: Settings) -> int:
+  """A finished cell's budget; refuses one whose recorded config differs from
+  the cell's config at that budget."""
   with open(done_path) as f:
     saved = json.load(f)["config"]
-  current = json.loads(config.to_json())
+  budget = int(saved["num_steps"])
+  current = json.loads(cell_config(
+      study, cell, dataclasses.replace(settings, steps=budget)).to_json())
   # Fields only one side has (a config field added or removed by a later
   # version of the code) are not compared: the run finished without them.
   changed = sorted(k for k in set(saved) & set(current)
@@ -236,3 +270,4 @@ def _check_done_config(done_path: str, config: ml_collections.ConfigDict
         f"{done_path} records a finished run with a different config: "
         + ", ".join(f"{k} (saved {saved[k]!r}, now {current[k]!r})"
                     for k in changed) + "; use a new workdir.")
+  return budget

@@ -1,4 +1,4 @@
-"""Earlier structures of the SACState, so that their checkpoints still load.
+"""Other structures of the SACState, so that their checkpoints still load.
 
 `PER_ARRAY_ADAM`: until commit b9a170d (2026-12-04), the actor's and the
 critics' Adam moments were trees like their parameters, one array per
@@ -11,19 +11,43 @@ seeds goes on with the arithmetic it had, bit for bit; a single seed, or
 seeds sharded over devices, goes on with the flat layout's rounding, which
 differs in the last bits (docs/sac.md, "Resume").
 
+`grown_buffer(capacity)`: a run resumed with a larger `buffer_size` (an
+extended run: `launch.studies` sizes a cell's buffer to its step budget)
+restores a checkpoint whose replay buffer has fewer rows. If that buffer
+never wrapped (checkpoint step <= its capacity: the loop's step counts each
+seed's transitions), its rows are padded with zeros up to `capacity` and the
+next row to write is the number stored. `replay.add` and `replay.sample`
+then act on the padded buffer exactly as on a buffer of `capacity` rows
+given from the start, so the extended run is the run that the larger budget
+would have trained. A buffer that wrapped has lost its oldest transitions,
+so no larger buffer reproduces it; its resume is refused
+(`checkpointing.LayoutRefused`).
+
+`layouts(capacity)` lists every layout a SAC checkpoint may hold.
+
 Example:
   >>> import jax
+  >>> from common import checkpointing
   >>> from launch.configs import sac as sac_config
   >>> from sac import learner, state_layouts, train
   >>> agent = train.build_agent(sac_config.get_config("test"), 3, 1)
   >>> state = learner.init_state(agent, seed=0, buffer_size=8)
-  >>> old = state_layouts.PER_ARRAY_ADAM.template(state)
+  >>> source = checkpointing.Source(step=4, config={"buffer_size": 4})
+  >>> old = state_layouts.PER_ARRAY_ADAM.template(state, source)
   >>> jax.tree.structure(old.actor.params) == jax.tree.structure(
   ...     old.actor.opt_state[0].mu)
   True
-  >>> new = state_layouts.PER_ARRAY_ADAM.convert(old)
+  >>> new = state_layouts.PER_ARRAY_ADAM.convert(old, source)
   >>> jax.tree.structure(new) == jax.tree.structure(state)
   True
+  >>> grow = state_layouts.grown_buffer(8)
+  >>> small = grow.template(state, source)
+  >>> small.buffer.capacity
+  4
+  >>> grown = grow.convert(small.replace(buffer=small.buffer.replace(
+  ...     size=small.buffer.size + 4)), source)
+  >>> grown.buffer.capacity, int(grown.buffer.insert_index)
+  (8, 4)
 """
 
 from __future__ import annotations
@@ -59,12 +83,12 @@ def _flat(state: train_state.TrainState) -> train_state.TrainState:
       *rest))
 
 
-def _template(state: learner.SACState) -> learner.SACState:
+def _template(state: learner.SACState, _) -> learner.SACState:
   return state.replace(actor=_per_array(state.actor),
                        critic=_per_array(state.critic))
 
 
-def _convert(state: learner.SACState) -> learner.SACState:
+def _convert(state: learner.SACState, _) -> learner.SACState:
   return state.replace(actor=_flat(state.actor), critic=_flat(state.critic))
 
 
@@ -72,5 +96,47 @@ def _convert(state: learner.SACState) -> learner.SACState:
 PER_ARRAY_ADAM = checkpointing.Layout(
     name="Adam per parameter array", template=_template, convert=_convert)
 
-# Every earlier layout a SAC checkpoint may hold, oldest last.
-LAYOUTS = (PER_ARRAY_ADAM,)
+
+def _saved_capacity(state: learner.SACState,
+                    source: checkpointing.Source) -> int:
+  """The checkpoint's buffer capacity; raises unless the layout applies."""
+  saved = source.config.get("buffer_size")
+  if saved is None or saved >= state.buffer.capacity:
+    raise ValueError(f"checkpoint {source.step}'s buffer ({saved} rows) is "
+                     f"not smaller than {state.buffer.capacity}.")
+  if source.step > saved:
+    raise checkpointing.LayoutRefused(
+        f"cannot grow the replay buffer of checkpoint {source.step} from "
+        f"{saved} to {state.buffer.capacity} rows: by step {source.step} it "
+        f"held more transitions than its {saved} rows, so it wrapped and "
+        f"lost its oldest; resume with buffer_size={saved}.")
+  return saved
+
+
+def grown_buffer(capacity: int) -> checkpointing.Layout:
+  """A checkpoint whose unwrapped buffer has fewer than `capacity` rows
+  (module doc)."""
+
+  def template(state: learner.SACState, source) -> learner.SACState:
+    saved = _saved_capacity(state, source)
+    buffer = state.buffer
+    return state.replace(buffer=buffer.replace(
+        data=buffer.data[..., :saved, :]))
+
+  def convert(state: learner.SACState, _) -> learner.SACState:
+    buffer = state.buffer
+    pad = [(0, 0)] * buffer.data.ndim
+    pad[-2] = (0, capacity - buffer.capacity)
+    return state.replace(buffer=buffer.replace(
+        data=jnp.pad(buffer.data, pad),
+        insert_index=jnp.copy(buffer.size)))  # Own array: both are donated.
+
+  return checkpointing.Layout(name=f"a replay buffer of fewer than "
+                              f"{capacity} rows", template=template,
+                              convert=convert)
+
+
+def layouts(capacity: int) -> tuple[checkpointing.Layout, ...]:
+  """Every other layout a SAC checkpoint may hold, for a run whose buffer
+  has `capacity` rows."""
+  return (PER_ARRAY_ADAM, grown_buffer(capacity))

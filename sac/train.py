@@ -15,10 +15,13 @@ Resume. The loop resumes from the latest checkpoint in `workdir` when there
 is one, and the continuation is exact (byte for byte in eval.csv and the
 final state). The run holds `workdir/run.lock` (one writer per workdir) and
 resumes only under the checkpoint's own config: any change outside
-`RESUME_ALLOWED` is refused with an error naming each changed field; a
-damaged latest checkpoint is set aside and the run resumes from the newest
-one that restores (`common.checkpointing`). Checkpoints written in an
-earlier structure of the state load too (`sac.state_layouts`).
+`RESUME_ALLOWED` (and an increase of `RESUME_MAY_GROW`) is refused with an
+error naming each changed field; a damaged latest checkpoint is set aside and
+the run resumes from the newest one that restores (`common.checkpointing`).
+Checkpoints written in an earlier structure of the state load too, and so
+do those of a smaller buffer that never wrapped (`sac.state_layouts`): a
+run extended with a larger num_steps and buffer_size goes on as the run
+given that budget and buffer from the start.
 
 Outputs in `workdir`: config.json, provenance.json, eval.csv, train.csv,
 tensorboard/, learning_curve.png, checkpoints/, run.lock.
@@ -51,9 +54,14 @@ TRAIN_COLUMNS = ("step", "seed") + learner.METRIC_NAMES + (
 # episodes): num_steps extends or ends the run; checkpoint_every moves the
 # checkpoints, and a resume from any checkpoint is exact; log_every changes
 # only the averaging windows of train.csv and TensorBoard (metrics feed
-# nothing back); progress_bar only the terminal.
+# nothing back); progress_bar only the terminal; keep_checkpoint_steps only
+# which checkpoints stay (none kept before is deleted).
 RESUME_ALLOWED = ("num_steps", "checkpoint_every", "log_every",
-                  "progress_bar")
+                  "progress_bar", "keep_checkpoint_steps")
+# Config fields a resume may increase: buffer_size, for a buffer that never
+# wrapped (`sac.state_layouts.grown_buffer`), gives the run the larger
+# buffer would have trained from the start.
+RESUME_MAY_GROW = ("buffer_size",)
 
 
 def build_agent(config, obs_dim: int, action_dim: int) -> learner.Agent:
@@ -94,7 +102,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   program = make_program(config, agent, collector, eval_env)
   with checkpointing.open_run(workdir, config,
                               allowed_changes=RESUME_ALLOWED,
-                              keep_steps=config.keep_checkpoint_steps) as run:
+                              may_grow=RESUME_MAY_GROW,
+                              keep_steps=config.keep_checkpoint_steps,
+                              keep_steps_field="keep_checkpoint_steps") as run:
     _, rows = training_loop.run(
         run, state, program, workdir=workdir, num_steps=config.num_steps,
         tensorboard=True, progress_bar=config.progress_bar)
@@ -142,7 +152,7 @@ def make_program(config, agent: learner.Agent,
       log=log, log_columns=TRAIN_COLUMNS,
       log_every=training_loop.Every(config.log_every, at_end=False),
       host=collector, seeds=seeds, pipelined=True,
-      layouts=state_layouts.LAYOUTS,
+      layouts=state_layouts.layouts(config.buffer_size),
       postfix=lambda rows: {
           "eval": f"{np.mean([r['return_mean'] for r in rows]):.1f}"},
       desc=f"sac {config.env_id}")

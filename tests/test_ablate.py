@@ -867,3 +867,55 @@ def test_cells_without_a_logged_clock_are_left_out_of_the_wall_clock_table(
           "score_function (8 samples) (left out).") in text
   assert "At equal wall clock" not in text
   assert "| 38400.0 | pathwise | Hopper-v5 | 600 | 0, 1 |" in text
+
+
+def test_a_larger_steps_extends_the_finished_cells_it_reaches(tmp_path):
+  study = studies.SAC_ACTOR_GRAD
+  workdir = str(tmp_path)
+  ablate.run(study.name, workdir, quick=True, seeds=2, steps=600,
+             train=FakeTrainer(study))
+  settings = study_runner.resolve_settings(study, seeds=2, steps=600,
+                                           quick=True)
+  cells = study_runner.study_cells(study, settings)
+  extend = FakeTrainer(study)
+  ablate.run(study.name, workdir, quick=True, seeds=2, steps=1200,
+             shard="0/3", train=extend)
+  extended = [c.path for c in study_runner.shard_cells(cells, 0, 3)]
+  assert [os.path.relpath(c, workdir) for c in extend.calls] == extended
+  for cell in cells:
+    done = json.loads((tmp_path / cell.path / "cell_done.json").read_text())
+    budget, buffer = (1200, 1000) if cell.path in extended else (600, 600)
+    assert (done["config"]["num_steps"], done["config"]["buffer_size"]) == (
+        budget, buffer)  # The quick preset's 1000 rows, or the budget.
+  again = FakeTrainer(study)
+  for steps in (1200, 600):  # Extended and shorter cells are skipped.
+    ablate.run(study.name, workdir, quick=True, seeds=2, steps=steps,
+               shard="0/3", train=again)
+  assert again.calls == []
+  with pytest.raises(ValueError, match=r"other settings: steps \(saved 600, "
+                     r"now 300\); .*a larger --steps extends the study"):
+    ablate.run(study.name, workdir, quick=True, seeds=2, steps=300,
+               train=again)
+  text = open(ablate.run(study.name, workdir, report_only=True,
+                         check_settings=False)).read()
+  assert ("Cells extended past the study's budget of 600 steps (`--steps`): "
+          + ", ".join(f"`{p}` to 1200" for p in extended)) in text
+  tasks = {c.condition.task for c in cells if c.path in extended}
+  for task in sorted(tasks):
+    assert f"On {task} the conditions end at different budgets (" in text
+  data = study_report.load_condition(study, workdir, cells[0].condition, cells)
+  assert all(v["step"][-1] == 1200 for v in data.values())
+
+
+def test_a_finished_cell_is_checked_at_its_own_budget(tmp_path):
+  study = studies.MOE_TABLE6
+  workdir = str(tmp_path)
+  run = dict(quick=True, seeds=1, shard="0/7")
+  ablate.run(study.name, workdir, steps=20, train=FakeTrainer(study), **run)
+  done = tmp_path / "cells" / "wi0_wl0" / "seed_0" / "cell_done.json"
+  saved = json.loads(done.read_text())
+  saved["config"]["learning_rate"] = 1.0
+  done.write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=r"different config: learning_rate "
+                     r"\(saved 1.0, now 0.003\)"):
+    ablate.run(study.name, workdir, steps=40, train=FakeTrainer(study), **run)

@@ -392,9 +392,9 @@ def test_no_checkpoint_restores_error_changes_nothing(tmp_path):
 # A state whose "m" changed from a dict of two arrays to their concatenation.
 _SPLIT = checkpointing.Layout(
     name="split m",
-    template=lambda like: {"w": like["w"], "m": {"a": like["m"][:2],
-                                                 "b": like["m"][2:]}},
-    convert=lambda old: {"w": old["w"], "m": np.concatenate(
+    template=lambda like, _: {"w": like["w"], "m": {"a": like["m"][:2],
+                                                    "b": like["m"][2:]}},
+    convert=lambda old, _: {"w": old["w"], "m": np.concatenate(
         [old["m"]["a"], old["m"]["b"]])})
 
 
@@ -498,3 +498,54 @@ def test_disk_full_during_save_names_the_path_and_keeps_the_previous(
     restored = run.restore_latest(_dummy_state())
   assert restored.step == 2
   np.testing.assert_array_equal(restored.state["w"], 2 * _dummy_state()["w"])
+
+
+def test_fields_that_may_grow_are_refused_only_when_they_shrink():
+  saved = {"seed": 0, "rows": 100}
+  checkpointing.check_resume_config(saved, {"seed": 0, "rows": 300}, (),
+                                    may_grow=("rows",))
+  with pytest.raises(ValueError, match=r"rows \(saved 100, now 50\)\. Only "
+                     r"\(\) may change on resume, and \('rows',\) may grow"):
+    checkpointing.check_resume_config(saved, {"seed": 0, "rows": 50}, (),
+                                      may_grow=("rows",))
+  with pytest.raises(ValueError, match=r"rows \(saved 100, now 300\)"):
+    checkpointing.check_resume_config(saved, {"seed": 0, "rows": 300}, ())
+
+
+def _run_keeping(workdir, keep, last):
+  """A run keeping the latest 2 checkpoints and `keep`, saved every step to
+  `last`; returns the steps on disk."""
+  config = {"num_steps": last, "keep": list(keep)}
+  with checkpointing.open_run(str(workdir), config,
+                              allowed_changes=("num_steps", "keep"),
+                              keep_steps=keep, keep_steps_field="keep") as run:
+    restored = run.restore_latest(_dummy_state())
+    for step in range(restored.step + 1 if restored else 1, last + 1):
+      run.save(step, _dummy_state(), meta={"step": step})
+    return run.checkpointer.all_steps()
+
+
+def test_a_resume_with_other_kept_steps_deletes_none_kept_before(tmp_path):
+  assert _run_keeping(tmp_path, (2, 5), 5) == [2, 4, 5]
+  # 5 was kept by the first list only, 2 is older than the latest two.
+  assert _run_keeping(tmp_path, (8,), 10) == [2, 5, 8, 9, 10]
+  # The first list is in no checkpoint's config any more; 2 and 5 stay.
+  assert _run_keeping(tmp_path, (), 12) == [2, 5, 8, 11, 12]
+
+
+def test_a_layout_that_refuses_stops_the_resume_without_setting_aside(
+    tmp_path):
+  _save_two(str(tmp_path))
+
+  def refuse(like, source):
+    raise checkpointing.LayoutRefused(f"checkpoint {source.step} cannot "
+                                      "convert")
+
+  refusing = checkpointing.Layout("refusing", template=refuse,
+                                  convert=lambda s, _: s)
+  like = {"v": np.zeros((2, 3), np.float32)}  # Not the saved structure.
+  with _open(tmp_path) as run:
+    with pytest.raises(checkpointing.LayoutRefused,
+                       match="checkpoint 2 cannot convert"):
+      run.restore_latest(like, layouts=(refusing,))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]

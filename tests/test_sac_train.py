@@ -162,7 +162,9 @@ def test_resume_with_a_changed_temperature_is_refused(reference_run):
   before = _read(reference_run, "eval.csv")
   with pytest.raises(ValueError, match=r"different alpha \(saved None, now "
                      r"0.2\)\. Only \('num_steps', 'checkpoint_every', "
-                     r"'log_every', 'progress_bar'\) may change"):
+                     r"'log_every', 'progress_bar', "
+                     r"'keep_checkpoint_steps'\) may change on resume, and "
+                     r"\('buffer_size',\) may grow"):
     sac_train.train(_test_config(alpha=0.2), reference_run)
   assert _read(reference_run, "eval.csv") == before
 

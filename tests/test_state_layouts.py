@@ -80,7 +80,7 @@ def test_earlier_checkpoint_restores_with_its_moments_raveled(tmp_path):
   with pytest.raises(Exception):   # The current layout alone cannot.
     checkpointer.restore(3, like, with_host=False)
   state, _, _ = checkpointer.restore(3, like, with_host=False,
-                                     layouts=state_layouts.LAYOUTS)
+                                     layouts=state_layouts.layouts(4))
   checkpointer.close()
   assert jax.tree.structure(state) == jax.tree.structure(like)
   for name in ("actor", "critic"):
@@ -103,7 +103,7 @@ def test_earlier_checkpoint_restores_with_its_moments_raveled(tmp_path):
 def test_the_layout_converts_a_single_unstacked_state():
   agent, old_agent = _agents()
   old = _with_distinct_moments(learner.init_state(old_agent, 0, buffer_size=4))
-  new = state_layouts.PER_ARRAY_ADAM.convert(old)
+  new = state_layouts.PER_ARRAY_ADAM.convert(old, None)
   like = learner.init_state(agent, 0, buffer_size=4)
   assert jax.tree.structure(new) == jax.tree.structure(like)
   for name in ("actor", "critic"):
