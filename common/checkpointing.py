@@ -176,10 +176,15 @@ class Layout(NamedTuple):
       `LayoutRefused` if it applies but cannot convert the checkpoint.
     convert: (a state restored with `template`'s structure, `Source`) -> the
       state in the current structure.
+    holds: optional `Source` -> whether the checkpoint is known (from its
+      config) to hold this layout; such a layout is tried before the current
+      structure, which would fail (and leave orbax's reader threads to
+      report errors).
   """
   name: str
   template: Callable[[Any, Source], Any]
   convert: Callable[[Any, Source], Any]
+  holds: Callable[[Source], bool] | None = None
 
 
 class Restored(NamedTuple):
@@ -440,13 +445,17 @@ class Checkpointer:
     raises the current structure's error (module doc, "Earlier layouts").
     """
     self.verify(step)
-    try:
-      return self._restore(step, state_like, with_host)
-    except Exception as err:  # Re-raised below unless a layout restores.
-      _raise_if_out_of_memory(err)
-      current_error = err
     source = Source(step, self.restore_config(step)) if layouts else None
-    for layout in layouts:
+    known = [layout for layout in layouts
+             if layout.holds is not None and layout.holds(source)]
+    current_error = None
+    if not known:
+      try:
+        return self._restore(step, state_like, with_host)
+      except Exception as err:  # Re-raised below unless a layout restores.
+        _raise_if_out_of_memory(err)
+        current_error = err
+    for layout in known + [x for x in layouts if x not in known]:
       try:
         state, host, meta = self._restore(
             step, layout.template(state_like, source), with_host)
@@ -459,9 +468,11 @@ class Checkpointer:
                    step, layout.name)
       return (_placed_like(layout.convert(state, source), state_like), host,
               meta)
+    if current_error is None:  # Only the current structure is left.
+      return self._restore(step, state_like, with_host)
     if layouts:
       current_error.add_note(
-          f"checkpoint {step} is not in the earlier layouts either: "
+          f"checkpoint {step} is not in the other layouts either: "
           f"{[layout.name for layout in layouts]}")
     raise current_error
 

@@ -131,9 +131,12 @@ def grown_buffer(capacity: int) -> checkpointing.Layout:
         data=jnp.pad(buffer.data, pad),
         insert_index=jnp.copy(buffer.size)))  # Own array: both are donated.
 
+  def holds(source) -> bool:
+    return source.config.get("buffer_size", capacity) < capacity
+
   return checkpointing.Layout(name=f"a replay buffer of fewer than "
                               f"{capacity} rows", template=template,
-                              convert=convert)
+                              convert=convert, holds=holds)
 
 
 def layouts(capacity: int) -> tuple[checkpointing.Layout, ...]:

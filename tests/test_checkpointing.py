@@ -420,13 +420,35 @@ def test_a_checkpoint_in_an_earlier_layout_is_converted(tmp_path):
   np.testing.assert_array_equal(restored.state["m"], [9, 9, 9])
 
 
+def test_a_layout_the_config_names_is_tried_before_the_current_structure(
+    tmp_path, monkeypatch):
+  old = {"w": np.float32([1, 2]), "m": {"a": np.float32([3, 4]),
+                                        "b": np.float32([5])}}
+  like = {"w": np.zeros(2, np.float32), "m": np.zeros(3, np.float32)}
+  with _open(tmp_path) as run:
+    run.save(1, old, meta={"step": 1})
+  tried = []
+  restore = checkpointing.Checkpointer._restore
+
+  def recording(self, step, state_like, with_host):
+    tried.append("split" if isinstance(state_like["m"], dict) else "current")
+    return restore(self, step, state_like, with_host)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "_restore", recording)
+  named = _SPLIT._replace(holds=lambda source: source.config["num_steps"] == 9)
+  with _open(tmp_path) as run:
+    restored = run.restore_latest(like, layouts=[named])
+  np.testing.assert_array_equal(restored.state["m"], [3, 4, 5])
+  assert tried == ["split"]  # No failed attempt at the current structure.
+
+
 def test_a_checkpoint_in_no_known_layout_names_the_layouts_tried(tmp_path):
   with _open(tmp_path) as run:
     run.save(1, _dummy_state(), meta={"step": 1})
     like = {"w": np.zeros(2, np.float32), "m": np.zeros(3, np.float32)}
     with pytest.raises(Exception) as info:
       run.checkpointer.restore(1, like, with_host=False, layouts=[_SPLIT])
-  assert "not in the earlier layouts either: ['split m']" in "".join(
+  assert "not in the other layouts either: ['split m']" in "".join(
       getattr(info.value, "__notes__", []))
 
 
