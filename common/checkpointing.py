@@ -97,10 +97,10 @@ resume may increase but not decrease (SAC's buffer size, which an extended
 run enlarges). A run keeps its latest `max_to_keep` checkpoints and,
 permanently, those whose steps are in `keep_steps`. When a resume changes
 that list (an extended run keeps other fractions of its new budget), no
-checkpoint kept so far is deleted: a resume also keeps the steps listed by
-the restored checkpoint's config field `keep_steps_field`, and every
-checkpoint older than the newest `max_to_keep` on disk (only a kept one
-survives that long).
+checkpoint kept so far is deleted: a resume also keeps the steps listed in
+the config field `keep_steps_field` of every checkpoint on disk, and every
+checkpoint older than the newest `max_to_keep` (only a kept one survives
+that long).
 
 A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
 OSError) says so with the checkpoint directory; the partial temporary
@@ -469,7 +469,11 @@ class Checkpointer:
       return (_placed_like(layout.convert(state, source), state_like), host,
               meta)
     if current_error is None:  # Only the current structure is left.
-      return self._restore(step, state_like, with_host)
+      try:
+        return self._restore(step, state_like, with_host)
+      except Exception as err:  # Re-raised below with the layouts tried.
+        _raise_if_out_of_memory(err)
+        current_error = err
     if layouts:
       current_error.add_note(
           f"checkpoint {step} is not in the other layouts either: "
@@ -697,17 +701,24 @@ class Run:
     write_run_config(self.workdir, self.config)
     provenance.append(self.workdir)
     if restored is not None:
-      self._keep_kept(restored.config)
+      self._keep_kept()
       logging.info("Resumed from checkpoint %d.", restored.step)
     return restored
 
-  def _keep_kept(self, saved_config: dict[str, Any]) -> None:
-    """Keeps what the resumed run kept (module doc, "Growing fields")."""
+  def _keep_kept(self) -> None:
+    """Keeps what the run kept before (module doc, "Growing fields")."""
     steps = self.checkpointer.all_steps()
     kept = set(steps[:-self.checkpointer.max_to_keep]
                if self.checkpointer.max_to_keep else steps)
     if self.keep_steps_field:
-      kept |= set(saved_config.get(self.keep_steps_field) or ())
+      for step in steps:  # Each checkpoint's config lists what it kept.
+        try:
+          config = self.checkpointer.restore_config(step)
+        except Exception as err:  # Unreadable: kept anyway, being older.
+          _raise_if_out_of_memory(err)
+          kept.add(step)
+          continue
+        kept |= set(config.get(self.keep_steps_field) or ())
     self.checkpointer.keep(sorted(kept))
 
   def _damage(self, step: int, err: Exception) -> tuple[int, str]:

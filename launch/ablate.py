@@ -93,12 +93,13 @@ def run(study_name: str, workdir: str, *, seeds: int | None = None,
   index, count = study_runner.parse_shard(shard)
   settings = study_runner.resolve_settings(study, seeds=seeds, steps=steps,
                                            quick=quick)
+  extend = steps is not None
   if report_only:
     if check_settings:
-      study_runner.check_manifest(workdir, study, settings)
+      study_runner.check_manifest(workdir, study, settings, extend=extend)
     return study_report.write_report(study, workdir)
   study_runner.run_study(study, workdir, settings, shard=(index, count),
-                         train=train)
+                         extend=extend, train=train)
   if count > 1:
     print(f"Shard {index}/{count} finished; run --report_only once every "
           "shard has.", flush=True)

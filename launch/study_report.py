@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 import io
 import json
 import os
@@ -197,13 +198,13 @@ def _step_curve(condition, data, column: str
   if not data:
     return None
   seeds = sorted(data)
-  steps = data[seeds[0]]["step"]
-  if any(not np.array_equal(data[s]["step"], steps) for s in seeds):
-    raise ValueError(f"{condition.name}: seeds evaluated at different "
-                     f"steps; cannot draw one curve (a larger --steps "
-                     f"extends a condition only once every one of its "
-                     f"cells has run).")
-  return steps, np.stack([data[s][column] for s in seeds])
+  # Seeds of cells extended to other budgets: the steps all of them reached.
+  steps = functools.reduce(np.intersect1d, [data[s]["step"] for s in seeds])
+  if not len(steps):
+    raise ValueError(f"{condition.name}: its seeds share no evaluation "
+                     f"step; cannot draw one curve.")
+  return steps, np.stack([data[s][column][np.isin(data[s]["step"], steps)]
+                          for s in seeds])
 
 
 def _plot_metric(study, metric, curves, path: str, *, xlabel: str = "step",
@@ -788,26 +789,36 @@ def _statistics_text(settings: study_runner.Settings) -> list[str]:
 def _budget_text(study: studies.Study, workdir: str,
                  cells: Sequence[study_runner.Cell],
                  settings: study_runner.Settings) -> list[str]:
-  """Names the cells extended past the study's budget (and tasks whose
-  conditions end at different budgets); [] if every cell ran the same."""
+  """Names the cells whose budget is not the study's (extended with
+  --steps), and the conditions and tasks whose cells then end at different
+  budgets; [] if every finished cell ran the study's budget."""
   budgets = {c: study_runner.cell_budget(workdir, c) for c in cells
              if study_runner.is_done(workdir, c)}
-  if len(set(budgets.values())) < 2 and (
-      settings.steps is None or set(budgets.values()) <= {settings.steps}):
+  base = {c: study_runner.cell_config(study, c, settings).num_steps
+          for c in budgets}
+  if all(budgets[c] == base[c] for c in budgets):
     return []
-  base = settings.steps or min(budgets.values())
-  lines = ["Cells extended past the study's budget of "
-           f"{base} steps (`--steps`): " + ", ".join(
-               f"`{c.path}` to {b}" for c, b in budgets.items() if b != base)
-           + ". Their finals are at their own budgets, and their curves run "
-           "to them."]
+  lines = ["Cells trained to another budget than the study's (extended with "
+           "`--steps`): " + ", ".join(
+               f"`{c.path}` ({base[c]} to {budgets[c]} steps)"
+               for c in budgets if budgets[c] != base[c])
+           + ". Finals are at each cell's own budget."]
+  for condition in study.conditions:
+    ends = {budgets[c] for c in budgets if c.condition == condition}
+    if len(ends) > 1:
+      lines.append(
+          f"The cells of {condition.name} end at different budgets "
+          f"({', '.join(map(str, sorted(ends)))}): its statistics mix them, "
+          "and its curve stops where all of them stop; extend every one of "
+          "its cells.")
   for task in dict.fromkeys(c.task for c in study.conditions):
-    ends = {c.condition.name: b for c, b in budgets.items()
-            if c.condition.task == task}
-    if len(set(ends.values())) > 1:
+    ends = {c.name: sorted({budgets[x] for x in budgets if x.condition == c})
+            for c in study.conditions if c.task == task}
+    ends = {name: b for name, b in ends.items() if b}
+    if len({tuple(b) for b in ends.values()}) > 1:
       lines.append(
           f"On {task} the conditions end at different budgets ("
-          + ", ".join(f"{n}: {b}" for n, b in ends.items())
+          + ", ".join(f"{n}: {'/'.join(map(str, b))}" for n, b in ends.items())
           + "): their finals and paired differences compare unequal "
           "budgets; compare them on the curves.")
   return [" ".join(lines), ""]

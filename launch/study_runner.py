@@ -16,7 +16,9 @@ A cell is an ordinary run directory of its trainer, so an interrupted cell
 resumes from its own checkpoints when the study is rerun.
 
 Extending a study. Rerunning with a larger --steps than the manifest's
-extends it: each finished cell (of the shard run) whose budget is smaller
+extends it (a budget set by the study's default or a preset never does;
+with no budget in the manifest, --steps must exceed every cell's preset
+budget): each finished cell (of the shard run) whose budget is smaller
 resumes from its last checkpoint and trains to the new budget, and its
 cell_done.json then records the new config. The trainers allow this resume
 (num_steps, and SAC's buffer, which `launch.studies` sizes to the budget
@@ -143,11 +145,14 @@ def read_manifest(workdir: str) -> dict | None:
 
 
 def check_manifest(workdir: str, study: studies.Study,
-                   settings: Settings | None) -> dict | None:
+                   settings: Settings | None, *, extend: bool = False
+                   ) -> dict | None:
   """Refuses a workdir holding another study, or this one under other settings.
 
-  `settings=None` checks only the study name. Returns the manifest (None if
-  the directory has none yet and holds no cells).
+  `settings=None` checks only the study name. `extend` (--steps given)
+  accepts a budget above the manifest's (module doc, "Extending a study").
+  Returns the manifest (None if the directory has none yet and holds no
+  cells).
   """
   manifest = read_manifest(workdir)
   if manifest is None:
@@ -164,8 +169,9 @@ def check_manifest(workdir: str, study: studies.Study,
     saved = {k: manifest.get(k) for k in settings.as_json()}
     changed = [f"{k} (saved {saved[k]!r}, now {v!r})"
                for k, v in settings.as_json().items()
-               if saved[k] != v
-               and not (k == "steps" and _extends(saved[k], v))]
+               if saved[k] != v and not (
+                   k == "steps" and extend
+                   and _extends(study, settings, saved[k], v))]
     if changed:
       raise ValueError(
           f"workdir {workdir!r} holds study {study.name!r} run with other "
@@ -174,10 +180,17 @@ def check_manifest(workdir: str, study: studies.Study,
   return manifest
 
 
-def _extends(saved: int | None, steps: int | None) -> bool:
-  """A --steps that extends the saved budget (None: the preset's, which
-  any given budget may extend: each cell checks its own)."""
-  return steps is not None and (saved is None or steps > saved)
+def _extends(study: studies.Study, settings: Settings, saved: int | None,
+             steps: int | None) -> bool:
+  """A --steps above the saved budget (None: above every cell's preset
+  budget)."""
+  if steps is None:
+    return False
+  if saved is None:
+    preset = dataclasses.replace(settings, steps=None)
+    saved = max(cell_config(study, c, preset).num_steps
+                for c in study_cells(study, preset))
+  return steps > saved
 
 
 def manifest_settings(manifest: dict) -> Settings:
@@ -196,7 +209,7 @@ def cell_budget(workdir: str, cell: Cell) -> int:
 
 
 def run_study(study: studies.Study, workdir: str, settings: Settings, *,
-              shard: tuple[int, int] = (0, 1),
+              shard: tuple[int, int] = (0, 1), extend: bool = False,
               train: Callable | None = None) -> list[Cell]:
   """Runs the unfinished cells of shard `shard` of the study; returns them.
 
@@ -205,13 +218,15 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
     workdir: the study directory (created; its manifest is written or checked).
     settings: seeds, steps and quick mode.
     shard: (i, n): run only cell group i of n.
+    extend: --steps was given: a budget above the manifest's extends the
+      finished cells (module doc, "Extending a study").
     train: the trainer to call instead of the system's (for tests).
 
   Raises:
     ValueError: another study (or other settings) in `workdir`.
     RuntimeError: after trying every cell, naming the cells that failed.
   """
-  check_manifest(workdir, study, settings)
+  check_manifest(workdir, study, settings, extend=extend)
   cells = study_cells(study, settings)
   configs = [cell_config(study, c, settings) for c in cells]  # Fail early.
   os.makedirs(workdir, exist_ok=True)
@@ -233,6 +248,11 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
         print(f"[{number}/{len(cells)}] {cell.path}: finished earlier "
               f"({budget} steps), skipped.", flush=True)
         continue
+      if not extend:
+        raise ValueError(
+            f"{done} records a finished run of {budget} steps; the study's "
+            f"config asks {config.num_steps}. Rerun with "
+            f"--steps={config.num_steps} to extend it, or use a new workdir.")
       verb = f"extending from {budget} to {config.num_steps} steps"
     print(f"[{number}/{len(cells)}] {cell.path}: {verb}.", flush=True)
     start = time.time()

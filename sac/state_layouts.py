@@ -13,17 +13,20 @@ differs in the last bits (docs/sac.md, "Resume").
 
 `grown_buffer(capacity)`: a run resumed with a larger `buffer_size` (an
 extended run: `launch.studies` sizes a cell's buffer to its step budget)
-restores a checkpoint whose replay buffer has fewer rows. If that buffer
-never wrapped (checkpoint step <= its capacity: the loop's step counts each
-seed's transitions), its rows are padded with zeros up to `capacity` and the
-next row to write is the number stored. `replay.add` and `replay.sample`
+restores a checkpoint whose replay buffer has fewer rows. The loop's step
+counts each seed's transitions, and at a checkpoint the last iteration's
+`num_envs` are pending, outside the buffer (`sac.collector`), so the buffer
+has received step - num_envs. If that is at most its capacity it never
+wrapped: its rows are padded with zeros up to `capacity` and the next row to
+write is the number stored. `replay.add` and `replay.sample`
 then act on the padded buffer exactly as on a buffer of `capacity` rows
 given from the start, so the extended run is the run that the larger budget
 would have trained. A buffer that wrapped has lost its oldest transitions,
 so no larger buffer reproduces it; its resume is refused
 (`checkpointing.LayoutRefused`).
 
-`layouts(capacity)` lists every layout a SAC checkpoint may hold.
+`layouts(capacity)` lists every layout a SAC checkpoint may hold, the two
+together included (a run written before b9a170d, extended).
 
 Example:
   >>> import jax
@@ -32,7 +35,8 @@ Example:
   >>> from sac import learner, state_layouts, train
   >>> agent = train.build_agent(sac_config.get_config("test"), 3, 1)
   >>> state = learner.init_state(agent, seed=0, buffer_size=8)
-  >>> source = checkpointing.Source(step=4, config={"buffer_size": 4})
+  >>> source = checkpointing.Source(step=5, config={"buffer_size": 4,
+  ...                                             "num_envs": 1})
   >>> old = state_layouts.PER_ARRAY_ADAM.template(state, source)
   >>> jax.tree.structure(old.actor.params) == jax.tree.structure(
   ...     old.actor.opt_state[0].mu)
@@ -104,12 +108,13 @@ def _saved_capacity(state: learner.SACState,
   if saved is None or saved >= state.buffer.capacity:
     raise ValueError(f"checkpoint {source.step}'s buffer ({saved} rows) is "
                      f"not smaller than {state.buffer.capacity}.")
-  if source.step > saved:
+  received = source.step - source.config.get("num_envs", 0)
+  if received > saved:
     raise checkpointing.LayoutRefused(
         f"cannot grow the replay buffer of checkpoint {source.step} from "
-        f"{saved} to {state.buffer.capacity} rows: by step {source.step} it "
-        f"held more transitions than its {saved} rows, so it wrapped and "
-        f"lost its oldest; resume with buffer_size={saved}.")
+        f"{saved} to {state.buffer.capacity} rows: it had received "
+        f"{received} transitions per seed, more than its {saved} rows, so it "
+        f"wrapped and lost its oldest; resume with buffer_size={saved}.")
   return saved
 
 
@@ -139,7 +144,19 @@ def grown_buffer(capacity: int) -> checkpointing.Layout:
                               convert=convert, holds=holds)
 
 
+def _both(grown: checkpointing.Layout) -> checkpointing.Layout:
+  """Adam per parameter array and a smaller buffer, together."""
+  return checkpointing.Layout(
+      name=f"{PER_ARRAY_ADAM.name} and {grown.name}",
+      template=lambda like, source: _template(grown.template(like, source),
+                                              source),
+      convert=lambda state, source: grown.convert(_convert(state, source),
+                                                  source),
+      holds=grown.holds)
+
+
 def layouts(capacity: int) -> tuple[checkpointing.Layout, ...]:
   """Every other layout a SAC checkpoint may hold, for a run whose buffer
   has `capacity` rows."""
-  return (PER_ARRAY_ADAM, grown_buffer(capacity))
+  grown = grown_buffer(capacity)
+  return (PER_ARRAY_ADAM, grown, _both(grown))

@@ -896,10 +896,13 @@ def test_a_larger_steps_extends_the_finished_cells_it_reaches(tmp_path):
                      r"now 300\); .*a larger --steps extends the study"):
     ablate.run(study.name, workdir, quick=True, seeds=2, steps=300,
                train=again)
+  with pytest.raises(ValueError, match=r"steps \(saved 600, now None\)"):
+    ablate.run(study.name, workdir, quick=True, seeds=2, train=again)
   text = open(ablate.run(study.name, workdir, report_only=True,
                          check_settings=False)).read()
-  assert ("Cells extended past the study's budget of 600 steps (`--steps`): "
-          + ", ".join(f"`{p}` to 1200" for p in extended)) in text
+  assert ("Cells trained to another budget than the study's (extended with "
+          "`--steps`): " + ", ".join(f"`{p}` (600 to 1200 steps)"
+                                     for p in extended)) in text
   tasks = {c.condition.task for c in cells if c.path in extended}
   for task in sorted(tasks):
     assert f"On {task} the conditions end at different budgets (" in text
@@ -919,3 +922,40 @@ def test_a_finished_cell_is_checked_at_its_own_budget(tmp_path):
   with pytest.raises(ValueError, match=r"different config: learning_rate "
                      r"\(saved 1.0, now 0.003\)"):
     ablate.run(study.name, workdir, steps=40, train=FakeTrainer(study), **run)
+
+
+def test_a_study_on_the_presets_budget_extends_only_past_every_preset(
+    tmp_path):
+  study = studies.MOE_TABLE6
+  workdir = str(tmp_path)
+  run = dict(quick=True, seeds=2)
+  ablate.run(study.name, workdir, train=FakeTrainer(study), **run)
+  settings = study_runner.resolve_settings(study, seeds=2, steps=None,
+                                           quick=True)
+  cells = study_runner.study_cells(study, settings)
+  preset = study_runner.cell_config(study, cells[0], settings).num_steps
+  for steps in (preset // 2, preset):
+    with pytest.raises(ValueError, match=rf"steps \(saved None, now "
+                       rf"{steps}\)"):
+      ablate.run(study.name, workdir, steps=steps, train=FakeTrainer(study),
+                 **run)
+  extend = FakeTrainer(study)
+  ablate.run(study.name, workdir, steps=2 * preset, shard="0/2",
+             train=extend, **run)
+  part = [c.path for c in study_runner.shard_cells(cells, 0, 2)]
+  assert [os.path.relpath(c, workdir) for c in extend.calls] == part
+  # Half-extended conditions (one seed each) still give a report, flagged.
+  text = open(ablate.run(study.name, workdir, report_only=True,
+                         check_settings=False)).read()
+  condition = cells[0].condition.name
+  assert (f"The cells of {condition} end at different budgets ({preset}, "
+          f"{2 * preset})") in text
+  # A finished cell short of its preset's budget is not extended silently.
+  done = tmp_path / cells[1].path / "cell_done.json"
+  saved = json.loads(done.read_text())
+  saved["config"]["num_steps"] = preset // 2
+  done.write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=rf"finished run of {preset // 2} "
+                     rf"steps; the study's config asks {preset}\. Rerun with "
+                     rf"--steps={preset} to extend it"):
+    ablate.run(study.name, workdir, train=FakeTrainer(study), **run)

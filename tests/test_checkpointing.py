@@ -550,8 +550,10 @@ def _run_keeping(workdir, keep, last):
 def test_a_resume_with_other_kept_steps_deletes_none_kept_before(tmp_path):
   assert _run_keeping(tmp_path, (2, 5), 5) == [2, 4, 5]
   # 5 was kept by the first list only, 2 is older than the latest two.
+  assert _run_keeping(tmp_path, (8,), 6) == [2, 5, 6]
+  # Resumed from 6, whose config lists (8,) only: 5 is among the latest
+  # two, and its own config says it was kept.
   assert _run_keeping(tmp_path, (8,), 10) == [2, 5, 8, 9, 10]
-  # The first list is in no checkpoint's config any more; 2 and 5 stay.
   assert _run_keeping(tmp_path, (), 12) == [2, 5, 8, 11, 12]
 
 

@@ -1,10 +1,12 @@
 """A SAC run extended with a larger budget and buffer is the longer run.
 
 Oracles:
-- a run trained to 200 steps with a 200-row buffer, then resumed with
+- a run trained to 200 steps with a 199-row buffer, then resumed with
   num_steps = buffer_size = 400, writes byte for byte the eval.csv and ends
-  in the state of a run given 400 steps and 400 rows from the start (the
-  buffer filled exactly, never wrapped: `sac.state_layouts.grown_buffer`);
+  in the state of a run given 400 steps and 400 rows from the start (at the
+  200-step checkpoint the buffer has received 199 transitions, one is
+  pending: it is exactly full and never wrapped, the boundary of
+  `sac.state_layouts.grown_buffer`);
 - the checkpoint the first budget kept (step 100) is still there after the
   extension, which keeps other steps;
 - a buffer that wrapped cannot grow (the resume names both sizes), and a
@@ -22,9 +24,9 @@ from launch.configs import sac as sac_config
 from sac import learner
 from sac import train as sac_train
 
-# The restore of a smaller buffer into the current shapes fails before the
-# layout restores it; orbax's reader threads can leave callbacks behind that
-# pytest reports as unraisable exceptions. They are collected here.
+# A refused restore (the wrapped buffer) can leave orbax's reader threads'
+# callbacks behind, which pytest reports as unraisable exceptions; they are
+# collected here.
 pytestmark = pytest.mark.filterwarnings(
     "ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -59,7 +61,7 @@ def test_an_extended_run_is_the_run_given_the_budget_from_the_start(
     tmp_path):
   long = _config(400, 400, keep=(200,))
   sac_train.train(long, str(tmp_path / "long"))
-  sac_train.train(_config(200, 200, keep=(100,)), str(tmp_path / "extended"))
+  sac_train.train(_config(200, 199, keep=(100,)), str(tmp_path / "extended"))
   sac_train.train(long, str(tmp_path / "extended"))
   long_csv, extended_csv = ((tmp_path / name / "eval.csv").read_text()
                             for name in ("long", "extended"))
@@ -76,13 +78,14 @@ def test_an_extended_run_is_the_run_given_the_budget_from_the_start(
 
 def test_a_wrapped_buffer_cannot_grow_and_no_buffer_shrinks(tmp_path):
   workdir = str(tmp_path / "run")
-  sac_train.train(_config(200, 100, keep=()), workdir)  # 200 steps, 100 rows.
+  sac_train.train(_config(200, 198, keep=()), workdir)  # 199 into 198 rows.
   with pytest.raises(checkpointing.LayoutRefused,
                      match=r"cannot grow the replay buffer of checkpoint 200 "
-                     r"from 100 to 300 rows: .* wrapped .* resume with "
-                     r"buffer_size=100"):
+                     r"from 198 to 300 rows: it had received 199 transitions "
+                     r"per seed, more than its 198 rows, so it wrapped .* "
+                     r"resume with buffer_size=198"):
     sac_train.train(_config(400, 300, keep=()), workdir)
-  with pytest.raises(ValueError, match=r"buffer_size \(saved 100, now 50\)"
+  with pytest.raises(ValueError, match=r"buffer_size \(saved 198, now 50\)"
                      r".* \('buffer_size',\) may grow"):
     sac_train.train(_config(400, 50, keep=()), workdir)
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()

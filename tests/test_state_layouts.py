@@ -100,6 +100,34 @@ def test_earlier_checkpoint_restores_with_its_moments_raveled(tmp_path):
                (state.actor.params, state.critic.params))
 
 
+def test_an_earlier_checkpoint_with_a_smaller_buffer_restores_grown(
+    tmp_path):
+  """Adam per parameter array and a 4-row buffer (3 transitions in it, one
+  pending: step 4), restored into the current layout with 8 rows."""
+  agent, old_agent = _agents()
+  old_state = _with_distinct_moments(_stacked(old_agent))
+  data = np.arange(2 * 4 * old_state.buffer.data.shape[-1], dtype=np.float32
+                   ).reshape(old_state.buffer.data.shape)
+  old_state = old_state.replace(buffer=old_state.buffer.replace(
+      data=jnp.asarray(data), insert_index=jnp.array([3, 3], jnp.int32),
+      size=jnp.array([3, 3], jnp.int32)))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  checkpointer.save(4, old_state, None, {"step": 4},
+                    config={"buffer_size": 4, "num_envs": 1})
+  like = jax.tree.map(lambda *xs: jnp.stack(xs), *[
+      learner.init_state(agent, s, buffer_size=8) for s in (0, 1)])
+  state, _, _ = checkpointer.restore(4, like, with_host=False,
+                                     layouts=state_layouts.layouts(8))
+  checkpointer.close()
+  assert jax.tree.structure(state) == jax.tree.structure(like)
+  np.testing.assert_array_equal(state.buffer.data[:, :4], data)
+  np.testing.assert_array_equal(state.buffer.data[:, 4:], 0.0)
+  np.testing.assert_array_equal(state.buffer.insert_index, [3, 3])
+  np.testing.assert_array_equal(
+      state.critic.opt_state[0].mu,
+      _expected_flat(old_state.critic.opt_state[0].mu, leading=1))
+
+
 def test_the_layout_converts_a_single_unstacked_state():
   agent, old_agent = _agents()
   old = _with_distinct_moments(learner.init_state(old_agent, 0, buffer_size=4))
