@@ -87,7 +87,8 @@ may grow). A trainer lists such structures as `Layout`s: a template in the
 checkpoint's structure, built from the current one and the checkpoint's
 step and config (`Source`), and a conversion of a state restored with it
 into the current structure. `Checkpointer.restore` tries the current
-structure first and then each layout in turn; a checkpoint none of them
+structure first (after any layout whose `holds` finds the checkpoint's
+config names it) and then each layout in turn; a checkpoint none of them
 restores raises the current structure's error. The conversion only
 rearranges restored arrays, so loading still executes nothing from the
 checkpoint.
@@ -441,7 +442,7 @@ class Checkpointer:
     `state_like` gives the state's structure; `with_host=False` for
     checkpoints saved with `host=None`. The files are checked against the
     checkpoint's manifest first (`verify`: ChecksumError if they differ).
-    A checkpoint in none of the current structure and the earlier `layouts`
+    A checkpoint in none of the current structure and the other `layouts`
     raises the current structure's error (module doc, "Earlier layouts").
     """
     self.verify(step)
@@ -449,31 +450,24 @@ class Checkpointer:
     known = [layout for layout in layouts
              if layout.holds is not None and layout.holds(source)]
     current_error = None
-    if not known:
+    # None: the current structure, first unless a layout is known to hold.
+    for layout in known + [None] + [x for x in layouts if x not in known]:
       try:
-        return self._restore(step, state_like, with_host)
-      except Exception as err:  # Re-raised below unless a layout restores.
-        _raise_if_out_of_memory(err)
-        current_error = err
-    for layout in known + [x for x in layouts if x not in known]:
-      try:
+        if layout is None:
+          return self._restore(step, state_like, with_host)
         state, host, meta = self._restore(
             step, layout.template(state_like, source), with_host)
       except LayoutRefused:
         raise
-      except Exception as err:  # Not this layout either.
+      except Exception as err:  # Not this structure; raised if none restores.
         _raise_if_out_of_memory(err)
+        if layout is None:
+          current_error = err
         continue
       logging.info("Checkpoint %d is in the layout %r; converted.",
                    step, layout.name)
       return (_placed_like(layout.convert(state, source), state_like), host,
               meta)
-    if current_error is None:  # Only the current structure is left.
-      try:
-        return self._restore(step, state_like, with_host)
-      except Exception as err:  # Re-raised below with the layouts tried.
-        _raise_if_out_of_memory(err)
-        current_error = err
     if layouts:
       current_error.add_note(
           f"checkpoint {step} is not in the other layouts either: "
