@@ -9,6 +9,8 @@ Oracles:
   `sac.state_layouts.grown_buffer`);
 - the checkpoint the first budget kept (step 100) is still there after the
   extension, which keeps other steps;
+- `benchmarks.sac_grad_variance` restores the extended run's 200-step
+  checkpoint (199 rows) as the longer run's;
 - a buffer that wrapped cannot grow (the resume names both sizes), and a
   buffer cannot shrink.
 """
@@ -19,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import sac_grad_variance
 from common import checkpointing
 from launch.configs import sac as sac_config
 from sac import learner
@@ -74,6 +77,15 @@ def test_an_extended_run_is_the_run_given_the_budget_from_the_start(
   checkpoints = sorted(int(p.name) for p in
                        (tmp_path / "extended" / "checkpoints").iterdir())
   assert checkpoints == [100, 200, 300, 400]  # 100: kept by the first budget.
+  # The variance tool reads the extended run's 200-step checkpoint (199
+  # rows) as the longer run's (400 rows) under the run's config.json.
+  config = sac_grad_variance.load_run_config(str(tmp_path / "extended"))
+  agent = sac_train.build_agent(config, 3, 1)
+  a, b = (sac_grad_variance.restore_state(str(tmp_path / name), config,
+                                          agent, 200)
+          for name in ("long", "extended"))
+  assert b.buffer.capacity == 400
+  jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 def test_a_wrapped_buffer_cannot_grow_and_no_buffer_shrinks(tmp_path):
