@@ -919,8 +919,9 @@ def test_a_finished_cell_is_checked_at_its_own_budget(tmp_path):
   saved = json.loads(done.read_text())
   saved["config"]["learning_rate"] = 1.0
   done.write_text(json.dumps(saved))
+  # Only learning_rate: num_steps (20, asked 40) is compared at the cell's 20.
   with pytest.raises(ValueError, match=r"different config: learning_rate "
-                     r"\(saved 1.0, now 0.003\)"):
+                     r"\(saved 1.0, now 0.003\); use a new workdir"):
     ablate.run(study.name, workdir, steps=40, train=FakeTrainer(study), **run)
 
 
