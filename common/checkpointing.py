@@ -98,10 +98,10 @@ resume may increase but not decrease (SAC's buffer size, which an extended
 run enlarges). A run keeps its latest `max_to_keep` checkpoints and,
 permanently, those whose steps are in `keep_steps`. When a resume changes
 that list (an extended run keeps other fractions of its new budget), no
-checkpoint kept so far is deleted: a resume also keeps the steps listed in
-the config field `keep_steps_field` of every checkpoint on disk, and every
-checkpoint older than the newest `max_to_keep` (only a kept one survives
-that long).
+checkpoint kept so far is deleted: a resume also keeps every checkpoint
+older than the newest `max_to_keep` (only a kept one survives that long),
+and the steps listed in the config field `keep_steps_field` of the newest
+`max_to_keep`.
 
 A full disk. If a save fails with ENOSPC, `CheckpointDiskFullError` (an
 OSError) says so with the checkpoint directory; the partial temporary
@@ -705,10 +705,13 @@ class Run:
     kept = set(steps[:-self.checkpointer.max_to_keep]
                if self.checkpointer.max_to_keep else steps)
     if self.keep_steps_field:
-      for step in steps:  # Each checkpoint's config lists what it kept.
+      # The older checkpoints are kept already. A newer one was kept if the
+      # run that wrote it, or a later one, listed it; each such run stored
+      # its list in that checkpoint or a newer one, all among the newest.
+      for step in steps[len(kept):]:
         try:
           config = self.checkpointer.restore_config(step)
-        except Exception as err:  # Unreadable: kept anyway, being older.
+        except Exception as err:  # Unreadable: kept, as it may be kept.
           _raise_if_out_of_memory(err)
           kept.add(step)
           continue

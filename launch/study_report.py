@@ -520,12 +520,6 @@ def curve_on_common_x(xs: Sequence, values: Sequence
   return grid, np.stack([value_at(grid, x, v) for x, v in zip(xs, values)])
 
 
-def _cell_config(workdir: str, cell: study_runner.Cell) -> dict:
-  """The config a finished cell ran (its cell_done.json)."""
-  with open(os.path.join(workdir, cell.path, study_runner.DONE)) as f:
-    return json.load(f)["config"]
-
-
 # Axis -> (CSV file, column) of the logged clock it reads.
 _CLOCKS = {"seconds": ("train.csv", "seconds"),
            "training_seconds": ("eval.csv", "step_seconds")}
@@ -572,10 +566,10 @@ def load_axis(study: studies.Study, workdir: str,
       steps = data[seed]["step"]
       if axis == "critic_evaluations":
         out[seed] = sac_critic_evaluations(
-            _cell_config(workdir, cell), steps).astype(np.float64)
+            study_runner.done_config(workdir, cell), steps).astype(np.float64)
       elif axis == "decoder_evaluations":
         from vae import bernoulli  # The VAE's dependencies only here.
-        config = _cell_config(workdir, cell)
+        config = study_runner.done_config(workdir, cell)
         out[seed] = steps * float(bernoulli.decoder_evaluations(
             config["estimator"], int(config["num_samples"])))
       else:

@@ -202,10 +202,15 @@ def is_done(workdir: str, cell: Cell) -> bool:
   return os.path.exists(os.path.join(workdir, cell.path, DONE))
 
 
-def cell_budget(workdir: str, cell: Cell) -> int:
-  """The step budget a finished cell was trained to (its cell_done.json)."""
+def done_config(workdir: str, cell: Cell) -> dict:
+  """The config a finished cell ran (its cell_done.json)."""
   with open(os.path.join(workdir, cell.path, DONE)) as f:
-    return int(json.load(f)["config"]["num_steps"])
+    return json.load(f)["config"]
+
+
+def cell_budget(workdir: str, cell: Cell) -> int:
+  """The step budget a finished cell was trained to."""
+  return int(done_config(workdir, cell)["num_steps"])
 
 
 def run_study(study: studies.Study, workdir: str, settings: Settings, *,
@@ -243,7 +248,7 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
     done = os.path.join(run_dir, DONE)
     verb = "training"
     if os.path.exists(done):
-      budget = _check_done_config(done, study, cell, settings)
+      budget = _check_done_config(workdir, study, cell, settings)
       if budget >= config.num_steps:
         print(f"[{number}/{len(cells)}] {cell.path}: finished earlier "
               f"({budget} steps), skipped.", flush=True)
@@ -272,12 +277,11 @@ def run_study(study: studies.Study, workdir: str, settings: Settings, *,
   return ran
 
 
-def _check_done_config(done_path: str, study: studies.Study, cell: Cell,
+def _check_done_config(workdir: str, study: studies.Study, cell: Cell,
                        settings: Settings) -> int:
   """A finished cell's budget; refuses one whose recorded config differs from
   the cell's config at that budget."""
-  with open(done_path) as f:
-    saved = json.load(f)["config"]
+  saved = done_config(workdir, cell)
   budget = int(saved["num_steps"])
   current = json.loads(cell_config(
       study, cell, dataclasses.replace(settings, steps=budget)).to_json())
@@ -287,7 +291,8 @@ def _check_done_config(done_path: str, study: studies.Study, cell: Cell,
                    if saved[k] != current[k])
   if changed:
     raise ValueError(
-        f"{done_path} records a finished run with a different config: "
+        f"{os.path.join(workdir, cell.path, DONE)} records a finished run "
+        "with a different config: "
         + ", ".join(f"{k} (saved {saved[k]!r}, now {current[k]!r})"
                     for k in changed) + "; use a new workdir.")
   return budget
