@@ -61,6 +61,20 @@ def test_calls_over_sbx_is_reported_with_sbx(tmp_path, capsys):
   assert rows["ours / sbx (ratio)"] == ["2", "1.5", "1.75", "1.5 |"]
 
 
+def test_fastest_ceiling_call_gets_its_own_row_and_ratios(tmp_path, capsys):
+  """Oracle: ours 2 and 3 against the fastest ceiling calls 5 and 4 give
+  0.4 and 0.75 (median 0.575); calls 3 and 4 give 0.6 and 1."""
+  _, rows = _table(tmp_path, capsys, {
+      "ceiling_rounds": [4.0, 4.0], "ceiling_best_rounds": [5.0, 4.0],
+      "calls_rounds": [3.0, 4.0], "ours_rounds": [2.0, 3.0]})
+  assert rows["update-only ceiling, fastest of its 5 calls (updates/s)"] == [
+      "5", "4", "4.5", "|"]
+  assert rows["ours / ceiling_best (ratio)"] == ["0.4", "0.75", "0.575",
+                                                 "0.4 |"]
+  assert rows["calls / ceiling_best (ratio)"] == ["0.6", "1", "0.8", "0.6 |"]
+  assert rows["ours / ceiling (ratio)"] == ["0.5", "0.75", "0.625", "0.5 |"]
+
+
 def test_floor_ratios_are_reported(tmp_path, capsys):
   """Oracle: ceiling 4 and 4 against floor 5 and 8 give 0.8 and 0.5; floor
   5 and 8 against sbx 1 and 2 give 5 and 4."""
