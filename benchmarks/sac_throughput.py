@@ -18,11 +18,9 @@ critics, learned temperature, one env. Env steps/s are measured over
   ceiling     the same compiled update with no environment: `lax.scan` over
               200 gradient steps on a filled buffer (updates/s), the median
               of 5 timed calls.
-  ceiling_best  the fastest of those 5 calls. Where the scan's speed has
-              modes (on an AMD EPYC VM its calls took either about 3.9 or
-              about 5.1 ms per update, docs/benchmarks.md) the median can
-              fall below the loop's own calls; ours/ceiling_best is then
-              the ratio that bounds the loop.
+  ceiling_best  the fastest of those 5 calls: steadier from round to
+              round than their median where the VM's speed drifts within
+              a round (docs/benchmarks.md, "On an AMD EPYC VM").
   calls       the loop's device work alone: per step, the compiled action
               call and the per-step update call (insert + 1 gradient step)
               dispatched back to back, no environment (steps/s). The loop
