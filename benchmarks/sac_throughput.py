@@ -30,6 +30,12 @@ critics, learned temperature, one env. Env steps/s are measured over
               adds. calls/sbx is about the most ours/sbx can reach while
               the loop makes these two calls per env step: their speed with
               the host's work taken to cost nothing.
+  updates     the loop's per-step update call alone, back to back, with no
+              action call and no environment (updates/s): the most a loop
+              that makes this call once per env step can reach. Unlike the
+              scan it is the loop's own program; where the scan runs slower
+              than this call (the AMD EPYC VM, docs/benchmarks.md), the
+              ceiling bounds nothing and ours/updates is the loop's share.
   sbx         sbx.SAC with the same hyperparameters (optional: `pip install
               torch==2.13.0 && pip install sbx-rl`), timed by a callback.
   floor       the gradient step's floating-point operations (XLA's cost
@@ -42,8 +48,8 @@ critics, learned temperature, one env. Env steps/s are measured over
               reach with such a step and a loop that cost nothing.
   compile     time to lower and compile the per-step update call.
 
-The rounds alternate ceiling, floor, calls, ours and sbx; every ratio is
-taken within a round and reported as its median and minimum over rounds
+The rounds alternate ceiling, floor, updates, calls, ours and sbx; every
+ratio is taken within a round and reported as its median and minimum over rounds
 (the absolute speeds of a shared VM drift between rounds).
 """
 
@@ -203,17 +209,19 @@ def time_floor(flops: float) -> float:
   return time_matmul(config.batch_size, config.hidden_sizes[0]) / flops
 
 
-def time_calls(steps: int = 400) -> float:
+def time_calls(steps: int = 400, *, actions: bool = True) -> float:
   """Steps/s of the loop's device work alone: per step the compiled action
   call and the per-step update call (insert + 1 gradient step), dispatched
-  back to back with no environment, as `sac.collector` issues them."""
+  back to back with no environment, as `sac.collector` issues them. With
+  `actions=False`, the update call alone."""
   agent, state, one, obs = _filled()
   act = learner.make_act_fn(agent, random=False)
   update = learner.make_update_fn(agent, num_updates=1)
 
   def run(state):
     for _ in range(steps):
-      state, _ = act(state, obs)
+      if actions:
+        state, _ = act(state, obs)
       state, _ = update(state, one)
     return jax.block_until_ready(state)
 
@@ -277,9 +285,10 @@ def _round_ratios(name: str, numerators, denominators) -> dict:
 
 # (numerator, denominator) of the ratios, from the per-round speeds.
 RATIOS = (("ours", "sbx"), ("ours", "ceiling"), ("ours", "ceiling_best"),
-          ("ours", "calls"), ("calls", "ceiling"), ("calls", "ceiling_best"),
-          ("ceiling", "sbx"), ("calls", "sbx"), ("ceiling", "floor"),
-          ("floor", "sbx"))
+          ("ours", "updates"), ("ours", "calls"), ("calls", "ceiling"),
+          ("calls", "ceiling_best"), ("calls", "updates"),
+          ("updates", "ceiling"), ("ceiling", "sbx"), ("updates", "sbx"),
+          ("calls", "sbx"), ("ceiling", "floor"), ("floor", "sbx"))
 
 
 def add_ratios(results: dict) -> dict:
@@ -305,6 +314,7 @@ TABLE_ROWS = (
     ("update-only ceiling (updates/s)", "ceiling_rounds"),
     ("update-only ceiling, fastest of its 5 calls (updates/s)",
      "ceiling_best_rounds"),
+    ("the loop's update call alone (updates/s)", "updates_rounds"),
     ("the loop's compiled calls alone (steps/s)", "calls_rounds"),
     ("stochgrad SAC, full loop (env steps/s)", "ours_rounds"),
     ("sbx SAC, same hyperparameters (env steps/s)", "sbx_rounds"),
@@ -366,20 +376,21 @@ def main(argv=None):
   results = {"env_id": _ENV_ID.value, "jax": jax.__version__,
              "devices": str(jax.devices())}
   flops = step_flops(*_filled()[:2])
-  ceilings, bests, compiles, floors, calls, ours_runs, sbx_runs = (
-      [], [], [], [], [], [], [])
+  ceilings, bests, compiles, floors, updates, calls, ours_runs, sbx_runs = (
+      [], [], [], [], [], [], [], [])
   for _ in range(_ROUNDS.value):
     ceiling, best, compile_seconds = time_ceiling_and_compile()
     ceilings.append(ceiling)
     bests.append(best)
     compiles.append(compile_seconds)
     floors.append(time_floor(flops))
+    updates.append(time_calls(actions=False))
     calls.append(time_calls())
     ours_runs.append(time_ours(1))
     if not _SKIP_SBX.value:
       sbx_runs.append(time_sbx())
   results.update(ceiling_rounds=ceilings, ceiling_best_rounds=bests,
-                 calls_rounds=calls,
+                 updates_rounds=updates, calls_rounds=calls,
                  ours_rounds=ours_runs, floor_rounds=floors,
                  step_gflops=flops / 1e9,
                  sbx_rounds=sbx_runs, compile_s=float(np.median(compiles)),

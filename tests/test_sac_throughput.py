@@ -75,6 +75,22 @@ def test_fastest_ceiling_call_gets_its_own_row_and_ratios(tmp_path, capsys):
   assert rows["ours / ceiling (ratio)"] == ["0.5", "0.75", "0.625", "0.5 |"]
 
 
+def test_update_call_alone_gets_its_row_and_bounds_the_loop(tmp_path, capsys):
+  """Oracle: ours 2 and 3 against the update call alone 4 and 5 give 0.5 and
+  0.6; calls 3 and 4 give 0.75 and 0.8; the update call against the
+  ceiling 4 and 4 gives 1 and 1.25, against sbx 1 and 2 gives 4 and 2.5."""
+  _, rows = _table(tmp_path, capsys, {
+      "ceiling_rounds": [4.0, 4.0], "updates_rounds": [4.0, 5.0],
+      "calls_rounds": [3.0, 4.0], "ours_rounds": [2.0, 3.0],
+      "sbx_rounds": [1.0, 2.0]})
+  assert rows["the loop's update call alone (updates/s)"] == [
+      "4", "5", "4.5", "|"]
+  assert rows["ours / updates (ratio)"] == ["0.5", "0.6", "0.55", "0.5 |"]
+  assert rows["calls / updates (ratio)"] == ["0.75", "0.8", "0.775", "0.75 |"]
+  assert rows["updates / ceiling (ratio)"] == ["1", "1.25", "1.125", "1 |"]
+  assert rows["updates / sbx (ratio)"] == ["4", "2.5", "3.25", "2.5 |"]
+
+
 def test_floor_ratios_are_reported(tmp_path, capsys):
   """Oracle: ceiling 4 and 4 against floor 5 and 8 give 0.8 and 0.5; floor
   5 and 8 against sbx 1 and 2 give 5 and 4."""
