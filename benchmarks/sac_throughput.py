@@ -49,8 +49,8 @@ critics, learned temperature, one env. Env steps/s are measured over
   compile     time to lower and compile the per-step update call.
 
 The rounds alternate ceiling, floor, updates, calls, ours and sbx; every
-ratio is taken within a round and reported as its median and minimum over rounds
-(the absolute speeds of a shared VM drift between rounds).
+ratio is taken within a round and reported as its median and minimum over
+rounds (the absolute speeds of a shared VM drift between rounds).
 """
 
 from __future__ import annotations
