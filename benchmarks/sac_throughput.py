@@ -73,8 +73,10 @@ from sac import replay
 from sac import train as sac_train
 
 FLAGS = flags.FlagValues()
-_ENV_ID = flags.DEFINE_string("env_id", "HalfCheetah-v5", "Gymnasium env id.",
-                              flag_values=FLAGS)
+_ENV_ID = flags.DEFINE_enum(
+    "env_id", "HalfCheetah-v5", ("Pendulum-v1",) + sac_config.MUJOCO_ENVS,
+    "Gymnasium env id, one with a preset in launch/configs/sac.py.",
+    flag_values=FLAGS)
 _WARMUP = flags.DEFINE_integer("warmup", 1500, "Steps before timing starts.",
                                flag_values=FLAGS)
 _MEASURE = flags.DEFINE_integer("measure", 3000, "Timed steps.",
@@ -98,7 +100,9 @@ LOG_EVERY = 500
 
 
 def _config(num_seeds: int = 1):
-  config = sac_config.get_config(_ENV_ID.value)
+  env_id = _ENV_ID.value
+  config = sac_config.get_config(
+      "pendulum" if env_id == "Pendulum-v1" else env_id)
   config.num_steps = _WARMUP.value + _MEASURE.value
   config.learning_starts = LEARNING_STARTS
   config.hidden_sizes = (256, 256)

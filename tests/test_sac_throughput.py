@@ -52,6 +52,12 @@ def test_missing_or_malformed_json_is_a_usage_error(tmp_path, capsys):
       'has no "ours_rounds" list', capsys)
 
 
+def test_an_env_without_a_preset_is_a_usage_error(capsys):
+  command_line_checks.assert_usage_error(
+      sac_throughput.main, ["--env_id", "CartPole-v1"],
+      "value should be one of <Pendulum-v1|HalfCheetah-v5", capsys)
+
+
 def test_calls_over_sbx_is_reported_with_sbx(tmp_path, capsys):
   """Oracle: calls 3 and 4 against sbx 1 and 2 give 3 and 2 (median 2.5)."""
   _, rows = _table(tmp_path, capsys, {
